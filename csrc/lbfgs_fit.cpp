@@ -1,0 +1,210 @@
+// Batched L-BFGS with a per-probe backtracking line search.
+//
+// Every probe has its own step, history and stopping state, yet one pass over the features
+// evaluates all of them. Acceptance, step sizes and directions are tensors on the features'
+// device, so an iteration issues no host synchronisation; the host looks only every
+// `check_every` iterations, to stop early and to drop finished probes from the pass
+// (compaction), which keeps the matrix products as narrow as the unfinished probes.
+#include "lbfgs_fit.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "probe_layout.h"
+#include "probe_pass.h"
+
+namespace uinfo_fast {
+namespace {
+
+constexpr double kArmijo = 1e-4;   // sufficient-decrease constant c1
+constexpr int64_t kMaxFails = 25;  // consecutive rejected steps before a probe counts as stalled
+
+// Optimiser state of the probes still running; columns and probes compacted together.
+struct FitState {
+  ProbeLayout layout;
+  std::vector<int64_t> ids;  // original index of each running probe
+  at::Tensor orig_cols;      // [Ca] int64: original column of each running column
+  at::Tensor l2;             // [Ka] float64
+  at::Tensor params, grad, dir;  // [D+1, Ca] compute dtype (last row: bias)
+  at::Tensor f, gd, t, gamma, gmax;  // [Ka] float64: objective, G.dir, step, H0 scale, max |G|
+  at::Tensor done;           // [Ka] bool: converged or stalled
+  at::Tensor fails, iters;   // [Ka] int64
+  at::Tensor hist_s, hist_y; // [m, D+1, Ca]
+  at::Tensor rho;            // [m, Ka] float64; 0 marks an empty or skipped pair
+};
+
+at::Tensor seg_dot(const at::Tensor& a, const at::Tensor& b, const ProbeLayout& layout) {
+  return segment_sum((a * b).sum(0, /*keepdim=*/false, at::kDouble), layout);
+}
+
+at::Tensor seg_absmax(const at::Tensor& a, const ProbeLayout& layout) {
+  const at::Tensor col_max = a.abs().amax(0).to(at::kDouble);
+  return at::zeros({layout.n_probes}, col_max.options()).scatter_reduce_(0, layout.col2probe, col_max, "amax");
+}
+
+// Per-probe values [K] spread over that probe's columns, [C], in dtype `dt`.
+at::Tensor per_col(const at::Tensor& v, const ProbeLayout& layout, c10::ScalarType dt) {
+  return v.index_select(0, layout.col2probe).to(dt);
+}
+
+// Two-loop recursion: H * g for every probe, H the probe's L-BFGS inverse-Hessian estimate.
+at::Tensor two_loop(const FitState& st, int64_t newest, int64_t count) {
+  const int64_t m = st.hist_s.size(0);
+  const auto dt = st.grad.scalar_type();
+  at::Tensor q = st.grad.clone();
+  std::vector<at::Tensor> alpha(m);
+  for (int64_t j = 0; j < count; ++j) {
+    const int64_t i = (newest - j + m) % m;
+    alpha[i] = st.rho[i] * seg_dot(st.hist_s[i], q, st.layout);
+    q.sub_(st.hist_y[i] * per_col(alpha[i], st.layout, dt));
+  }
+  q.mul_(per_col(st.gamma, st.layout, dt));
+  for (int64_t j = count - 1; j >= 0; --j) {
+    const int64_t i = (newest - j + m) % m;
+    const at::Tensor beta = st.rho[i] * seg_dot(st.hist_y[i], q, st.layout);
+    q.add_(st.hist_s[i] * per_col(alpha[i] - beta, st.layout, dt));
+  }
+  return q;
+}
+
+FitState select_probes(const FitState& st, const std::vector<int64_t>& keep) {
+  const at::Tensor probes = at::tensor(keep, at::TensorOptions().dtype(at::kLong)).to(st.f.device());
+  const at::Tensor cols = st.layout.columns_of(keep);
+  FitState out;
+  out.layout = st.layout.select(keep);
+  for (int64_t k : keep) out.ids.push_back(st.ids[k]);
+  out.orig_cols = st.orig_cols.index_select(0, cols);
+  out.params = st.params.index_select(1, cols);
+  out.grad = st.grad.index_select(1, cols);
+  out.dir = st.dir.index_select(1, cols);
+  out.hist_s = st.hist_s.index_select(2, cols);
+  out.hist_y = st.hist_y.index_select(2, cols);
+  out.rho = st.rho.index_select(1, probes);
+  for (auto [dst, src] : {std::pair<at::Tensor*, const at::Tensor*>{&out.l2, &st.l2}, {&out.f, &st.f},
+                          {&out.gd, &st.gd}, {&out.t, &st.t}, {&out.gamma, &st.gamma}, {&out.gmax, &st.gmax},
+                          {&out.done, &st.done}, {&out.fails, &st.fails}, {&out.iters, &st.iters}})
+    *dst = src->index_select(0, probes);
+  return out;
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fit_probes(
+    const at::Tensor& x, const at::Tensor& labels, const at::Tensor& weight, const at::Tensor& bias,
+    const at::Tensor& probe_offsets, const at::Tensor& probe_label_col, const at::Tensor& l2, int64_t max_iter,
+    double tol, int64_t history, int64_t check_every) {
+  const ProbeLayout layout = check_probe_args(x, labels, weight, bias, probe_offsets, probe_label_col, l2);
+  TORCH_CHECK_VALUE(max_iter >= 0, "uinfo_fast: max_iter must be >= 0, got ", max_iter);
+  TORCH_CHECK_VALUE(tol > 0, "uinfo_fast: tol must be > 0, got ", tol);
+  TORCH_CHECK_VALUE(history >= 1, "uinfo_fast: history must be >= 1, got ", history);
+  TORCH_CHECK_VALUE(check_every >= 1, "uinfo_fast: check_every must be >= 1, got ", check_every);
+  const int64_t d = x.size(1), n_probes = layout.n_probes;
+  const auto dt = weight.scalar_type();
+  const auto dbl = weight.options().dtype(at::kDouble);
+  const at::Tensor xc = x.contiguous(), yc = labels.contiguous();
+
+  // Outputs, written back each time finished probes leave the running set.
+  at::Tensor params_out = at::cat({weight, bias.unsqueeze(0)}, 0).contiguous();
+  at::Tensor f_out = at::empty({n_probes}, dbl), gmax_out = at::empty({n_probes}, dbl);
+  at::Tensor iters_out = at::zeros({n_probes}, weight.options().dtype(at::kLong));
+
+  FitState st;
+  st.layout = layout;
+  for (int64_t k = 0; k < n_probes; ++k) st.ids.push_back(k);
+  st.orig_cols = at::arange(layout.n_cols, weight.options().dtype(at::kLong));
+  st.l2 = l2.to(at::kDouble);
+  st.params = params_out.clone();
+  st.grad = at::empty_like(st.params);
+  st.f = penalised_objective(xc, yc, st.params, st.layout, st.l2, &st.grad);
+  st.gmax = seg_absmax(st.grad, st.layout);
+  st.done = st.gmax.le(tol);
+  st.dir = st.grad.neg();
+  st.gd = seg_dot(st.grad, st.dir, st.layout);
+  // First step: at most unit length along the steepest descent (no curvature known yet).
+  st.t = at::clamp_max(st.gd.neg().sqrt().reciprocal(), 1.0);
+  st.gamma = at::ones({n_probes}, dbl);
+  st.fails = at::zeros({n_probes}, iters_out.options());
+  st.iters = at::zeros({n_probes}, iters_out.options());
+  st.hist_s = at::zeros({history, d + 1, layout.n_cols}, st.params.options());
+  st.hist_y = at::zeros_like(st.hist_s);
+  st.rho = at::zeros({history, n_probes}, dbl);
+  int64_t newest = history - 1, count = 0;
+
+  auto write_back = [&](const FitState& s) {
+    const at::Tensor ids = at::tensor(s.ids, at::TensorOptions().dtype(at::kLong)).to(x.device());
+    params_out.index_copy_(1, s.orig_cols, s.params);
+    f_out.index_copy_(0, ids, s.f);
+    gmax_out.index_copy_(0, ids, s.gmax);
+    iters_out.index_copy_(0, ids, s.iters);
+  };
+
+  for (int64_t it = 0; it < max_iter; ++it) {
+    if (it % check_every == 0) {  // the only host synchronisation of the loop
+      const at::Tensor done_h = st.done.to(at::kCPU);
+      const bool* dp = done_h.data_ptr<bool>();
+      std::vector<int64_t> keep;
+      for (int64_t k = 0; k < st.layout.n_probes; ++k)
+        if (!dp[k]) keep.push_back(k);
+      if (keep.empty()) break;
+      if (static_cast<int64_t>(keep.size()) < st.layout.n_probes) {
+        write_back(st);
+        st = select_probes(st, keep);
+      }
+    }
+    const ProbeLayout& lay = st.layout;
+    const at::Tensor active = st.done.logical_not();
+    const at::Tensor t_act = st.t * active;
+    const at::Tensor trial = st.params + st.dir * per_col(t_act, lay, dt);
+    at::Tensor grad_trial = at::empty_like(trial);
+    const at::Tensor f_trial = penalised_objective(xc, yc, trial, lay, st.l2, &grad_trial);
+
+    const at::Tensor ok = active & f_trial.isfinite() & f_trial.le(st.f + kArmijo * t_act * st.gd);
+    const at::Tensor ok_cols = per_col(ok, lay, at::kBool);
+    const at::Tensor ok_mask = ok_cols.to(dt);
+    const at::Tensor s = (trial - st.params) * ok_mask;
+    const at::Tensor y = (grad_trial - st.grad) * ok_mask;
+    const at::Tensor sy = seg_dot(s, y, lay), yy = seg_dot(y, y, lay);
+    // Convexity makes s.y >= 0; a pair with no curvature left (rounding) is skipped, not stored.
+    const at::Tensor valid = ok & sy.gt(1e-10 * yy) & yy.gt(0);
+    const at::Tensor valid_mask = per_col(valid, lay, dt);
+    newest = (newest + 1) % history;
+    count = std::min(count + 1, history);
+    st.hist_s[newest].copy_(s * valid_mask);
+    st.hist_y[newest].copy_(y * valid_mask);
+    st.rho[newest].copy_(at::where(valid, sy.reciprocal(), at::zeros_like(sy)));
+    st.gamma = at::where(valid, sy / yy, st.gamma);
+
+    // Rejected steps shrink to the minimiser of the quadratic through f, f'(0) and f(t),
+    // kept within [0.1 t, 0.5 t]; a trial with a non-finite objective shrinks tenfold.
+    const at::Tensor curv = 2 * (f_trial - st.f - st.gd * t_act);
+    const at::Tensor t_quad = at::where(curv.gt(0) & f_trial.isfinite(),
+                                        (-st.gd * t_act * t_act / curv).clamp(0.1 * t_act, 0.5 * t_act),
+                                        0.1 * t_act);
+    st.t = at::where(ok, at::ones_like(st.t), at::where(active, t_quad, st.t));
+    st.fails = at::where(ok, at::zeros_like(st.fails), st.fails + active.to(at::kLong));
+    st.iters.add_(active.to(at::kLong));
+    st.params = at::where(ok_cols, trial, st.params);
+    st.grad = at::where(ok_cols, grad_trial, st.grad);
+    st.f = at::where(ok, f_trial, st.f);
+    st.gmax = seg_absmax(st.grad, lay);
+    st.done = st.done | st.gmax.le(tol) | st.fails.ge(kMaxFails);
+
+    // New quasi-Newton direction for the probes that moved; steepest descent if it is not a
+    // descent direction (lost positive definiteness through rounding).
+    at::Tensor dir = two_loop(st, newest, count).neg_();
+    at::Tensor gd = seg_dot(st.grad, dir, lay);
+    const at::Tensor descent = gd.lt(0);
+    dir = at::where(per_col(descent, lay, at::kBool), dir, st.grad.neg());
+    gd = at::where(descent, gd, seg_dot(st.grad, st.grad, lay).neg());
+    st.dir = at::where(ok_cols, dir, st.dir);
+    st.gd = at::where(ok, gd, st.gd);
+  }
+  write_back(st);
+  at::Tensor w_out = params_out.narrow(0, 0, d).contiguous();
+  at::Tensor b_out = params_out.select(0, d).contiguous();
+  return {w_out, b_out, f_out, gmax_out, iters_out};
+}
+
+}  // namespace uinfo_fast

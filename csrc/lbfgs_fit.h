@@ -1,0 +1,22 @@
+// Batched L-BFGS for many softmax probes at once, every decision taken on the device.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <tuple>
+
+namespace uinfo_fast {
+
+// Minimises f_k(W_k, b_k) = mean NLL_k + l2_k / 2 ||W_k||^2 for every probe k, starting from
+// (weight, bias). Returns (weight [D, C], bias [C], objective [K] float64, grad_max [K] float64,
+// n_iter [K] int64); probe k converged when grad_max[k] <= tol.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fit_probes(
+    const at::Tensor& x,                // [N, D] float32/bfloat16/float16/float64
+    const at::Tensor& labels,           // [N, L] int64
+    const at::Tensor& weight,           // [D, C] initial weights (compute dtype)
+    const at::Tensor& bias,             // [C] initial bias
+    const at::Tensor& probe_offsets,    // [K+1] int64
+    const at::Tensor& probe_label_col,  // [K] int64
+    const at::Tensor& l2,               // [K] penalties, >= 0
+    int64_t max_iter, double tol, int64_t history, int64_t check_every);
+
+}  // namespace uinfo_fast

@@ -1,0 +1,126 @@
+#include "probe_layout.h"
+
+#include <ATen/ATen.h>
+
+namespace uinfo_fast {
+
+c10::ScalarType compute_dtype(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+ProbeLayout make_layout(std::vector<int64_t> offsets_host, std::vector<int64_t> label_col_host, c10::Device device) {
+  ProbeLayout layout;
+  layout.n_probes = static_cast<int64_t>(label_col_host.size());
+  layout.n_cols = offsets_host.back();
+  std::vector<int64_t> col2probe(layout.n_cols);
+  for (int64_t k = 0; k < layout.n_probes; ++k)
+    for (int64_t c = offsets_host[k]; c < offsets_host[k + 1]; ++c) col2probe[c] = k;
+  auto on_device = [&](const std::vector<int64_t>& v) {
+    return at::tensor(v, at::TensorOptions().dtype(at::kLong)).to(device);
+  };
+  layout.offsets = on_device(offsets_host);
+  layout.label_col = on_device(label_col_host);
+  layout.col2probe = on_device(col2probe);
+  layout.offsets_host = std::move(offsets_host);
+  layout.label_col_host = std::move(label_col_host);
+  return layout;
+}
+
+ProbeLayout ProbeLayout::select(const std::vector<int64_t>& keep) const {
+  std::vector<int64_t> off{0}, cols;
+  for (int64_t k : keep) {
+    off.push_back(off.back() + offsets_host[k + 1] - offsets_host[k]);
+    cols.push_back(label_col_host[k]);
+  }
+  return make_layout(std::move(off), std::move(cols), offsets.device());
+}
+
+at::Tensor ProbeLayout::columns_of(const std::vector<int64_t>& keep) const {
+  std::vector<int64_t> idx;
+  for (int64_t k : keep)
+    for (int64_t c = offsets_host[k]; c < offsets_host[k + 1]; ++c) idx.push_back(c);
+  return at::tensor(idx, at::TensorOptions().dtype(at::kLong)).to(offsets.device());
+}
+
+at::Tensor segment_sum(const at::Tensor& per_column, const ProbeLayout& layout) {
+  return at::zeros({layout.n_probes}, per_column.options()).index_add_(0, layout.col2probe, per_column);
+}
+
+namespace {
+
+std::vector<int64_t> to_host(const at::Tensor& t) {
+  const at::Tensor c = t.to(at::kCPU).contiguous();
+  return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+}
+
+void check_same_device(const at::Tensor& t, const char* name, const at::Tensor& x) {
+  TORCH_CHECK_VALUE(t.device() == x.device(), "uinfo_fast: ", name, " is on ", t.device(),
+                    " but x is on ", x.device(), "; every tensor of a probe op must be on one device");
+}
+
+}  // namespace
+
+ProbeLayout check_probe_args(const at::Tensor& x, const at::Tensor& labels, const at::Tensor& weight,
+                             const at::Tensor& bias, const at::Tensor& probe_offsets,
+                             const at::Tensor& probe_label_col, const at::Tensor& l2) {
+  TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()), "uinfo_fast: x must be a floating tensor, got ",
+                   x.scalar_type());
+  TORCH_CHECK_VALUE(x.dim() == 2, "uinfo_fast: x must be 2-D [N, D], got shape ", x.sizes());
+  TORCH_CHECK_VALUE(x.size(0) > 0 && x.size(1) > 0, "uinfo_fast: x is empty, shape ", x.sizes());
+  TORCH_CHECK_TYPE(labels.scalar_type() == at::kLong, "uinfo_fast: labels must be int64, got ",
+                   labels.scalar_type());
+  TORCH_CHECK_VALUE(labels.dim() == 2 && labels.size(0) == x.size(0),
+                    "uinfo_fast: labels must be [N, L] with N = x.size(0) = ", x.size(0), ", got shape ",
+                    labels.sizes());
+  const auto cdt = compute_dtype(x);
+  TORCH_CHECK_TYPE(weight.scalar_type() == cdt && bias.scalar_type() == cdt, "uinfo_fast: weight and bias must be ",
+                   cdt, " for x of dtype ", x.scalar_type(), ", got ", weight.scalar_type(), " and ",
+                   bias.scalar_type());
+  TORCH_CHECK_VALUE(weight.dim() == 2 && weight.size(0) == x.size(1),
+                    "uinfo_fast: weight must be [D, C] with D = x.size(1) = ", x.size(1), ", got shape ",
+                    weight.sizes());
+  TORCH_CHECK_VALUE(bias.dim() == 1 && bias.size(0) == weight.size(1),
+                    "uinfo_fast: bias must be [C] with C = weight.size(1) = ", weight.size(1), ", got shape ",
+                    bias.sizes());
+  TORCH_CHECK_TYPE(probe_offsets.scalar_type() == at::kLong && probe_label_col.scalar_type() == at::kLong,
+                   "uinfo_fast: probe_offsets and probe_label_col must be int64");
+  TORCH_CHECK_VALUE(probe_label_col.dim() == 1 && probe_label_col.size(0) > 0,
+                    "uinfo_fast: probe_label_col must be [K] with K >= 1, got shape ", probe_label_col.sizes());
+  const int64_t n_probes = probe_label_col.size(0);
+  TORCH_CHECK_VALUE(probe_offsets.dim() == 1 && probe_offsets.size(0) == n_probes + 1,
+                    "uinfo_fast: probe_offsets must be [K+1] = [", n_probes + 1, "], got shape ",
+                    probe_offsets.sizes());
+  for (const auto& [t, name] : {std::pair<const at::Tensor&, const char*>{labels, "labels"}, {weight, "weight"},
+                                {bias, "bias"}, {probe_offsets, "probe_offsets"},
+                                {probe_label_col, "probe_label_col"}})
+    check_same_device(t, name, x);
+  if (l2.defined()) {
+    check_same_device(l2, "l2", x);
+    TORCH_CHECK_TYPE(at::isFloatingType(l2.scalar_type()), "uinfo_fast: l2 must be floating, got ", l2.scalar_type());
+    TORCH_CHECK_VALUE(l2.dim() == 1 && l2.size(0) == n_probes, "uinfo_fast: l2 must be [K] = [", n_probes,
+                      "], got shape ", l2.sizes());
+    TORCH_CHECK_VALUE(l2.ge(0).all().item<bool>() && l2.isfinite().all().item<bool>(),
+                      "uinfo_fast: l2 penalties must be finite and >= 0");
+  }
+
+  std::vector<int64_t> off = to_host(probe_offsets), cols = to_host(probe_label_col);
+  TORCH_CHECK_VALUE(off[0] == 0 && off[n_probes] == weight.size(1),
+                    "uinfo_fast: probe_offsets must start at 0 and end at C = ", weight.size(1));
+  const int64_t n_label_cols = labels.size(1);
+  // Per label column, the smallest and largest label: one reduction, one host copy.
+  const at::Tensor lo = std::get<0>(labels.min(0)).to(at::kCPU), hi = std::get<0>(labels.max(0)).to(at::kCPU);
+  for (int64_t k = 0; k < n_probes; ++k) {
+    const int64_t n_classes = off[k + 1] - off[k];
+    TORCH_CHECK_VALUE(n_classes >= 2, "uinfo_fast: probe ", k, " has ", n_classes,
+                      " classes (probe_offsets must grow by at least 2 per probe)");
+    TORCH_CHECK_VALUE(cols[k] >= 0 && cols[k] < n_label_cols, "uinfo_fast: probe_label_col[", k, "] = ", cols[k],
+                      " is outside [0, ", n_label_cols, ")");
+    const int64_t ymin = lo[cols[k]].item<int64_t>(), ymax = hi[cols[k]].item<int64_t>();
+    TORCH_CHECK_VALUE(ymin >= 0 && ymax < n_classes, "uinfo_fast: labels[:, ", cols[k], "] must lie in [0, ",
+                      n_classes, ") for probe ", k, ", found values in [", ymin, ", ", ymax, "]");
+  }
+  TORCH_CHECK_VALUE(x.isfinite().all().item<bool>(), "uinfo_fast: x contains NaN or Inf");
+  return make_layout(std::move(off), std::move(cols), x.device());
+}
+
+}  // namespace uinfo_fast

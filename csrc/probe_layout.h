@@ -1,0 +1,45 @@
+// Probes that share one feature matrix, laid side by side as columns of one parameter matrix.
+//
+// Probe k owns columns [offsets[k], offsets[k+1]) of weight [D, C] and bias [C] and predicts
+// label column label_col[k] of labels [N, L]. One matrix product then serves every probe.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+namespace uinfo_fast {
+
+struct ProbeLayout {
+  int64_t n_probes = 0;
+  int64_t n_cols = 0;
+  std::vector<int64_t> offsets_host;    // [K+1]
+  std::vector<int64_t> label_col_host;  // [K]
+  at::Tensor offsets;                   // [K+1] int64, on the features' device
+  at::Tensor label_col;                 // [K] int64, on the features' device
+  at::Tensor col2probe;                 // [C] int64, probe index of every column
+
+  // Layout of the probes listed in `keep` (indices into this layout), columns renumbered.
+  ProbeLayout select(const std::vector<int64_t>& keep) const;
+  // Original column indices of the probes in `keep`, as an int64 tensor on `device`.
+  at::Tensor columns_of(const std::vector<int64_t>& keep) const;
+};
+
+ProbeLayout make_layout(std::vector<int64_t> offsets_host, std::vector<int64_t> label_col_host, c10::Device device);
+
+// Validates the arguments every probe op takes and returns their layout. Raises ValueError /
+// TypeError naming the argument. `l2` may be undefined (ops without a penalty).
+ProbeLayout check_probe_args(const at::Tensor& x,              // [N, D] float32/bfloat16/float16/float64
+                             const at::Tensor& labels,         // [N, L] int64
+                             const at::Tensor& weight,         // [D, C] float32 (float64 when x is)
+                             const at::Tensor& bias,           // [C]
+                             const at::Tensor& probe_offsets,  // [K+1] int64
+                             const at::Tensor& probe_label_col,// [K] int64
+                             const at::Tensor& l2);            // [K] or undefined
+
+// float64 features compute in float64, every other floating type in float32.
+c10::ScalarType compute_dtype(const at::Tensor& x);
+
+// Per-probe sums of a per-column quantity: out[k] = sum of v[c] over the columns of probe k.
+at::Tensor segment_sum(const at::Tensor& per_column, const ProbeLayout& layout);
+
+}  // namespace uinfo_fast

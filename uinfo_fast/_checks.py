@@ -1,0 +1,82 @@
+"""Argument checks shared by the public API: each error names the argument and what was expected."""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import torch
+
+from ._ops import require_device_support
+
+FEATURE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+
+def check_features(x, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape [N, D], got {type(x).__name__}")
+    if x.dtype not in FEATURE_DTYPES:
+        raise TypeError(f"{name} must be float32, bfloat16, float16 or float64, got {x.dtype}")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must be 2-D [N, D], got shape {tuple(x.shape)}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
+    require_device_support(x.device)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf values")
+    return x
+
+
+def check_labels(y, name: str, n_rows: int, device: torch.device, num_classes: int | None = None) -> torch.Tensor:
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of int64 class indices, got {type(y).__name__}")
+    if y.dtype != torch.int64:
+        raise TypeError(f"{name} must be int64 class indices, got {y.dtype}")
+    if y.dim() != 1:
+        raise ValueError(f"{name} must be 1-D [N], got shape {tuple(y.shape)}")
+    if y.shape[0] != n_rows:
+        raise ValueError(f"{name} has {y.shape[0]} rows but the features have {n_rows}")
+    if y.device != device:
+        raise ValueError(f"{name} is on {y.device} but the features are on {device}")
+    if num_classes is not None and y.numel() > 0:
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"{name} must lie in [0, {num_classes}), found values in [{lo}, {hi}]")
+    return y
+
+
+def label_sets(labels, name: str) -> dict[str, torch.Tensor]:
+    """A tensor [N] (one label set), [N, L], a sequence of [N] tensors or a name -> [N] mapping."""
+    if isinstance(labels, Mapping):
+        sets = dict(labels)
+    elif isinstance(labels, torch.Tensor) and labels.dim() == 2:
+        sets = {f"labels{j}": labels[:, j] for j in range(labels.shape[1])}
+    elif isinstance(labels, torch.Tensor):
+        sets = {"labels": labels}
+    elif isinstance(labels, Sequence) and not isinstance(labels, (str, bytes)):
+        sets = {f"labels{j}": y for j, y in enumerate(labels)}
+    else:
+        raise TypeError(f"{name} must be a tensor, a sequence of tensors or a mapping name -> tensor, "
+                        f"got {type(labels).__name__}")
+    if not sets:
+        raise ValueError(f"{name} is empty: give at least one label set")
+    return sets
+
+
+def feature_sets(features, name: str) -> dict[str, torch.Tensor]:
+    if isinstance(features, torch.Tensor):
+        return {"features": features}
+    if isinstance(features, Mapping):
+        if not features:
+            raise ValueError(f"{name} is empty: give at least one feature set")
+        return dict(features)
+    raise TypeError(f"{name} must be a tensor [N, D] or a mapping name -> tensor, got {type(features).__name__}")
+
+
+def check_l2(l2, name: str = "l2") -> list[float]:
+    values = [l2] if isinstance(l2, (int, float)) else list(torch.as_tensor(l2, dtype=torch.float64).flatten().tolist())
+    if not values:
+        raise ValueError(f"{name} is empty: give at least one penalty")
+    for v in values:
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} values must be finite and >= 0, got {v}")
+    return [float(v) for v in values]
