@@ -20,6 +20,7 @@ namespace {
 
 constexpr double kArmijo = 1e-4;   // sufficient-decrease constant c1
 constexpr int64_t kMaxFails = 25;  // consecutive rejected steps before a probe counts as stalled
+constexpr int64_t kMaxFlat = 3;    // consecutive steps that lower f by under ftol (relative)
 
 // Optimiser state of the probes still running; columns and probes compacted together.
 struct FitState {
@@ -30,7 +31,7 @@ struct FitState {
   at::Tensor params, grad, dir;  // [D+1, Ca] compute dtype (last row: bias)
   at::Tensor f, gd, t, gamma, gmax;  // [Ka] float64: objective, G.dir, step, H0 scale, max |G|
   at::Tensor done;           // [Ka] bool: converged or stalled
-  at::Tensor fails, iters;   // [Ka] int64
+  at::Tensor fails, flat, iters, status;  // [Ka] int64 (status: see lbfgs_fit.h)
   at::Tensor hist_s, hist_y; // [m, D+1, Ca]
   at::Tensor rho;            // [m, Ka] float64; 0 marks an empty or skipped pair
 };
@@ -84,14 +85,15 @@ FitState select_probes(const FitState& st, const std::vector<int64_t>& keep) {
   out.rho = st.rho.index_select(1, probes);
   for (auto [dst, src] : {std::pair<at::Tensor*, const at::Tensor*>{&out.l2, &st.l2}, {&out.f, &st.f},
                           {&out.gd, &st.gd}, {&out.t, &st.t}, {&out.gamma, &st.gamma}, {&out.gmax, &st.gmax},
-                          {&out.done, &st.done}, {&out.fails, &st.fails}, {&out.iters, &st.iters}})
+                          {&out.done, &st.done}, {&out.fails, &st.fails}, {&out.flat, &st.flat},
+                          {&out.iters, &st.iters}, {&out.status, &st.status}})
     *dst = src->index_select(0, probes);
   return out;
 }
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fit_probes(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fit_probes(
     const at::Tensor& x, const at::Tensor& labels, const at::Tensor& weight, const at::Tensor& bias,
     const at::Tensor& probe_offsets, const at::Tensor& probe_label_col, const at::Tensor& l2, int64_t max_iter,
     double tol, int64_t history, int64_t check_every) {
@@ -109,6 +111,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fit_probe
   at::Tensor params_out = at::cat({weight, bias.unsqueeze(0)}, 0).contiguous();
   at::Tensor f_out = at::empty({n_probes}, dbl), gmax_out = at::empty({n_probes}, dbl);
   at::Tensor iters_out = at::zeros({n_probes}, weight.options().dtype(at::kLong));
+  at::Tensor status_out = at::zeros_like(iters_out);
+  // Below this relative decrease the objective is flat at the working precision.
+  const double ftol = dt == at::kDouble ? 2.220446049250313e-16 : 1.1920928955078125e-07;
 
   FitState st;
   st.layout = layout;
@@ -120,12 +125,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fit_probe
   st.f = penalised_objective(xc, yc, st.params, st.layout, st.l2, &st.grad);
   st.gmax = seg_absmax(st.grad, st.layout);
   st.done = st.gmax.le(tol);
+  st.status = st.done.to(at::kLong);
   st.dir = st.grad.neg();
   st.gd = seg_dot(st.grad, st.dir, st.layout);
   // First step: at most unit length along the steepest descent (no curvature known yet).
   st.t = at::clamp_max(st.gd.neg().sqrt().reciprocal(), 1.0);
   st.gamma = at::ones({n_probes}, dbl);
   st.fails = at::zeros({n_probes}, iters_out.options());
+  st.flat = at::zeros_like(st.fails);
   st.iters = at::zeros({n_probes}, iters_out.options());
   st.hist_s = at::zeros({history, d + 1, layout.n_cols}, st.params.options());
   st.hist_y = at::zeros_like(st.hist_s);
@@ -138,6 +145,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fit_probe
     f_out.index_copy_(0, ids, s.f);
     gmax_out.index_copy_(0, ids, s.gmax);
     iters_out.index_copy_(0, ids, s.iters);
+    status_out.index_copy_(0, ids, s.status);
   };
 
   for (int64_t it = 0; it < max_iter; ++it) {
@@ -187,9 +195,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fit_probe
     st.iters.add_(active.to(at::kLong));
     st.params = at::where(ok_cols, trial, st.params);
     st.grad = at::where(ok_cols, grad_trial, st.grad);
+    const at::Tensor rel_decrease = (st.f - f_trial) / at::maximum(at::maximum(st.f.abs(), f_trial.abs()), at::ones_like(st.f));
+    st.flat = at::where(ok, at::where(rel_decrease.le(ftol), st.flat + 1, at::zeros_like(st.flat)), st.flat);
     st.f = at::where(ok, f_trial, st.f);
     st.gmax = seg_absmax(st.grad, lay);
-    st.done = st.done | st.gmax.le(tol) | st.fails.ge(kMaxFails);
+    const at::Tensor converged = active & st.gmax.le(tol);
+    const at::Tensor flat = active & converged.logical_not() & st.flat.ge(kMaxFlat);
+    const at::Tensor failed = active & (converged | flat).logical_not() & st.fails.ge(kMaxFails);
+    st.status = at::where(converged, 1, at::where(flat, 2, at::where(failed, 3, st.status)));
+    st.done = st.done | converged | flat | failed;
 
     // New quasi-Newton direction for the probes that moved; steepest descent if it is not a
     // descent direction (lost positive definiteness through rounding).
@@ -202,9 +216,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fit_probe
     st.gd = at::where(ok, gd, st.gd);
   }
   write_back(st);
-  at::Tensor w_out = params_out.narrow(0, 0, d).contiguous();
-  at::Tensor b_out = params_out.select(0, d).contiguous();
-  return {w_out, b_out, f_out, gmax_out, iters_out};
+  at::Tensor w_out = params_out.narrow(0, 0, d).clone();  // outputs must not alias
+  at::Tensor b_out = params_out.select(0, d).clone();
+  return {w_out, b_out, f_out, gmax_out, iters_out, status_out};
 }
 
 }  // namespace uinfo_fast

@@ -70,7 +70,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> probe_objective(const at::Tensor&
   at::Tensor grad = at::empty_like(params);
   const at::Tensor f = penalised_objective(x.contiguous(), labels.contiguous(), params, layout, l2.to(at::kDouble), &grad);
   const int64_t d = x.size(1);
-  return {f.to(weight.scalar_type()), grad.narrow(0, 0, d).contiguous(), grad.select(0, d).contiguous()};
+  return {f.to(weight.scalar_type()), grad.narrow(0, 0, d).clone(), grad.select(0, d).clone()};
 }
 
 at::Tensor probe_log_likelihood(const at::Tensor& x, const at::Tensor& labels, const at::Tensor& weight,
@@ -95,10 +95,11 @@ TORCH_LIBRARY(uinfo_fast, m) {
   // log q(y_i | x_i) [N, K] under every probe.
   m.def("probe_log_likelihood(Tensor x, Tensor labels, Tensor weight, Tensor bias, Tensor probe_offsets, "
         "Tensor probe_label_col) -> Tensor");
-  // (weight [D, C], bias [C], objective [K] f64, grad_max [K] f64, n_iter [K] i64) after batched L-BFGS.
+  // (weight [D, C], bias [C], objective [K] f64, grad_max [K] f64, n_iter [K] i64, status [K] i64)
+  // after batched L-BFGS; status is explained in lbfgs_fit.h.
   m.def("fit_probes(Tensor x, Tensor labels, Tensor weight, Tensor bias, Tensor probe_offsets, "
         "Tensor probe_label_col, Tensor l2, int max_iter, float tol, int history, int check_every) "
-        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(uinfo_fast, CPU, m) {

@@ -52,6 +52,7 @@ def _(x, labels, weight, bias, probe_offsets, probe_label_col, l2, max_iter, tol
         weight.new_empty((k,), dtype=torch.float64),
         weight.new_empty((k,), dtype=torch.float64),
         weight.new_empty((k,), dtype=torch.int64),
+        weight.new_empty((k,), dtype=torch.int64),
     )
 
 

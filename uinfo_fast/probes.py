@@ -27,6 +27,7 @@ class ProbeFit:
     objective: torch.Tensor  # [K] float64: mean NLL + l2/2 ||W||^2, nats
     grad_max: torch.Tensor  # [K] float64: max |gradient| at the end
     n_iter: torch.Tensor  # [K] int64: L-BFGS iterations per probe
+    status: torch.Tensor  # [K] int64: 0 max_iter, 1 gradient <= tol, 2 objective flat, 3 line search failed
     tol: float
     standardize: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
@@ -36,7 +37,8 @@ class ProbeFit:
 
     @property
     def converged(self) -> torch.Tensor:
-        return self.grad_max <= self.tol
+        """[K] bool: the gradient reached tol, or the objective stopped moving at working precision."""
+        return (self.status == 1) | (self.status == 2)
 
     def index(self, label_name: str, l2: float) -> int:
         """Index of the probe for (label set, penalty)."""
@@ -77,6 +79,16 @@ class ProbeFit:
     def cross_entropy(self, features: torch.Tensor, labels) -> torch.Tensor:
         """Mean cross-entropy of every probe on (features, labels), nats: [K] float64."""
         return -self.log_likelihood(features, labels).to(torch.float64).mean(0)
+
+
+def sklearn_C(l2: float, n_rows: int, num_classes: int) -> float:
+    """scikit-learn's ``LogisticRegression(C=...)`` that fits the same probe as penalty ``l2``.
+
+    C = 1 / (l2 * N) for three or more classes. With two classes scikit-learn fits one weight
+    vector w (binomial loss) where the softmax probe has two columns W = [-w/2, w/2] at the
+    optimum, whose penalty l2/2 ||W||^2 = l2/4 ||w||^2 is half of sklearn's: C = 2 / (l2 * N).
+    """
+    return (2.0 if num_classes == 2 else 1.0) / (l2 * n_rows)
 
 
 def _meta(values, device):
@@ -161,7 +173,7 @@ def fit_probes(
     opts = dict(max_iter=int(max_iter), tol=float(tol), history=int(history), check_every=int(check_every))
 
     fit = ProbeFit(weight, bias, offsets, label_col, l2_per_probe, names, counts,
-                   torch.empty(0), torch.empty(0), torch.empty(0), float(tol))
+                   torch.empty(0), torch.empty(0), torch.empty(0), torch.empty(0), float(tol))
     if schedule == "batched" or len(l2_values) == 1:
         return _run(x, y_all, fit, list(range(len(label_col))), opts)
     # Penalty path: largest penalty first (best conditioned), each stage starting from the last.
@@ -188,7 +200,7 @@ def _run(x, y_all, fit: ProbeFit, probes: list[int], opts) -> ProbeFit:
     for k in probes:
         sub_offsets.append(sub_offsets[-1] + fit.offsets[k + 1] - fit.offsets[k])
     l2 = torch.tensor([fit.l2[k] for k in probes], dtype=torch.float64, device=device)
-    w, b, obj, gmax, n_iter = ops.fit_probes(
+    w, b, obj, gmax, n_iter, status = ops.fit_probes(
         x, y_all, fit.weight.index_select(1, col_idx).contiguous(), fit.bias.index_select(0, col_idx).contiguous(),
         _meta(sub_offsets, device), _meta([fit.label_col[k] for k in probes], device), l2,
         opts["max_iter"], opts["tol"], opts["history"], opts["check_every"])
@@ -196,9 +208,11 @@ def _run(x, y_all, fit: ProbeFit, probes: list[int], opts) -> ProbeFit:
     objective = fit.objective if fit.objective.numel() == n else torch.full((n,), float("nan"), dtype=torch.float64, device=device)
     grad_max = fit.grad_max if fit.grad_max.numel() == n else torch.full((n,), float("nan"), dtype=torch.float64, device=device)
     iters = fit.n_iter if fit.n_iter.numel() == n else torch.zeros(n, dtype=torch.int64, device=device)
+    stat = fit.status if fit.status.numel() == n else torch.zeros(n, dtype=torch.int64, device=device)
     idx = torch.tensor(probes, device=device)
     weight, bias = fit.weight.clone(), fit.bias.clone()
     weight[:, col_idx] = w
     bias[col_idx] = b
     return replace(fit, weight=weight, bias=bias, objective=objective.index_copy(0, idx, obj),
-                   grad_max=grad_max.index_copy(0, idx, gmax), n_iter=iters.index_copy(0, idx, n_iter))
+                   grad_max=grad_max.index_copy(0, idx, gmax), n_iter=iters.index_copy(0, idx, n_iter),
+                   status=stat.index_copy(0, idx, status))

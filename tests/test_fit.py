@@ -1,0 +1,72 @@
+"""fit_probes converges to the penalised optimum of every probe (float64 reference)."""
+import pytest
+import torch
+
+import uinfo_fast as uf
+from uinfo_fast import reference
+
+
+def _data(n=600, d=12, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    fine = (x @ torch.randn(d, 9, generator=gen, dtype=torch.float64)
+            + 0.8 * torch.randn(n, 9, generator=gen, dtype=torch.float64)).argmax(1)
+    coarse = fine % 3
+    return x, {"coarse": coarse, "fine": fine}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("schedule", ["batched", "path"])
+def test_objective_within_1e4_of_float64_reference(device, dtype, schedule):
+    x, labels = _data()
+    grid = [1e-4, 1e-2, 1e-1]
+    fit = uf.fit_probes(x.to(dtype).to(device), {k: v.to(device) for k, v in labels.items()}, grid,
+                        schedule=schedule, tol=1e-6)
+    assert bool(fit.converged.all())
+    xr = x.to(dtype).double()  # the reference sees the same (rounded) features
+    for k in range(fit.n_probes):
+        name = fit.label_names[fit.label_col[k]]
+        _, _, f_ref, _ = reference.fit_probe_lbfgs(xr, labels[name], fit.num_classes[fit.label_col[k]], fit.l2[k],
+                                                   tol=1e-9)
+        rel = abs(float(fit.objective[k]) - f_ref) / abs(f_ref)
+        assert rel < 1e-4, (k, float(fit.objective[k]), f_ref)
+
+
+def test_reported_objective_is_the_objective_of_the_returned_weights(device):
+    x, labels = _data(seed=1)
+    fit = uf.fit_probes(x.to(device), {k: v.to(device) for k, v in labels.items()}, [1e-3, 1e-1])
+    f = reference.objective(x, torch.stack([labels["coarse"], labels["fine"]], 1), fit.weight.cpu(), fit.bias.cpu(),
+                            fit.offsets, fit.label_col, fit.l2)
+    torch.testing.assert_close(fit.objective.cpu(), f, rtol=1e-12, atol=1e-12)
+
+
+def test_warm_start_needs_far_fewer_iterations(device):
+    x, labels = _data(seed=2)
+    x, labels = x.to(device), {k: v.to(device) for k, v in labels.items()}
+    cold = uf.fit_probes(x, labels, [1e-4, 1e-2], schedule="batched")
+    # The next "checkpoint": slightly moved features, started from the previous solution.
+    x2 = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=x.dtype).to(device)
+    warm = uf.fit_probes(x2, labels, [1e-4, 1e-2], init=cold)
+    again_cold = uf.fit_probes(x2, labels, [1e-4, 1e-2], schedule="batched")
+    assert bool(warm.converged.all())
+    assert int(warm.n_iter.sum()) * 2 < int(again_cold.n_iter.sum())
+    torch.testing.assert_close(warm.objective, again_cold.objective, rtol=1e-6, atol=1e-8)
+
+
+def test_max_iter_is_respected_and_reported_unconverged(device):
+    x, labels = _data(seed=3)
+    fit = uf.fit_probes(x.to(device), {k: v.to(device) for k, v in labels.items()}, 1e-5, max_iter=3, tol=1e-9)
+    assert int(fit.n_iter.max()) <= 3
+    assert not bool(fit.converged.any())
+
+
+def test_log_likelihood_and_cross_entropy_agree(device):
+    x, labels = _data(seed=4)
+    labels = {k: v.to(device) for k, v in labels.items()}
+    fit = uf.fit_probes(x.to(device), labels, [1e-2])
+    ll = fit.log_likelihood(x.to(device), labels)
+    assert ll.shape == (x.shape[0], 2)
+    # On its own train data with a small penalty the mean NLL is the objective minus the penalty.
+    pen = torch.tensor([0.5 * fit.l2[k] * float(fit.probe(k)[0].double().square().sum()) for k in range(2)])
+    torch.testing.assert_close(fit.cross_entropy(x.to(device), labels).cpu(), fit.objective.cpu() - pen,
+                               rtol=1e-5, atol=1e-6)

@@ -1,0 +1,65 @@
+"""The estimator: selection, units, pointwise values, bootstrap, warm start, no clamping."""
+import math
+
+import torch
+
+import uinfo_fast as uf
+
+
+def _clusters(n, d=16, seed=0, noise=1.0):
+    gen = torch.Generator().manual_seed(seed)
+    proto = torch.randn(8, d, generator=torch.Generator().manual_seed(99)) * 2
+    fine = torch.randint(0, 8, (n,), generator=gen)
+    x = proto[fine] + noise * torch.randn(n, d, generator=gen)
+    return x, {"coarse": fine // 4, "fine": fine}
+
+
+def test_informative_and_useless_features(device):
+    x, y = _clusters(1500)
+    xt, yt = _clusters(800, seed=1)
+    gen = torch.Generator().manual_seed(7)
+    feats = {"signal": x.to(device), "noise": torch.randn(1500, 6, generator=gen).to(device)}
+    tfeats = {"signal": xt.to(device), "noise": torch.randn(800, 6, generator=gen).to(device)}
+    res = uf.estimate_usable_information(feats, {k: v.to(device) for k, v in y.items()}, tfeats,
+                                         {k: v.to(device) for k, v in yt.items()}, n_bootstrap=200)
+    fine = res["signal", "fine"]
+    assert abs(fine.entropy_bits - 3.0) < 0.05 and fine.bits > 2.5
+    assert res["signal", "coarse"].bits > 0.8
+    for name in ("coarse", "fine"):
+        r = res["noise", name]
+        assert abs(r.bits) < 0.05
+        assert r.ci_low <= r.bits <= r.ci_high
+    # Raw, not clamped: a useless representation may come out below zero.
+    assert any(res["noise", n].bits < 0 for n in ("coarse", "fine")) or all(
+        res["noise", n].ci_low < 0 for n in ("coarse", "fine"))
+
+
+def test_bits_are_entropy_minus_test_cross_entropy_and_mean_of_pointwise():
+    x, y = _clusters(800, noise=2.0)
+    xt, yt = _clusters(400, seed=1, noise=2.0)
+    res = uf.estimate_usable_information(x, y, xt, yt, n_bootstrap=100)
+    for r in res.results:
+        assert math.isclose(r.bits, r.entropy_bits - r.test_ce_nats / math.log(2), abs_tol=1e-9)
+        assert math.isclose(float(r.pointwise_bits.mean()), r.bits, abs_tol=1e-9)
+        assert r.pointwise_bits.shape == (400,)
+        assert r.l2 == min(r.val_ce_nats, key=r.val_ce_nats.get)
+
+
+def test_warm_start_from_previous_measurement():
+    x, y = _clusters(1000, noise=1.5)
+    xt, yt = _clusters(400, seed=1, noise=1.5)
+    first = uf.estimate_usable_information(x, y, xt, yt, n_bootstrap=0)
+    x2 = x + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    warm = uf.estimate_usable_information(x2, y, xt, yt, n_bootstrap=0, warm_start=first)
+    cold = uf.estimate_usable_information(x2, y, xt, yt, n_bootstrap=0)
+    assert int(warm.fits["features"].n_iter.sum()) < int(cold.fits["features"].n_iter.sum()) / 2
+    for a, b in zip(warm.results, cold.results):
+        assert abs(a.bits - b.bits) < 1e-3
+
+
+def test_table_and_rows():
+    x, y = _clusters(300)
+    res = uf.estimate_usable_information(x, y["fine"], x[:100], y["fine"][:100], n_bootstrap=0)
+    assert "I_u (bits)" in str(res)
+    row = res.rows()[0]
+    assert row["feature_set"] == "features" and row["label_set"] == "labels"
