@@ -40,6 +40,11 @@ def _extension():
     with_cuda = _want_cuda()
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     cxx_flags = ["-O3"]  # the C++ standard comes from torch (C++20 from torch 2.10 on)
+    link_flags = []
+    if "OpenMP" in torch.__config__.parallel_info():
+        # ATen's parallel_for is a header template: without -fopenmp it runs on one thread.
+        cxx_flags.append("-fopenmp")
+        link_flags.append("-fopenmp")
     macros = []
     if with_cuda:
         if "TORCH_CUDA_ARCH_LIST" not in os.environ and not torch.cuda.is_available():
@@ -53,9 +58,11 @@ def _extension():
             sources,
             define_macros=macros,
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
+            extra_link_args=link_flags,
         )
     print("uinfo_fast: building CPU kernels only")
-    return cpp_extension.CppExtension("uinfo_fast._C", sources, define_macros=macros, extra_compile_args={"cxx": cxx_flags})
+    return cpp_extension.CppExtension("uinfo_fast._C", sources, define_macros=macros,
+                                      extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)
 
 
 setup(

@@ -4,12 +4,60 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
+#include <bit>
 #include <limits>
+#include <type_traits>
+#include <vector>
 
 #include "../softmax_xent.h"
 
 namespace uinfo_fast {
+namespace cpu_detail {
+
+// exp for float32 that the compiler vectorises (libm's expf does not): Cephes' range reduction
+// and degree-6 polynomial, about 1 ulp on the arguments used here (x - max <= 0).
+inline float fast_expf(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  const float t = x * 1.44269504088896341f;
+  const int32_t n = static_cast<int32_t>(t + std::copysign(0.5f, t));
+  const float fn = static_cast<float>(n);
+  const float r = (x - fn * 0.693359375f) + fn * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  return y * std::bit_cast<float>((n + 127) << 23);
+}
+
+// One probe segment of one row, float32: returns log-sum-exp; when write_residual the segment
+// becomes softmax * scale. Plain loops the compiler vectorises (exps, then a sum with eight
+// partial sums, as float addition is not reassociated without -ffast-math); the AVX2 clone
+// is picked at load time where the CPU has it.
+__attribute__((target_clones("avx2", "default")))
+float segment_lse_f32(float* seg, int64_t n_classes, float scale, bool write_residual, float* exps) {
+  float m = seg[0];
+  for (int64_t c = 1; c < n_classes; ++c) m = std::max(m, seg[c]);
+  for (int64_t c = 0; c < n_classes; ++c) exps[c] = fast_expf(seg[c] - m);
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t c = 0;
+  for (; c + 8 <= n_classes; c += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += exps[c + j];
+  for (; c < n_classes; ++c) acc[0] += exps[c];
+  const float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  if (write_residual) {
+    const float k = scale / s;
+    for (int64_t j = 0; j < n_classes; ++j) seg[j] = exps[j] * k;
+  }
+  return m + std::log(s);
+}
+
+}  // namespace cpu_detail
+
 namespace {
 
 template <typename scalar_t>
@@ -20,6 +68,9 @@ void softmax_xent_rows(scalar_t* logits,              // [B, Ctot]
                        scalar_t* nll,                 // [B, K]
                        int64_t row_begin, int64_t row_end, int64_t ctot, int64_t n_label_cols,
                        int64_t n_probes, scalar_t grad_scale, bool write_residual) {
+  int64_t widest = 0;
+  for (int64_t k = 0; k < n_probes; ++k) widest = std::max(widest, offsets[k + 1] - offsets[k]);
+  std::vector<float> scratch(std::max<int64_t>(widest, 1));
   for (int64_t i = row_begin; i < row_end; ++i) {
     scalar_t* row = logits + i * ctot;
     for (int64_t k = 0; k < n_probes; ++k) {
