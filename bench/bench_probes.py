@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 import uinfo_fast as uf
 from uinfo_fast.reference import fit_probe_lbfgs
+from uinfo_fast.synthetic import layered_features
 from uinfo_fast.usable_information import DEFAULT_L2_GRID, _split
 
 SIZES = {
@@ -37,27 +38,6 @@ SIZES = {
     "cpu": dict(n=10_000, m=5_000, d=256, f=2),
     "tiny": dict(n=2_000, m=1_000, d=64, f=2),
 }
-
-
-def make_features(n_train, n_test, d, n_sets, seed=0):
-    """Feature sets of one synthetic 'network': fine classes share their coarse class's direction
-    and differ in their own, with a signal that grows with depth; ReLU'd like CNN features."""
-    gen = torch.Generator().manual_seed(seed)
-    n = n_train + n_test
-    fine = torch.randint(0, 100, (n,), generator=gen)
-    coarse = fine // 5
-    feats = {}
-    for f in range(n_sets):
-        proj = torch.randn(64, d, generator=gen) / 8
-        coarse_dir = torch.randn(20, 64, generator=gen)
-        fine_dir = torch.randn(100, 64, generator=gen)
-        z = (0.6 + 0.4 * f) * coarse_dir[coarse] + (0.5 + 0.2 * f) * fine_dir[fine] + 1.5 * torch.randn(n, 64, generator=gen)
-        x = torch.relu(z @ proj + 0.3 * torch.randn(n, d, generator=gen))
-        feats[f"layer{f + 1}"] = x
-    labels = {"coarse": coarse, "fine": fine}
-    split = lambda t: (t[:n_train], t[n_train:])  # noqa: E731
-    return ({k: split(v)[0] for k, v in feats.items()}, {k: split(v)[0] for k, v in labels.items()},
-            {k: split(v)[1] for k, v in feats.items()}, {k: split(v)[1] for k, v in labels.items()})
 
 
 def run_uinfo(xtr, ytr, xte, yte, args, device, dtype):
@@ -165,7 +145,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     device = torch.device(args.device)
     size = SIZES[args.size]
-    xtr, ytr, xte, yte = make_features(size["n"], size["m"], size["d"], size["f"])
+    xtr, ytr, xte, yte = layered_features(size["n"], size["m"], size["d"], size["f"])
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     print(f"# {args.size}: N={size['n']} test={size['m']} D={size['d']} feature sets={size['f']}, "
           f"2 label sets (20, 100 classes) x {len(DEFAULT_L2_GRID)} l2, {args.dtype} on {machine_name(device)}, "

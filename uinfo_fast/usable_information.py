@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+from tqdm.auto import tqdm
 
 from ._checks import check_features, check_l2, check_labels, feature_sets, label_sets
 from .probes import ProbeFit, fit_probes
@@ -126,6 +127,7 @@ def estimate_usable_information(
     warm_start: UsableInformation | None = None,
     max_iter: int = 1000,
     tol: float = 1e-5,
+    progress: bool = False,
 ) -> UsableInformation:
     """Usable information, in bits, of every feature set about every label set.
 
@@ -140,6 +142,8 @@ def estimate_usable_information(
         n_bootstrap, confidence: bootstrap confidence interval over test examples.
         seed: the train/validation split and the bootstrap.
         warm_start: an earlier result for the same names (e.g. the previous checkpoint).
+        max_iter, tol: L-BFGS limits per probe (see :func:`fit_probes`).
+        progress: show a progress bar over the feature sets.
     """
     import time
 
@@ -157,7 +161,8 @@ def estimate_usable_information(
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
 
     results, fits = [], {}
-    for fname, xtr in train.items():
+    bar = tqdm(train.items(), desc="usable information", unit="feature set", disable=not progress)
+    for fname, xtr in bar:
         xtr = check_features(xtr, f"features[{fname!r}]")
         xte = check_features(test[fname], f"test_features[{fname!r}]")
         if xte.shape[1] != xtr.shape[1]:
@@ -218,4 +223,5 @@ def estimate_usable_information(
                 converged=bool(fit.converged[best]),
                 pointwise_bits=pointwise.cpu(),
             ))
+            bar.set_postfix_str(f"{fname}/{n}: {results[-1].bits:.3f} bits")
     return UsableInformation(results, fits, time.perf_counter() - t0)
