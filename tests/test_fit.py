@@ -70,3 +70,11 @@ def test_log_likelihood_and_cross_entropy_agree(device):
     pen = torch.tensor([0.5 * fit.l2[k] * float(fit.probe(k)[0].double().square().sum()) for k in range(2)])
     torch.testing.assert_close(fit.cross_entropy(x.to(device), labels).cpu(), fit.objective.cpu() - pen,
                                rtol=1e-5, atol=1e-6)
+
+
+def test_label_sets_are_matched_by_name_not_order():
+    x, labels = _data(seed=6)
+    fit = uf.fit_probes(x, labels, [1e-2])
+    swapped = {"fine": labels["fine"], "coarse": labels["coarse"]}
+    torch.testing.assert_close(fit.log_likelihood(x, swapped), fit.log_likelihood(x, labels))
+    torch.testing.assert_close(fit.log_likelihood(x, [labels["coarse"], labels["fine"]]), fit.log_likelihood(x, labels))

@@ -1,6 +1,7 @@
 """Batched fitting of L2-penalised softmax probes through the uinfo_fast ops."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -59,7 +60,8 @@ class ProbeFit:
         if x.device != self.weight.device:
             raise ValueError(f"{name} is on {x.device} but the probes are on {self.weight.device}")
         sets = label_sets(labels, "labels")
-        if list(sets) != self.label_names and len(sets) == len(self.label_names):
+        if not isinstance(labels, Mapping) and len(sets) == len(self.label_names):
+            # Unnamed label sets (a tensor or a list) are taken in the order the probes were fitted.
             sets = dict(zip(self.label_names, sets.values()))
         missing = [n for n in self.label_names if n not in sets]
         if missing:
