@@ -35,16 +35,23 @@ inline float fast_expf(float x) {
 }
 
 // One probe segment of one row, float32: returns log-sum-exp; when write_residual the segment
-// becomes softmax * scale. Plain loops the compiler vectorises (exps, then a sum with eight
-// partial sums, as float addition is not reassociated without -ffast-math); the AVX2 clone
+// becomes softmax * scale. Plain loops the compiler vectorises (max and sum with eight partial
+// results, as float operations are not reassociated without -ffast-math); the AVX2 clone
 // is picked at load time where the CPU has it.
 __attribute__((target_clones("avx2", "default")))
 float segment_lse_f32(float* seg, int64_t n_classes, float scale, bool write_residual, float* exps) {
-  float m = seg[0];
-  for (int64_t c = 1; c < n_classes; ++c) m = std::max(m, seg[c]);
-  for (int64_t c = 0; c < n_classes; ++c) exps[c] = fast_expf(seg[c] - m);
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  // Eight running maxima: one would be a chain of dependent max instructions.
+  float mx[8];
+  for (int j = 0; j < 8; ++j) mx[j] = seg[0];
   int64_t c = 0;
+  for (; c + 8 <= n_classes; c += 8)
+    for (int j = 0; j < 8; ++j) mx[j] = std::max(mx[j], seg[c + j]);
+  for (; c < n_classes; ++c) mx[0] = std::max(mx[0], seg[c]);
+  const float m = std::max(std::max(std::max(mx[0], mx[1]), std::max(mx[2], mx[3])),
+                           std::max(std::max(mx[4], mx[5]), std::max(mx[6], mx[7])));
+  for (c = 0; c < n_classes; ++c) exps[c] = fast_expf(seg[c] - m);
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  c = 0;
   for (; c + 8 <= n_classes; c += 8)
     for (int j = 0; j < 8; ++j) acc[j] += exps[c + j];
   for (; c < n_classes; ++c) acc[0] += exps[c];
