@@ -31,7 +31,7 @@ from tqdm import tqdm
 import uinfo_fast as uf
 from uinfo_fast.reference import fit_probe_lbfgs
 from uinfo_fast.synthetic import layered_features
-from uinfo_fast.usable_information import DEFAULT_L2_GRID, _split
+from uinfo_fast.usable_information import DEFAULT_L2_GRID, _split, standardisation
 
 SIZES = {
     "full": dict(n=50_000, m=10_000, d=512, f=4),
@@ -69,8 +69,7 @@ def standardised_splits(xtr, xte, n_train):
     data = {}
     for name in xtr:
         x = xtr[name].to(torch.float32)
-        mean, std = x[fit_idx].mean(0), x[fit_idx].std(0)
-        std = std.clamp_min(1e-6 * float(std.max().clamp_min(1e-30)))
+        mean, std = standardisation(x[fit_idx])
         z = lambda t: ((t.to(torch.float32) - mean) / std)  # noqa: E731
         data[name] = (z(x[fit_idx]), z(x[val_idx]), z(xte[name]))
     return fit_idx, val_idx, data

@@ -9,7 +9,7 @@ from torch.profiler import profile
 
 import uinfo_fast as uf
 from uinfo_fast.synthetic import layered_features
-from uinfo_fast.usable_information import DEFAULT_L2_GRID
+from uinfo_fast.usable_information import DEFAULT_L2_GRID, standardisation
 
 p = argparse.ArgumentParser(description=__doc__)
 p.add_argument("--rows", type=int, default=8000)
@@ -17,7 +17,8 @@ p.add_argument("--dim", type=int, default=256)
 args = p.parse_args()
 xtr, ytr, _, _ = layered_features(args.rows, 1, args.dim, 1)
 x = xtr["layer1"]
-x = (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
+mean, std = standardisation(x)
+x = (x - mean) / std
 uf.fit_probes(x[:500], {k: v[:500] for k, v in ytr.items()}, DEFAULT_L2_GRID, max_iter=5)  # warm-up
 with profile() as prof:
     fit = uf.fit_probes(x, ytr, DEFAULT_L2_GRID)

@@ -272,8 +272,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     st.status = at::where(converged, 1, at::where(flat, 2, at::where(failed, 3, st.status)));
     st.done = st.done | converged | flat | failed;
 
-    // New quasi-Newton direction for the probes that moved; steepest descent if it is not a
-    // descent direction (lost positive definiteness through rounding).
+    // New quasi-Newton direction for the probes that moved; the preconditioned gradient step if
+    // it is not a descent direction (lost positive definiteness through rounding).
     at::Tensor dir = two_loop(st, precond, newest, count).neg_();
     at::Tensor gd = seg_dot(st.grad, dir, lay);
     const at::Tensor descent = gd.lt(0);

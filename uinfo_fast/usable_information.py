@@ -95,6 +95,13 @@ def _split(n: int, val_fraction: float, seed: int):
     return perm[n_val:], perm[:n_val]
 
 
+def standardisation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) per feature in the compute dtype; a constant feature keeps a tiny std, not 0."""
+    xf = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    std = xf.std(0)
+    return xf.mean(0), std.clamp_min(1e-6 * float(std.max().clamp_min(1e-30)))
+
+
 def _bootstrap(pointwise: torch.Tensor, n_bootstrap: int, confidence: float, seed: int) -> tuple[float, float]:
     if n_bootstrap <= 0:
         return float("nan"), float("nan")
@@ -184,10 +191,8 @@ def estimate_usable_information(
         cdt = torch.float64 if xtr.dtype == torch.float64 else torch.float32
         x_fit = xtr.index_select(0, fit_idx)
         if standardize:
-            xf = x_fit.to(cdt)
-            mean = xf.mean(0)
-            std = xf.std(0).clamp_min(1e-6 * float(xf.std(0).max().clamp_min(1e-30)))
-            x_fit = ((xf - mean) / std).to(xtr.dtype) if xtr.dtype != cdt else (xf - mean) / std
+            mean, std = standardisation(x_fit)
+            x_fit = ((x_fit.to(cdt) - mean) / std).to(xtr.dtype)
             scaling = (mean, std)
         else:
             scaling = None
