@@ -1,4 +1,5 @@
-// CPU kernel of uinfo_fast::softmax_xent_: one row at a time, probes of a row in sequence.
+// CPU kernel of uinfo_fast::softmax_xent_: one row at a time, probes of a row in sequence;
+// float32 through the vectorised segment_lse_f32, float64 through libm.
 #include <ATen/Parallel.h>
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
@@ -6,61 +7,122 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <bit>
 #include <limits>
 #include <type_traits>
 #include <vector>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "../softmax_xent.h"
 
 namespace uinfo_fast {
 namespace cpu_detail {
 
-// exp for float32 that the compiler vectorises (libm's expf does not): Cephes' range reduction
-// and degree-6 polynomial, about 1 ulp on the arguments used here (x - max <= 0).
-inline float fast_expf(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  const float t = x * 1.44269504088896341f;
-  const int32_t n = static_cast<int32_t>(t + std::copysign(0.5f, t));
-  const float fn = static_cast<float>(n);
-  const float r = (x - fn * 0.693359375f) + fn * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float y = p * r * r + r + 1.0f;
-  return y * std::bit_cast<float>((n + 127) << 23);
+// Cephes' expf: range reduction x = n ln2 + r, degree-6 polynomial in r, about 1 ulp for the
+// arguments used here (x - max, so x <= 0; clamped at -87 so 2^n stays a normal float).
+constexpr float kLog2e = 1.44269504088896341f, kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+constexpr float kP0 = 1.9875691500e-4f, kP1 = 1.3981999507e-3f, kP2 = 8.3334519073e-3f,
+                kP3 = 4.1665795894e-2f, kP4 = 1.6666665459e-1f, kP5 = 5.0000001201e-1f;
+
+inline float expf_scalar(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  const float fn = std::nearbyint(x * kLog2e);
+  const float r = (x - fn * kLn2Hi) - fn * kLn2Lo;
+  float p = kP0;
+  for (float c : {kP1, kP2, kP3, kP4, kP5}) p = p * r + c;
+  return (p * r * r + r + 1.0f) * std::bit_cast<float>((static_cast<int32_t>(fn) + 127) << 23);
 }
 
-// One probe segment of one row, float32: returns log-sum-exp; when write_residual the segment
-// becomes softmax * scale. Plain loops the compiler vectorises (max and sum with eight partial
-// results, as float operations are not reassociated without -ffast-math); the AVX2 clone
-// is picked at load time where the CPU has it.
-__attribute__((target_clones("avx2", "default")))
-float segment_lse_f32(float* seg, int64_t n_classes, float scale, bool write_residual, float* exps) {
-  // Eight running maxima: one would be a chain of dependent max instructions.
-  float mx[8];
-  for (int j = 0; j < 8; ++j) mx[j] = seg[0];
-  int64_t c = 0;
-  for (; c + 8 <= n_classes; c += 8)
-    for (int j = 0; j < 8; ++j) mx[j] = std::max(mx[j], seg[c + j]);
-  for (; c < n_classes; ++c) mx[0] = std::max(mx[0], seg[c]);
-  const float m = std::max(std::max(std::max(mx[0], mx[1]), std::max(mx[2], mx[3])),
-                           std::max(std::max(mx[4], mx[5]), std::max(mx[6], mx[7])));
-  for (c = 0; c < n_classes; ++c) exps[c] = fast_expf(seg[c] - m);
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  c = 0;
-  for (; c + 8 <= n_classes; c += 8)
-    for (int j = 0; j < 8; ++j) acc[j] += exps[c + j];
-  for (; c < n_classes; ++c) acc[0] += exps[c];
-  const float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+float segment_lse_scalar(float* seg, int64_t n, float scale, bool write_residual) {
+  float m = seg[0];
+  for (int64_t c = 1; c < n; ++c) m = std::max(m, seg[c]);
+  float s = 0.0f;
+  for (int64_t c = 0; c < n; ++c) {
+    const float e = expf_scalar(seg[c] - m);
+    s += e;
+    if (write_residual) seg[c] = e;
+  }
   if (write_residual) {
     const float k = scale / s;
-    for (int64_t j = 0; j < n_classes; ++j) seg[j] = exps[j] * k;
+    for (int64_t c = 0; c < n; ++c) seg[c] *= k;
   }
   return m + std::log(s);
+}
+
+#if defined(__x86_64__)
+// Eight lanes at a time; the tail of a segment (20 or 100 classes leave 4) through a lane
+// mask, so no element outside [seg, seg + n) is read or written.
+__attribute__((target("avx2,fma"))) inline __m256 exp256(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  const __m256 fn = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(fn, _mm256_set1_ps(kLn2Hi), x);
+  r = _mm256_fnmadd_ps(fn, _mm256_set1_ps(kLn2Lo), r);
+  __m256 p = _mm256_set1_ps(kP0);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP1));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP2));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP3));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP4));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP5));
+  const __m256 y = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(p, r), r, r), _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fn), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+__attribute__((target("avx2,fma"))) float segment_lse_avx2(float* seg, int64_t n, float scale, bool write_residual) {
+  const int64_t full = n / 8 * 8;
+  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n - full)),
+                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256 neg_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  __m256 vm = neg_inf;
+  for (int64_t c = 0; c < full; c += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(seg + c));
+  if (full < n)
+    vm = _mm256_max_ps(vm, _mm256_blendv_ps(neg_inf, _mm256_maskload_ps(seg + full, tail), _mm256_castsi256_ps(tail)));
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+  const float m = _mm_cvtss_f32(h);
+  const __m256 vmax = _mm256_set1_ps(m);
+  __m256 vs = _mm256_setzero_ps();
+  for (int64_t c = 0; c < full; c += 8) {
+    const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(seg + c), vmax));
+    vs = _mm256_add_ps(vs, e);
+    if (write_residual) _mm256_storeu_ps(seg + c, e);
+  }
+  if (full < n) {
+    const __m256 e = _mm256_and_ps(exp256(_mm256_sub_ps(_mm256_maskload_ps(seg + full, tail), vmax)),
+                                   _mm256_castsi256_ps(tail));
+    vs = _mm256_add_ps(vs, e);
+    if (write_residual) _mm256_maskstore_ps(seg + full, tail, e);
+  }
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(vs), _mm256_extractf128_ps(vs, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+  const float s = _mm_cvtss_f32(q);
+  if (write_residual) {
+    const __m256 k = _mm256_set1_ps(scale / s);
+    for (int64_t c = 0; c < full; c += 8) _mm256_storeu_ps(seg + c, _mm256_mul_ps(_mm256_loadu_ps(seg + c), k));
+    if (full < n) _mm256_maskstore_ps(seg + full, tail, _mm256_mul_ps(_mm256_maskload_ps(seg + full, tail), k));
+  }
+  return m + std::log(s);
+}
+#endif
+
+// One probe segment of one row, float32: returns log-sum-exp; when write_residual the segment
+// becomes softmax * scale. libm's expf does not vectorise, and GCC does not vectorise a scalar
+// polynomial exp either, hence the intrinsics; the scalar path serves CPUs without AVX2.
+float segment_lse_f32(float* seg, int64_t n_classes, float scale, bool write_residual) {
+#if defined(__x86_64__)
+  // UINFO_FAST_NO_AVX2 (any value) forces the scalar path, so tests cover it on AVX2 machines.
+  static const bool has_avx2 =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && std::getenv("UINFO_FAST_NO_AVX2") == nullptr;
+  if (has_avx2) return segment_lse_avx2(seg, n_classes, scale, write_residual);
+#endif
+  return segment_lse_scalar(seg, n_classes, scale, write_residual);
 }
 
 }  // namespace cpu_detail
@@ -75,9 +137,6 @@ void softmax_xent_rows(scalar_t* logits,              // [B, Ctot]
                        scalar_t* nll,                 // [B, K]
                        int64_t row_begin, int64_t row_end, int64_t ctot, int64_t n_label_cols,
                        int64_t n_probes, scalar_t grad_scale, bool write_residual) {
-  int64_t widest = 0;
-  for (int64_t k = 0; k < n_probes; ++k) widest = std::max(widest, offsets[k + 1] - offsets[k]);
-  std::vector<float> scratch(std::max<int64_t>(widest, 1));
   for (int64_t i = row_begin; i < row_end; ++i) {
     scalar_t* row = logits + i * ctot;
     for (int64_t k = 0; k < n_probes; ++k) {
@@ -90,14 +149,22 @@ void softmax_xent_rows(scalar_t* logits,              // [B, Ctot]
       scalar_t* seg = row + lo;
       const int64_t n_classes = hi - lo;
       const int64_t y = labels[i * n_label_cols + col];
+      const bool valid = y >= 0 && y < n_classes;
+      if constexpr (std::is_same_v<scalar_t, float>) {
+        // The target logit is read before the residual overwrites the segment.
+        const float target = valid ? seg[y] : 0.0f;
+        const float lse = cpu_detail::segment_lse_f32(seg, n_classes, grad_scale, write_residual);
+        // An out-of-range label yields NaN rather than a read outside the probe's classes;
+        // the callers validate labels up front, so this only guards direct use of the op.
+        nll[i * n_probes + k] = valid ? lse - target : std::numeric_limits<float>::quiet_NaN();
+        if (write_residual && valid) seg[y] -= grad_scale;
+        continue;
+      }
       scalar_t m = -std::numeric_limits<scalar_t>::infinity();
       for (int64_t c = 0; c < n_classes; ++c) m = seg[c] > m ? seg[c] : m;
       scalar_t s = 0;
       for (int64_t c = 0; c < n_classes; ++c) s += std::exp(seg[c] - m);
       const scalar_t lse = m + std::log(s);
-      const bool valid = y >= 0 && y < n_classes;
-      // An out-of-range label yields NaN rather than a read outside the probe's classes;
-      // the callers validate labels up front, so this only guards direct use of the op.
       nll[i * n_probes + k] = valid ? lse - seg[y] : std::numeric_limits<scalar_t>::quiet_NaN();
       if (write_residual) {
         for (int64_t c = 0; c < n_classes; ++c) seg[c] = std::exp(seg[c] - lse) * grad_scale;
