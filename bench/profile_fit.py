@@ -14,6 +14,7 @@ from uinfo_fast.usable_information import DEFAULT_L2_GRID, standardisation
 p = argparse.ArgumentParser(description=__doc__)
 p.add_argument("--rows", type=int, default=8000)
 p.add_argument("--dim", type=int, default=256)
+p.add_argument("--rows-shown", type=int, default=8, help="operators in the table")
 args = p.parse_args()
 xtr, ytr, _, _ = layered_features(args.rows, 1, args.dim, 1)
 x = xtr["layer1"]
@@ -21,6 +22,6 @@ mean, std = standardisation(x)
 x = (x - mean) / std
 uf.fit_probes(x[:500], {k: v[:500] for k, v in ytr.items()}, DEFAULT_L2_GRID, max_iter=5)  # warm-up
 with profile() as prof:
-    fit = uf.fit_probes(x, ytr, DEFAULT_L2_GRID)
+    fit = uf.fit_probes(x, ytr, DEFAULT_L2_GRID, check_every=1)
 print(f"probe-iterations: {int(fit.n_iter.sum())}")
-print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
+print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows_shown))

@@ -6,6 +6,11 @@
 // (identity-scaled) L-BFGS slow on network features; it is one (D+1)^2 solve per distinct
 // penalty, and applying it costs (D+1)^2 C per iteration against N D C for a pass.
 //
+// Directions come from the compact representation of L-BFGS (Byrd, Nocedal & Schnabel 1994)
+// rather than the two-loop recursion: the recursion's 2m dependent steps are 2m tiny ATen calls
+// each, while the compact form needs a fixed handful of batched ones (per-probe Gram matrices of
+// the history, kept up to date one row and column per iteration, and two small triangular solves).
+//
 // Every probe has its own step, history and stopping state, yet one pass over the features
 // evaluates all of them. Acceptance, step sizes and directions are tensors on the features'
 // device, so an iteration issues no host synchronisation; the host looks only every
@@ -26,7 +31,7 @@ namespace {
 
 constexpr double kArmijo = 1e-4;   // sufficient-decrease constant c1
 constexpr int64_t kMaxFails = 25;  // consecutive rejected steps before a probe counts as stalled
-constexpr int64_t kMaxFlat = 3;    // consecutive steps that lower f by under ftol (relative)
+constexpr int64_t kMaxFlat = 3;    // trials that change f by under ftol (relative) with no real progress between
 
 // Optimiser state of the probes still running; columns and probes compacted together.
 struct FitState {
@@ -34,12 +39,12 @@ struct FitState {
   std::vector<int64_t> ids;  // original index of each running probe
   at::Tensor orig_cols;      // [Ca] int64: original column of each running column
   at::Tensor l2;             // [Ka] float64
-  at::Tensor params, grad, dir;  // [D+1, Ca] compute dtype (last row: bias)
+  at::Tensor params, grad, pgrad, dir;  // [D+1, Ca] compute dtype (last row: bias); pgrad = P grad
   at::Tensor f, gd, t, gamma, gmax;  // [Ka] float64: objective, G.dir, step, H0 scale, max |G|
   at::Tensor done;           // [Ka] bool: converged or stalled
   at::Tensor fails, flat, iters, status;  // [Ka] int64 (status: see lbfgs_fit.h)
-  at::Tensor hist_s, hist_y; // [m, D+1, Ca]
-  at::Tensor rho;            // [m, Ka] float64; 0 marks an empty or skipped pair
+  at::Tensor hist_s, hist_y, hist_py;  // [m, D+1, Ca] by slot: s, y and P y; zeros for a skipped pair
+  at::Tensor sy, ypy;        // [m, m, Ka] float64 by slot: <s_i, y_j> and <y_i, P y_j> per probe
   std::vector<int64_t> group;          // per running probe: index of its penalty's preconditioner
   std::vector<at::Tensor> group_cols;  // per preconditioner: running columns that use it (int64)
 };
@@ -69,13 +74,16 @@ at::Tensor precondition(const at::Tensor& precond,  // [G, D+1, D+1]
 // Inverses of Boehning's bound 1/2 E[x~ x~^T] + diag(l2, ..., l2, 0), one per distinct penalty.
 at::Tensor make_preconditioners(const at::Tensor& x, const std::vector<double>& penalties, c10::ScalarType dt) {
   const int64_t n = x.size(0), d = x.size(1);
-  at::Tensor moment = at::zeros({d + 1, d + 1}, x.options().dtype(at::kDouble));
-  const int64_t step = std::max<int64_t>(1, (int64_t(32) << 20) / (8 * (d + 1)));
-  for (int64_t r0 = 0; r0 < n; r0 += step) {
-    const at::Tensor xc = x.narrow(0, r0, std::min(step, n - r0)).to(at::kDouble);
-    const at::Tensor xa = at::cat({xc, at::ones({xc.size(0), 1}, xc.options())}, 1);
-    moment.addmm_(xa.t(), xa);
-  }
+  // The second moment in the compute dtype (a preconditioner needs no more than float32, and a
+  // float64 product costs as much as several passes on a CPU), inverted in float64.
+  const at::Tensor xw = x.scalar_type() == dt ? x : x.to(dt);
+  at::Tensor moment = at::empty({d + 1, d + 1}, x.options().dtype(dt));
+  moment.narrow(0, 0, d).narrow(1, 0, d).copy_(at::mm(xw.t(), xw));
+  const at::Tensor col_sum = xw.sum(0);
+  moment.narrow(0, d, 1).narrow(1, 0, d).copy_(col_sum.unsqueeze(0));
+  moment.narrow(0, 0, d).narrow(1, d, 1).copy_(col_sum.unsqueeze(1));
+  moment.select(0, d).select(0, d).fill_(static_cast<double>(n));
+  moment = moment.to(at::kDouble);
   moment.div_(static_cast<double>(n)).mul_(0.5);
   // A little ridge keeps the bound invertible for constant or duplicated features at l2 = 0.
   const double jitter = 1e-8 * std::max(1.0, moment.diagonal().mean().item<double>());
@@ -88,8 +96,17 @@ at::Tensor make_preconditioners(const at::Tensor& x, const std::vector<double>& 
   return at::stack(out).to(dt);
 }
 
+// Column sums run in the compute dtype (ATen's cascade summation keeps float32 accurate over
+// D+1 terms) and only the [C] or [m, C] results are widened: a float64 sum would first copy the
+// whole product to float64.
 at::Tensor seg_dot(const at::Tensor& a, const at::Tensor& b, const ProbeLayout& layout) {
-  return segment_sum((a * b).sum(0, /*keepdim=*/false, at::kDouble), layout);
+  return segment_sum((a * b).sum(0).to(at::kDouble), layout);
+}
+
+// <a_i, v> per probe for every slot i of a history a [m, D+1, C]: [m, K] float64.
+at::Tensor seg_dots(const at::Tensor& a, const at::Tensor& v, const ProbeLayout& layout) {
+  const at::Tensor per_col = (a * v).sum(1).to(at::kDouble);  // [m, C]
+  return at::zeros({a.size(0), layout.n_probes}, per_col.options()).index_add_(1, layout.col2probe, per_col);
 }
 
 at::Tensor seg_absmax(const at::Tensor& a, const ProbeLayout& layout) {
@@ -102,24 +119,40 @@ at::Tensor per_col(const at::Tensor& v, const ProbeLayout& layout, c10::ScalarTy
   return v.index_select(0, layout.col2probe).to(dt);
 }
 
-// Two-loop recursion: H * g for every probe, H the probe's L-BFGS inverse-Hessian estimate.
-at::Tensor two_loop(const FitState& st, const at::Tensor& precond, int64_t newest, int64_t count) {
-  const int64_t m = st.hist_s.size(0);
+// H g for every probe, H its L-BFGS inverse-Hessian estimate with H0 = gamma P, in compact form:
+//   H g = gamma P g + S p + gamma (P Y) q,   q = -u,   p = R^-T ((D + gamma Y^T P Y) u - gamma b),
+// with u = R^-1 a, a = S^T g, b = (P Y)^T g, R the upper triangle of S^T Y over the pairs in
+// chronological order and D its diagonal. Slots are a ring buffer shared by all probes, written
+// every iteration (zeros for a probe whose pair was skipped), so one order serves every probe.
+at::Tensor lbfgs_direction(const FitState& st, int64_t newest, int64_t count) {
+  const ProbeLayout& lay = st.layout;
   const auto dt = st.grad.scalar_type();
-  at::Tensor q = st.grad.clone();
-  std::vector<at::Tensor> alpha(m);
-  for (int64_t j = 0; j < count; ++j) {
-    const int64_t i = (newest - j + m) % m;
-    alpha[i] = st.rho[i] * seg_dot(st.hist_s[i], q, st.layout);
-    q.sub_(st.hist_y[i] * per_col(alpha[i], st.layout, dt));
-  }
-  q = precondition(precond, st, q).mul_(per_col(st.gamma, st.layout, dt));
-  for (int64_t j = count - 1; j >= 0; --j) {
-    const int64_t i = (newest - j + m) % m;
-    const at::Tensor beta = st.rho[i] * seg_dot(st.hist_y[i], q, st.layout);
-    q.add_(st.hist_s[i] * per_col(alpha[i] - beta, st.layout, dt));
-  }
-  return q;
+  at::Tensor hg = st.pgrad * per_col(st.gamma, lay, dt);
+  if (count == 0) return hg;
+  const int64_t m = st.hist_s.size(0), k = lay.n_probes;
+  const at::Tensor order =
+      at::arange(count, st.iters.options()).add_(newest - count + 1 + m).remainder_(m);  // oldest first
+  const at::Tensor a = seg_dots(st.hist_s, st.grad, lay).index_select(0, order).t().unsqueeze(-1);   // [K, c, 1]
+  const at::Tensor b = seg_dots(st.hist_py, st.grad, lay).index_select(0, order).t().unsqueeze(-1);  // [K, c, 1]
+  auto chrono = [&](const at::Tensor& gram) {  // [m, m, K] by slot -> [K, c, c] chronological
+    return gram.index_select(0, order).index_select(1, order).permute({2, 0, 1});
+  };
+  const at::Tensor sy = chrono(st.sy), ypy = chrono(st.ypy);
+  const at::Tensor diag = sy.diagonal(0, 1, 2);  // [K, c]
+  // A skipped pair is all zeros; a unit diagonal there decouples it, and its coefficients
+  // then multiply zero vectors.
+  const at::Tensor r = sy.triu() + at::diag_embed(diag.le(0).to(at::kDouble));
+  const at::Tensor gamma = st.gamma.view({k, 1, 1});
+  const at::Tensor u = at::linalg_solve_triangular(r, a, /*upper=*/true);
+  const at::Tensor w = diag.unsqueeze(-1) * u + gamma * (at::bmm(ypy, u) - b);
+  const at::Tensor p = at::linalg_solve_triangular(r.mT(), w, /*upper=*/false);
+  auto by_slot = [&](const at::Tensor& coef) {  // [K, c, 1] -> [m, 1, C] in the compute dtype
+    const at::Tensor slots = at::zeros({m, k}, coef.options()).index_copy_(0, order, coef.squeeze(-1).t());
+    return slots.index_select(1, lay.col2probe).to(dt).unsqueeze(1);
+  };
+  hg.add_((st.hist_s * by_slot(p)).sum(0));
+  hg.sub_((st.hist_py * by_slot(gamma * u)).sum(0));
+  return hg;
 }
 
 FitState select_probes(const FitState& st, const std::vector<int64_t>& keep) {
@@ -131,10 +164,13 @@ FitState select_probes(const FitState& st, const std::vector<int64_t>& keep) {
   out.orig_cols = st.orig_cols.index_select(0, cols);
   out.params = st.params.index_select(1, cols);
   out.grad = st.grad.index_select(1, cols);
+  out.pgrad = st.pgrad.index_select(1, cols);
   out.dir = st.dir.index_select(1, cols);
   out.hist_s = st.hist_s.index_select(2, cols);
   out.hist_y = st.hist_y.index_select(2, cols);
-  out.rho = st.rho.index_select(1, probes);
+  out.hist_py = st.hist_py.index_select(2, cols);
+  out.sy = st.sy.index_select(2, probes);
+  out.ypy = st.ypy.index_select(2, probes);
   for (int64_t k : keep) out.group.push_back(st.group[k]);
   build_groups(out, static_cast<int64_t>(st.group_cols.size()));
   for (auto [dst, src] : {std::pair<at::Tensor*, const at::Tensor*>{&out.l2, &st.l2}, {&out.f, &st.f},
@@ -176,7 +212,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   at::Tensor f_out = at::empty({n_probes}, dbl), gmax_out = at::empty({n_probes}, dbl);
   at::Tensor iters_out = at::zeros({n_probes}, weight.options().dtype(at::kLong));
   at::Tensor status_out = at::zeros_like(iters_out);
-  // Below this relative decrease the objective is flat at the working precision.
+  // Below this relative change the objective is flat at the working precision.
   const double ftol = dt == at::kDouble ? 2.220446049250313e-16 : 1.1920928955078125e-07;
 
   FitState st;
@@ -194,7 +230,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   st.status = st.done.to(at::kLong);
   // First step: the curvature bound's Newton step, which the bound makes a descent of at
   // least half its predicted decrease, so t = 1.
-  st.dir = precondition(precond, st, st.grad).neg_();
+  st.pgrad = precondition(precond, st, st.grad);
+  st.dir = st.pgrad.neg();
   st.gd = seg_dot(st.grad, st.dir, st.layout);
   st.t = at::ones({n_probes}, dbl);
   st.gamma = at::ones({n_probes}, dbl);
@@ -203,7 +240,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   st.iters = at::zeros({n_probes}, iters_out.options());
   st.hist_s = at::zeros({history, d + 1, layout.n_cols}, st.params.options());
   st.hist_y = at::zeros_like(st.hist_s);
-  st.rho = at::zeros({history, n_probes}, dbl);
+  st.hist_py = at::zeros_like(st.hist_s);
+  st.sy = at::zeros({history, history, n_probes}, dbl);
+  st.ypy = at::zeros_like(st.sy);
   int64_t newest = history - 1, count = 0;
 
   auto write_back = [&](const FitState& s) {
@@ -240,7 +279,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor ok_mask = ok_cols.to(dt);
     const at::Tensor s = (trial - st.params) * ok_mask;
     const at::Tensor y = (grad_trial - st.grad) * ok_mask;
-    const at::Tensor sy = seg_dot(s, y, lay), yy = seg_dot(y, precondition(precond, st, y), lay);
+    const at::Tensor py = precondition(precond, st, y);
+    const at::Tensor sy = seg_dot(s, y, lay), yy = seg_dot(y, py, lay);
     // Convexity makes s.y >= 0; a pair with no curvature left (rounding) is skipped, not stored.
     const at::Tensor valid = ok & sy.gt(1e-10 * yy) & yy.gt(0);
     const at::Tensor valid_mask = per_col(valid, lay, dt);
@@ -248,7 +288,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     count = std::min(count + 1, history);
     st.hist_s[newest].copy_(s * valid_mask);
     st.hist_y[newest].copy_(y * valid_mask);
-    st.rho[newest].copy_(at::where(valid, sy.reciprocal(), at::zeros_like(sy)));
+    st.hist_py[newest].copy_(py * valid_mask);
+    // The new pair's row and column of the Gram matrices (P is symmetric, so is Y^T P Y).
+    st.sy.select(0, newest).copy_(seg_dots(st.hist_y, st.hist_s[newest], lay));
+    st.sy.select(1, newest).copy_(seg_dots(st.hist_s, st.hist_y[newest], lay));
+    const at::Tensor ypy_new = seg_dots(st.hist_py, st.hist_y[newest], lay);
+    st.ypy.select(0, newest).copy_(ypy_new);
+    st.ypy.select(1, newest).copy_(ypy_new);
     st.gamma = at::where(valid, sy / yy, st.gamma);
 
     // Rejected steps shrink to the minimiser of the quadratic through f, f'(0) and f(t),
@@ -262,8 +308,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     st.iters.add_(active.to(at::kLong));
     st.params = at::where(ok_cols, trial, st.params);
     st.grad = at::where(ok_cols, grad_trial, st.grad);
-    const at::Tensor rel_decrease = (st.f - f_trial) / at::maximum(at::maximum(st.f.abs(), f_trial.abs()), at::ones_like(st.f));
-    st.flat = at::where(ok, at::where(rel_decrease.le(ftol), st.flat + 1, at::zeros_like(st.flat)), st.flat);
+    // A trial whose objective differs from f only at the rounding level counts towards "flat"
+    // whether or not Armijo accepted it: near the optimum the float32 logits make f noisy, and
+    // a search that keeps rejecting such steps has converged, not failed.
+    const at::Tensor rel_change = (st.f - f_trial).abs() / at::maximum(at::maximum(st.f.abs(), f_trial.abs()), at::ones_like(st.f));
+    const at::Tensor at_rounding = active & f_trial.isfinite() & rel_change.le(ftol);
+    st.flat = at::where(at_rounding, st.flat + 1, at::where(ok, at::zeros_like(st.flat), st.flat));
     st.f = at::where(ok, f_trial, st.f);
     st.gmax = seg_absmax(st.grad, lay);
     const at::Tensor converged = active & st.gmax.le(tol);
@@ -274,12 +324,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 
     // New quasi-Newton direction for the probes that moved; the preconditioned gradient step if
     // it is not a descent direction (lost positive definiteness through rounding).
-    at::Tensor dir = two_loop(st, precond, newest, count).neg_();
+    // Recomputed, not updated by + P y: float32 drift would outgrow a gradient near convergence.
+    st.pgrad = precondition(precond, st, st.grad);
+    at::Tensor dir = lbfgs_direction(st, newest, count).neg_();
     at::Tensor gd = seg_dot(st.grad, dir, lay);
     const at::Tensor descent = gd.lt(0);
-    const at::Tensor fallback = precondition(precond, st, st.grad).neg_();
-    dir = at::where(per_col(descent, lay, at::kBool), dir, fallback);
-    gd = at::where(descent, gd, seg_dot(st.grad, fallback, lay));
+    dir = at::where(per_col(descent, lay, at::kBool), dir, st.pgrad.neg());
+    gd = at::where(descent, gd, seg_dot(st.grad, st.pgrad, lay).neg_());
     st.dir = at::where(ok_cols, dir, st.dir);
     st.gd = at::where(ok, gd, st.gd);
   }
