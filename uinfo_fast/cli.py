@@ -1,4 +1,9 @@
-"""Command line: ``uinfo-fast demo`` runs the probe engine on the built-in synthetic features."""
+"""Command line.
+
+    uinfo-fast run   [options]             train a network and track usable information (the main job)
+    uinfo-fast plot  RUN_DIR [RUN_DIR ...]  overlay runs in one figure
+    uinfo-fast demo                         the probe engine alone, on built-in synthetic features
+"""
 from __future__ import annotations
 
 import argparse
@@ -56,9 +61,125 @@ def demo(args) -> int:
     return 0
 
 
+# Options of `uinfo-fast run`: (flag, RunConfig field, type, help). Every default is None so that
+# --resume can tell the options given on the command line from the ones left out.
+_RUN_OPTIONS = [
+    ("--task", "task", str, "images (ResNet on coarse labels) or checkerboard"),
+    ("--dataset", "dataset", str, "synthetic (built in, default) or cifar100"),
+    ("--data-dir", "data_dir", str, "cifar100: directory holding cifar-100-python/ (or where it goes)"),
+    ("--n-train", "n_train", int, "synthetic/checkerboard training examples"),
+    ("--n-test", "n_test", int, "synthetic/checkerboard test examples"),
+    ("--width", "width", int, "ResNet-18 base width (64: the standard network)"),
+    ("--epochs", "epochs", float, "training epochs"),
+    ("--batch-size", "batch_size", int, "SGD batch size"),
+    ("--lr", "lr", float, "SGD learning rate"),
+    ("--momentum", "momentum", float, "SGD momentum"),
+    ("--weight-decay", "weight_decay", float, "SGD weight decay"),
+    ("--lr-schedule", "lr_schedule", str, "constant, cosine or step"),
+    ("--early-steps", "early_steps", int, "perturbed early training: number of steps"),
+    ("--early-lr", "early_lr", float, "perturbed early training: learning rate"),
+    ("--early-batch-size", "early_batch_size", int, "perturbed early training: batch size"),
+    ("--layers", "layers", lambda v: v.split(","), "comma-separated module names to probe"),
+    ("--label-sets", "label_sets", lambda v: v.split(","), "comma-separated label sets to probe"),
+    ("--probe-train", "probe_train", int, "probe-training examples (fixed subset)"),
+    ("--probe-test", "probe_test", int, "probe-test examples (fixed subset)"),
+    ("--track-every", "track_every", int, "measure every this many steps"),
+    ("--early-until", "early_until", int, "log-spaced extra measurements up to this step"),
+    ("--early-points", "early_points", int, "how many log-spaced extra measurements"),
+    ("--l2-grid", "l2_grid", lambda v: [float(t) for t in v.split(",")], "comma-separated probe penalties"),
+    ("--n-bootstrap", "n_bootstrap", int, "bootstrap resamples for the confidence interval"),
+    ("--seed", "seed", int, "seed of data, model, batches and probes"),
+    ("--device", "device", str, "cpu or cuda"),
+]
+
+
+def _add_run_options(p) -> None:
+    for flag, dest, typ, help_ in _RUN_OPTIONS:
+        p.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
+    p.add_argument("--download", dest="download", action="store_const", const=True, default=None,
+                   help="cifar100: download the archive into --data-dir if it is not there")
+    p.add_argument("--no-augment", dest="augment", action="store_const", const=False, default=None,
+                   help="train without crop/flip augmentation")
+    p.add_argument("--no-track", dest="track", action="store_const", const=False, default=None,
+                   help="train only (the baseline of the overhead benchmark)")
+
+
+def _given(args) -> dict:
+    names = [dest for _, dest, _, _ in _RUN_OPTIONS] + ["download", "augment", "track"]
+    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+
+
+def default_run_dir(cfg) -> str:
+    return os.path.join("runs", f"{cfg.task}_{cfg.dataset if cfg.task == 'images' else 'trials'}"
+                                f"_lr{cfg.lr:g}_bs{cfg.batch_size}_s{cfg.seed}")
+
+
+def run(args) -> int:
+    from .experiment import RunConfig, run_experiment
+
+    given = _given(args)
+    if args.resume:
+        if args.out is None:
+            print("uinfo-fast run: --resume needs --out RUN_DIR", file=sys.stderr)
+            return 2
+        path = os.path.join(args.out, "config.json")
+        if not os.path.exists(path):
+            print(f"uinfo-fast run: {args.out} has no config.json to resume", file=sys.stderr)
+            return 2
+        saved = json.load(open(path))
+        clash = {k: (saved.get(k), v) for k, v in given.items() if saved.get(k) != v}
+        if clash:
+            print(f"uinfo-fast run: --resume keeps the run's config; these options differ (run, given): {clash}",
+                  file=sys.stderr)
+            return 2
+        cfg = RunConfig.from_json(saved)
+    else:
+        cfg = RunConfig.for_task(**given)
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        print("uinfo-fast run: --device cuda but torch sees no GPU", file=sys.stderr)
+        return 2
+    out = args.out or default_run_dir(cfg)
+    print(f"uinfo-fast run -> {out}")
+    summary = run_experiment(cfg, out, resume=args.resume, progress=not args.quiet)
+    print(f"{summary['steps']} steps in {summary['wall_seconds']:.0f} s; measuring took "
+          f"{100 * summary['measure_share']:.1f}% of it; {summary['task_label']} accuracy "
+          f"train {summary['train_accuracy']:.3f}, test {summary['test_accuracy']:.3f}")
+    if cfg.track:
+        from .tracker import read_log
+
+        rows = read_log(os.path.join(out, "log.jsonl"))
+        last = max(r["step"] for r in rows)
+        print(f"usable information at step {last} (bits; H(Y) in brackets):")
+        for r in rows:
+            if r["step"] == last:
+                print(f"  {r['layer']:<10}{r['label_set']:<10}{r['bits']:7.3f}  [{r['entropy_bits']:.3f}]")
+        print(f"wrote {out}/log.jsonl, config.json, summary.json, usable_information.png")
+    return 0
+
+
+def plot(args) -> int:
+    from .plots import plot_runs
+
+    out = args.out or os.path.join(args.run_dirs[0], "comparison.png")
+    plot_runs(args.run_dirs, out, x=args.x, log_x=args.log_x)
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="uinfo-fast", description="Usable information from fast softmax probes.")
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="train a network and track usable information (default: ResNet on the "
+                                   "built-in CIFAR-100-shaped set, a few minutes on a CPU)")
+    _add_run_options(p)
+    p.add_argument("--out", default=None, help="run directory (default: runs/<task>_<data>_lr<lr>_bs<batch>_s<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue the killed run in --out from its checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = sub.add_parser("plot", help="overlay the usable information of runs in one figure")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/comparison.png of the first run)")
+    p.add_argument("--x", choices=("step", "epoch"), default="step")
+    p.add_argument("--log-x", action="store_true", help="symlog time axis (stretches early training)")
     p = sub.add_parser("demo", help="estimate usable information on built-in synthetic layer features")
     p.add_argument("--n-train", type=int, default=10_000)
     p.add_argument("--n-test", type=int, default=5_000)
@@ -68,9 +189,15 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/demo", help="output directory for the JSON and the plot")
     args = parser.parse_args(argv)
-    if args.command == "demo":
+    try:
+        if args.command == "run":
+            return run(args)
+        if args.command == "plot":
+            return plot(args)
         return demo(args)
-    return 2
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"uinfo-fast {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,108 @@
+"""Feature capture on models that are not ours: hooks, pooling, modes, projections, errors."""
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from uinfo_fast.capture import FeatureCapture, eval_mode
+
+
+def _torchvision_resnet():
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=10)
+
+
+def test_hooks_on_a_torchvision_resnet_pool_conv_maps():
+    model = _torchvision_resnet()
+    x = torch.randn(6, 3, 32, 32)
+    feats = FeatureCapture(model, ["layer1", "layer3", "avgpool", "fc"])(x, batch_size=4)
+    assert {k: tuple(v.shape) for k, v in feats.items()} == {
+        "layer1": (6, 64), "layer3": (6, 256), "avgpool": (6, 512), "fc": (6, 10)}
+    # avg pooling of the layer4 map is what the model's own avgpool does
+    with torch.no_grad(), eval_mode(model):
+        want = model(x)
+    torch.testing.assert_close(feats["fc"], want)
+
+
+def test_capture_restores_modes_and_touches_no_state():
+    model = _torchvision_resnet()
+    model.train()
+    model.layer2.eval()  # a mixed state must come back exactly
+    modes = [m.training for m in model.modules()]
+    bn_stats = model.bn1.running_mean.clone()
+    FeatureCapture(model, ["layer2"])(torch.randn(4, 3, 32, 32))
+    assert [m.training for m in model.modules()] == modes
+    torch.testing.assert_close(model.bn1.running_mean, bn_stats)  # eval mode: no running-stat update
+    assert all(p.grad is None for p in model.parameters())
+    assert not model.layer1[0]._forward_hooks  # hooks removed
+
+
+def test_hooks_removed_when_forward_raises():
+    class Boom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 3)
+
+        def forward(self, x):
+            self.a(x)
+            raise RuntimeError("boom")
+
+    model = Boom()
+    with pytest.raises(RuntimeError, match="boom"):
+        FeatureCapture(model, ["a"])(torch.randn(2, 3))
+    assert not model.a._forward_hooks and model.training
+
+
+def test_flatten_and_fixed_random_projection():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+    x = torch.randn(5, 3, 8, 8)
+    cap = FeatureCapture(model, ["0"], pool="flatten", project_to=16, seed=3)
+    a, b = cap(x)["0"], cap(x)["0"]
+    assert a.shape == (5, 16)
+    torch.testing.assert_close(a, b)  # the same projection at every capture
+    full = FeatureCapture(model, ["0"], pool="flatten")(x)["0"]
+    assert full.shape == (5, 8 * 8 * 8)
+    # deterministic for a seed (a fresh capture draws the same projection), different for another
+    torch.testing.assert_close(FeatureCapture(model, ["0"], pool="flatten", project_to=16, seed=3)(x)["0"], a)
+    assert not torch.allclose(FeatureCapture(model, ["0"], pool="flatten", project_to=16, seed=4)(x)["0"], a)
+    # narrower features than project_to pass through unchanged
+    assert FeatureCapture(model, ["0"], project_to=16)(x)["0"].shape == (5, 8)
+
+
+def test_tuple_outputs_take_the_first_element():
+    model = nn.Sequential()
+    model.add_module("rnn", nn.GRU(4, 6, batch_first=True))
+    feats = FeatureCapture(model, ["rnn"])(torch.randn(3, 7, 4))
+    assert feats["rnn"].shape == (3, 7)  # [N, T, H] averaged over dims after the second
+
+
+def test_autocast_gives_float32_features():
+    model = nn.Sequential(nn.Linear(4, 5))
+    feats = FeatureCapture(model, ["0"], autocast_dtype=torch.bfloat16)(torch.randn(3, 4))
+    assert feats["0"].dtype == torch.float32
+
+
+def test_bad_layer_name_lists_the_choices():
+    model = _torchvision_resnet()
+    with pytest.raises(ValueError, match=r"'layer9' is not a module of ResNet.*layer1"):
+        FeatureCapture(model, ["layer1", "layer9"])
+    with pytest.raises(ValueError, match="at least one"):
+        FeatureCapture(model, [])
+    with pytest.raises(ValueError, match="pool"):
+        FeatureCapture(model, ["layer1"], pool="max")
+    with pytest.raises(ValueError, match="project_to"):
+        FeatureCapture(model, ["layer1"], project_to=0)
+
+
+def test_unused_module_is_reported():
+    class Partial(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = nn.Linear(2, 2), nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.used(x)
+
+    model = Partial()
+    with pytest.raises(RuntimeError, match="never ran"):
+        FeatureCapture(model, ["unused"])(torch.randn(2, 2))

@@ -1,0 +1,265 @@
+"""Image data: the synthetic set, CIFAR-100 loading (from a tiny archive in the real format),
+batch augmentation and the batch iterator."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from uinfo_fast.datasets import (BatchIterator, ImageSplit, augment_batch, load_cifar100, normalize,
+                                 synthetic_cifar)
+
+from .cifar_archive import coarse_of_fine, read_entry, write_tiny_cifar100
+
+
+@pytest.fixture(scope="module")
+def synth():
+    return synthetic_cifar(3000, 1000, seed=0)
+
+
+# --- ImageSplit -------------------------------------------------------------------------------
+
+def _split(n=4):
+    return ImageSplit(torch.zeros(n, 3, 32, 32, dtype=torch.uint8), torch.arange(n) % 20, torch.arange(n) % 100)
+
+
+def test_image_split_basics():
+    s = _split(6)
+    assert len(s) == 6
+    assert set(s.labels()) == {"coarse", "fine"}
+    sub = s.subset(torch.tensor([4, 1]))
+    assert len(sub) == 2 and sub.fine.tolist() == [4, 1]
+    assert s.subset([0, 2]).coarse.tolist() == [0, 2]
+    assert len(s.subset(slice(0, 3))) == 3
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    ({"images": torch.zeros(4, 3, 32, 32)}, TypeError, "images must be uint8"),
+    ({"images": np.zeros((4, 3, 32, 32), np.uint8)}, TypeError, "images must be a torch.Tensor"),
+    ({"images": torch.zeros(4, 32, 32, 3, dtype=torch.uint8)}, ValueError, r"images must have shape \[N, 3, 32, 32\]"),
+    ({"coarse": torch.zeros(3, dtype=torch.int64)}, ValueError, r"coarse must have shape \[4\]"),
+    ({"fine": torch.zeros(4, dtype=torch.int32)}, TypeError, "fine must be int64"),
+    ({"coarse": torch.full((4,), 20)}, ValueError, r"coarse must lie in \[0, 20\)"),
+    ({"fine": torch.full((4,), -1)}, ValueError, r"fine must lie in \[0, 100\)"),
+])
+def test_image_split_rejects(kwargs, exc, match):
+    args = {"images": torch.zeros(4, 3, 32, 32, dtype=torch.uint8), "coarse": torch.zeros(4, dtype=torch.int64),
+            "fine": torch.zeros(4, dtype=torch.int64), **kwargs}
+    with pytest.raises(exc, match=match):
+        ImageSplit(**args)
+
+
+# --- synthetic set ----------------------------------------------------------------------------
+
+def test_synthetic_shapes_and_labels(synth):
+    for split, n in zip(synth, (3000, 1000)):
+        assert split.images.shape == (n, 3, 32, 32) and split.images.dtype == torch.uint8
+        assert split.coarse.dtype == torch.int64 and split.fine.dtype == torch.int64
+        assert torch.equal(split.fine // 5, split.coarse)
+        counts = torch.bincount(split.fine, minlength=100)
+        assert counts.min() == counts.max() == n // 100
+    # Images use the range and are not constant.
+    assert synth[0].images.float().std() > 30
+
+
+def test_synthetic_balance_with_remainder():
+    train, test = synthetic_cifar(250, 7, seed=3)
+    counts = torch.bincount(train.fine, minlength=100)
+    assert counts.min() == 2 and counts.max() == 3 and counts.sum() == 250
+    assert len(test) == 7 and len(torch.unique(test.fine)) == 7
+
+
+def test_synthetic_deterministic():
+    a, b, c = (synthetic_cifar(300, 100, seed=s) for s in (5, 5, 6))
+    for x, y in zip(a, b):
+        assert torch.equal(x.images, y.images) and torch.equal(x.fine, y.fine)
+    assert not torch.equal(a[0].images, c[0].images)
+    assert not torch.equal(a[0].images[:100], a[1].images)  # train and test are different draws
+
+
+def test_synthetic_does_not_touch_global_rng():
+    state = torch.random.get_rng_state()
+    synthetic_cifar(10, 10, seed=1)
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_synthetic_shared_details():
+    # The same samples drawn, only the detail pattern differs for coarse classes other than 0.
+    own, _ = synthetic_cifar(500, 0, seed=2)
+    shared, _ = synthetic_cifar(500, 0, seed=2, shared_details=True)
+    assert torch.equal(own.fine, shared.fine)
+    first = own.coarse == 0
+    assert torch.equal(own.images[first], shared.images[first])
+    assert not torch.equal(own.images[~first], shared.images[~first])
+
+
+@pytest.mark.parametrize("kwargs", [{"n_train": -1}, {"n_test": 2.5}])
+def test_synthetic_rejects(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        synthetic_cifar(**kwargs)
+
+
+def _linear_probe(x_train, y_train, x_test, num_classes):
+    """Predictions of an L2-regularised softmax regression on standardised features."""
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    w = torch.zeros(x_train.shape[1], num_classes, requires_grad=True)
+    b = torch.zeros(num_classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(x_train @ w + b, y_train) + 1e-3 * w.square().sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        return (x_test @ w + b).argmax(1)
+
+
+def test_synthetic_learnable(synth):
+    """A linear probe on 8x8 thumbnails: the coarse class is far above chance (5%), and so is the
+    fine class among images whose coarse class it gets right (chance 20%)."""
+    train, test = synth
+    x_train, x_test = (F.avg_pool2d(s.images.float() / 255, 4).flatten(1) for s in (train, test))
+    coarse_pred = _linear_probe(x_train, train.coarse, x_test, 20)
+    assert (coarse_pred == test.coarse).float().mean() > 0.8
+    fine_pred = _linear_probe(x_train, train.fine, x_test, 100)
+    right_coarse = fine_pred // 5 == test.coarse
+    assert right_coarse.float().mean() > 0.8
+    assert (fine_pred == test.fine)[right_coarse].float().mean() > 0.25
+
+
+def test_synthetic_details_visible_to_conv_features(synth):
+    """The fine details are textures: random zero-mean 5x5 filters, ReLU and a global max-pool (a
+    stand-in for a first conv layer) make the fine class linearly decodable."""
+    train, test = synth
+    weight = torch.randn(32, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    weight -= weight.mean(dim=(1, 2, 3), keepdim=True)  # respond to texture, not to mean colour
+
+    def features(split):
+        return F.adaptive_max_pool2d(F.relu(F.conv2d(normalize(split.images), weight, padding=2)), 1).flatten(1)
+
+    fine_pred = _linear_probe(features(train), train.fine, features(test), 100)
+    right_coarse = fine_pred // 5 == test.coarse
+    assert (fine_pred == test.fine)[right_coarse].float().mean() > 0.6
+
+
+# --- CIFAR-100 --------------------------------------------------------------------------------
+
+def test_load_cifar100_tiny_archive(tmp_path):
+    root = write_tiny_cifar100(tmp_path, n_train=50, n_test=20)
+    train, test = load_cifar100(str(root), verify=False)
+    for split, name, n in ((train, "train", 50), (test, "test", 20)):
+        entry = read_entry(root, name)
+        assert split.images.shape == (n, 3, 32, 32) and split.images.dtype == torch.uint8
+        assert torch.equal(split.images, torch.from_numpy(entry["data"]).reshape(n, 3, 32, 32))
+        assert split.fine.tolist() == entry["fine_labels"]
+        assert split.coarse.tolist() == entry["coarse_labels"]
+        assert torch.equal(split.coarse, torch.from_numpy(coarse_of_fine())[split.fine])
+    # The first pixel of the first image: row 0 of the data is the R plane, then G, then B.
+    data = read_entry(root, "train")["data"]
+    assert train.images[0, :, 0, 0].tolist() == [data[0, 0], data[0, 1024], data[0, 2048]]
+
+
+def test_load_cifar100_verifies_checksums(tmp_path):
+    # The tiny files are not the real ones: with verification on they are rejected.
+    root = write_tiny_cifar100(tmp_path, n_train=5, n_test=5)
+    with pytest.raises(RuntimeError, match="MD5"):
+        load_cifar100(root)
+
+
+def test_load_cifar100_missing(tmp_path):
+    missing = tmp_path / "no_cifar_here"
+    with pytest.raises(FileNotFoundError, match="download=True") as info:
+        load_cifar100(missing)
+    assert str(missing) in str(info.value)
+
+
+# --- augmentation and batches -----------------------------------------------------------------
+
+def test_augment_batch_shape_and_determinism(synth):
+    images = synth[0].images[:64]
+    out1 = augment_batch(images, torch.Generator().manual_seed(0))
+    out2 = augment_batch(images, torch.Generator().manual_seed(0))
+    out3 = augment_batch(images, torch.Generator().manual_seed(1))
+    assert out1.shape == images.shape and out1.dtype == torch.uint8
+    assert torch.equal(out1, out2) and not torch.equal(out1, out3)
+    changed = (out1 != images).flatten(1).any(1)
+    assert changed.float().mean() > 0.8  # 1/81 crops are centred, half of those not flipped
+
+
+def test_augment_batch_is_crop_and_flip():
+    # Each output is a 32x32 window of the zero-padded image, possibly mirrored.
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(1, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    out = augment_batch(images, gen)
+    padded = F.pad(images, (4, 4, 4, 4))
+    for i in range(len(images)):
+        candidates = [padded[i, :, y:y + 32, x:x + 32] for y in range(9) for x in range(9)]
+        candidates += [c.flip(-1) for c in candidates]
+        assert any(torch.equal(out[i], c) for c in candidates)
+
+
+def test_augment_batch_constant_image():
+    images = torch.full((16, 3, 32, 32), 200, dtype=torch.uint8)
+    out = augment_batch(images, torch.Generator().manual_seed(0))
+    assert set(out.unique().tolist()) <= {0, 200}
+    assert (out == 0).any() and (out == 200).flatten(1).sum(1).min() >= 3 * 28 * 28
+
+
+def test_augment_batch_rejects():
+    with pytest.raises(TypeError, match="images must be uint8"):
+        augment_batch(torch.zeros(2, 3, 32, 32), torch.Generator())
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        augment_batch(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), 0)
+
+
+def test_normalize():
+    images = torch.tensor([0, 128, 255], dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 4, 4)
+    out = normalize(images)
+    assert out.dtype == torch.float32 and out.shape == (2, 3, 4, 4)
+    mean, std = torch.tensor((0.5071, 0.4865, 0.4409)), torch.tensor((0.2673, 0.2564, 0.2762))
+    expected = (torch.tensor([0.0, 128 / 255, 1.0]) - mean) / std
+    assert torch.allclose(out[0, :, 0, 0], expected)
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_batch_iterator_epoch(drop_last):
+    n = 103
+    split = ImageSplit(torch.arange(n).view(n, 1, 1, 1).expand(n, 3, 32, 32).to(torch.uint8),
+                       torch.arange(n) % 20, torch.arange(n) % 100)
+    it = BatchIterator(split, 10, drop_last=drop_last, generator=torch.Generator().manual_seed(0))
+    assert len(it) == (10 if drop_last else 11)
+    seen = []
+    for x, coarse, fine in it:
+        assert x.dtype == torch.float32 and x.shape[1:] == (3, 32, 32)
+        ids = torch.round((x[:, 0, 0, 0] * 0.2673 + 0.5071) * 255).long()  # undo normalize
+        assert torch.equal(ids % 20, coarse) and torch.equal(ids % 100, fine)
+        seen += ids.tolist()
+    if drop_last:
+        assert len(seen) == 100 and len(set(seen)) == 100
+    else:
+        assert sorted(seen) == list(range(n))
+    assert seen != sorted(seen)  # shuffled
+
+
+def test_batch_iterator_deterministic_and_augments(synth):
+    split = synth[1].subset(slice(0, 64))
+
+    def epochs(seed):
+        it = BatchIterator(split, 16, augment=True, generator=torch.Generator().manual_seed(seed))
+        return [torch.cat([x for x, _, _ in it]) for _ in range(2)]
+
+    a, b = epochs(0), epochs(0)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[0], a[1])  # a new order and new crops in the next epoch
+    plain = torch.cat([x for x, _, _ in BatchIterator(split, 16, shuffle=False)])
+    assert torch.equal(plain, normalize(split.images))
+
+
+def test_batch_iterator_rejects():
+    with pytest.raises(ValueError, match="batch_size"):
+        BatchIterator(_split(), 0)
+    with pytest.raises(TypeError, match="split must be an ImageSplit"):
+        BatchIterator(torch.zeros(4, 3, 32, 32), 2)

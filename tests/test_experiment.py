@@ -1,0 +1,118 @@
+"""The training run: outputs, determinism, and a run killed mid-way then resumed.
+
+The checkerboard task keeps these runs to seconds; the image task shares the same loop and
+is exercised in test_cli.py on a tiny configuration.
+"""
+import json
+import os
+
+import pytest
+import torch
+
+from uinfo_fast import experiment
+from uinfo_fast.experiment import Plan, RunConfig, run_experiment
+from uinfo_fast.tracker import read_log
+
+
+def _cfg(**kw):
+    base = dict(n_train=640, n_test=200, epochs=2.0, batch_size=32, probe_train=300, probe_test=150,
+                track_every=10, early_until=4, early_points=3, l2_grid=[1e-3, 1e-1], n_bootstrap=20)
+    return RunConfig.for_task("checkerboard", **{**base, **kw})
+
+
+def _keys(rows):
+    return [(r["step"], r["layer"], r["label_set"]) for r in rows]
+
+
+def test_run_writes_config_log_summary_and_plot(tmp_path):
+    out = str(tmp_path / "run")
+    summary = run_experiment(_cfg(), out, progress=False)
+    for f in ("config.json", "log.jsonl", "summary.json", "checkpoint.pt", "usable_information.png"):
+        assert os.path.exists(os.path.join(out, f)), f
+    assert RunConfig.from_json(json.load(open(os.path.join(out, "config.json")))) == _cfg()
+    rows = read_log(os.path.join(out, "log.jsonl"))
+    steps = sorted({r["step"] for r in rows})
+    assert steps == [0, 1, 2, 4, 10, 20, 30, 40]  # 40 steps: early points 1, 2, 4, every 10, and the end
+    assert len(rows) == len(steps) * 2 * 3  # 2 hidden layers x 3 label sets
+    assert summary["steps"] == 40 and 0 < summary["measure_share"] < 1
+    assert all(r["bits"] <= r["entropy_bits"] + 0.05 and r["ci_low"] <= r["bits"] <= r["ci_high"] for r in rows)
+    assert [r["epoch"] for r in rows if r["step"] == 40][0] == 2.0
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("where", ["before_checkpoint", "mid_training"])
+def test_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path, monkeypatch, where):
+    ref_dir, out = str(tmp_path / "ref"), str(tmp_path / "killed")
+    run_experiment(_cfg(), ref_dir, progress=False)
+    ref_rows = read_log(os.path.join(ref_dir, "log.jsonl"))
+
+    real_save, real_lr = experiment._save_atomic, Plan.lr
+    calls = {"n": 0}
+
+    def dying_save(obj, path):  # dies after the 5th measurement's rows are in the log
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise Killed()
+        real_save(obj, path)
+
+    def dying_lr(self, step):  # dies in the middle of the steps between two measurements
+        if step == 26:
+            raise Killed()
+        return real_lr(self, step)
+
+    if where == "before_checkpoint":
+        monkeypatch.setattr(experiment, "_save_atomic", dying_save)
+    else:
+        monkeypatch.setattr(Plan, "lr", dying_lr)
+    with pytest.raises(Killed):
+        run_experiment(_cfg(), out, progress=False)
+    monkeypatch.undo()
+    partial = read_log(os.path.join(out, "log.jsonl"))
+    assert 0 < len(partial) < len(ref_rows)
+    with open(os.path.join(out, "log.jsonl"), "a") as fh:  # and a torn line for good measure
+        fh.write('{"step": 99, "lay')
+
+    run_experiment(_cfg(), out, resume=True, progress=False)
+    rows = read_log(os.path.join(out, "log.jsonl"))
+    assert _keys(rows) == _keys(ref_rows)
+    # the batches after the resume are the ones the uninterrupted run saw: same final weights
+    a = torch.load(os.path.join(ref_dir, "checkpoint.pt"), weights_only=False)["model"]
+    b = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # rows written before the kill are kept as they were
+    assert rows[:len(partial) - 6 * (where == "before_checkpoint")] == partial[:len(partial) - 6 * (where == "before_checkpoint")]
+
+
+def test_resume_refuses_another_config_and_a_fresh_run_refuses_an_old_dir(tmp_path):
+    out = str(tmp_path / "run")
+    run_experiment(_cfg(), out, progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_experiment(_cfg(), out, progress=False)
+    with pytest.raises(ValueError, match="lr"):
+        run_experiment(_cfg(lr=0.5), out, resume=True, progress=False)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        run_experiment(_cfg(), str(tmp_path / "nothing"), resume=True, progress=False)
+
+
+def test_plan_perturbed_early_steps_cover_the_same_examples():
+    plain = Plan(_cfg(), 640)
+    pert = Plan(_cfg(early_steps=5, early_batch_size=8, early_lr=0.5), 640)
+    assert plain.total_steps == 40
+    assert pert.total_steps == 5 + (1280 - 40 + 31) // 32
+    assert [pert.batch_size(s) for s in (0, 4, 5)] == [8, 8, 32]
+    assert [pert.lr(s) for s in (0, 4, 5)] == [0.5, 0.5, 0.05]
+    assert pert.offset(5) == 40 and pert.offset(6) == 72
+    # an epoch is a permutation: the first 640 examples seen are each example once
+    seen = torch.cat([plain.indices(s) for s in range(20)])
+    assert sorted(seen.tolist()) == list(range(640))
+    assert not torch.equal(plain.indices(0), plain.indices(20))  # a new permutation each epoch
+
+
+@pytest.mark.parametrize("kw,match", [(dict(lr_schedule="linear"), "lr_schedule"), (dict(batch_size=0), "batch_size"),
+                                      (dict(task="audio"), "task"), (dict(epochs=0), "epochs")])
+def test_bad_config_is_named(kw, match):
+    with pytest.raises(ValueError, match=match):
+        RunConfig(**kw)

@@ -1,0 +1,158 @@
+"""Feature capture: forward hooks on named modules of any ``nn.Module``, pooled to [N, D].
+
+The probes of usable information see a layer's output as one vector per example:
+
+* a convolutional map [N, C, H, W] (or any [N, C, *spatial]) is global-average-pooled to [N, C],
+  which is what the paper probes and keeps D small enough to fit many probes;
+* a sequence or other [N, ...] output with ``pool="flatten"`` is flattened, and when it is
+  wider than ``project_to`` it goes through a fixed Gaussian random projection (Johnson-
+  Lindenstrauss: linear-probe geometry is roughly kept), drawn once from ``seed``;
+* a tuple or list output contributes its first element (e.g. an RNN's output).
+
+Capture runs in eval mode (batch-norm running statistics, no dropout) and without gradients,
+and puts every submodule back in the mode it was in: the caller's training loop is untouched.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+
+POOLS = ("avg", "flatten")
+
+
+def resolve_modules(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module]:
+    """{name: submodule} for the names given; ValueError naming a missing one and the choices."""
+    if isinstance(layers, str):
+        layers = [layers]
+    if len(layers) == 0:
+        raise ValueError("layers must name at least one module")
+    named = dict(model.named_modules())
+    out = {}
+    for name in layers:
+        if not isinstance(name, str):
+            raise TypeError(f"layers must be module names (str), got {type(name).__name__}")
+        if name not in named or name == "":
+            shown = [n for n in named if n and "." not in n][:12]
+            raise ValueError(f"layer {name!r} is not a module of {type(model).__name__}; "
+                             f"top-level modules: {shown} (nested ones are named like 'layer1.0.conv1')")
+        out[name] = named[name]
+    if len(set(out)) != len(layers):
+        raise ValueError(f"layers lists a module twice: {list(layers)}")
+    return out
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Eval mode for every submodule inside the block, each one's previous mode restored after."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+class FeatureCapture:
+    """Captures pooled features of named layers for a fixed set of inputs.
+
+    Args:
+        model: any ``nn.Module``.
+        layers: names as in ``model.named_modules()`` (e.g. ``"layer2"`` or ``"blocks.3.mlp"``).
+        pool: ``"avg"`` averages every dimension after the channel one ([N, C, ...] -> [N, C]);
+            ``"flatten"`` keeps everything ([N, ...] -> [N, prod]).
+        project_to: features wider than this go through a fixed random projection to this width.
+        seed: seed of the projections.
+        autocast_dtype: run the forward passes under ``torch.autocast`` with this dtype
+            (e.g. ``torch.bfloat16``); captured features are stored as float32 either way.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[str], *, pool: str = "avg",
+                 project_to: int | None = None, seed: int = 0, autocast_dtype: torch.dtype | None = None):
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+        if project_to is not None and (not isinstance(project_to, int) or project_to < 1):
+            raise ValueError(f"project_to must be a positive int or None, got {project_to!r}")
+        self.model = model
+        self.modules = resolve_modules(model, layers)
+        self.layers = list(self.modules)
+        self.pool = pool
+        self.project_to = project_to
+        self.seed = seed
+        self.autocast_dtype = autocast_dtype
+        self._projections: dict[str, torch.Tensor] = {}
+
+    def _reduce(self, name: str, out) -> torch.Tensor:
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"layer {name!r} returned {type(out).__name__}, not a tensor")
+        if out.dim() < 2:
+            raise ValueError(f"layer {name!r} returned shape {tuple(out.shape)}; expected [N, ...] per batch")
+        out = out.detach().float()
+        if self.pool == "avg" and out.dim() > 2:
+            out = out.flatten(2).mean(2)
+        else:
+            out = out.flatten(1)
+        if self.project_to is not None and out.shape[1] > self.project_to:
+            proj = self._projections.get(name)
+            if proj is None or proj.shape[0] != out.shape[1]:
+                # One fixed projection per layer for the whole run: features of different
+                # checkpoints must live in the same coordinates for warm starts to help.
+                gen = torch.Generator().manual_seed(self.seed + 7919 * len(self._projections))
+                proj = torch.randn(out.shape[1], self.project_to, generator=gen) / self.project_to ** 0.5
+                self._projections[name] = proj
+            out = out @ proj.to(out.device)
+        return out
+
+    @torch.no_grad()
+    def __call__(self, inputs: torch.Tensor | Iterable[torch.Tensor], batch_size: int = 512) -> dict[str, torch.Tensor]:
+        """Features {layer: [N, D]} (float32, on the model's device) for ``inputs``.
+
+        ``inputs`` is a tensor [N, ...] (split into batches of ``batch_size``) or an iterable of
+        input batches.
+        """
+        if isinstance(inputs, torch.Tensor):
+            if inputs.dim() < 1 or inputs.shape[0] == 0:
+                raise ValueError(f"inputs must be a non-empty batch [N, ...], got shape {tuple(inputs.shape)}")
+            batches: Iterable[torch.Tensor] = inputs.split(batch_size)
+        else:
+            batches = inputs
+        captured: dict[str, list[torch.Tensor]] = {n: [] for n in self.layers}
+        handles = [module.register_forward_hook(
+            lambda _m, _i, out, name=name: captured[name].append(self._reduce(name, out)))
+            for name, module in self.modules.items()]
+        device = _model_device(self.model)
+        try:
+            with eval_mode(self.model):
+                for xb in batches:
+                    xb = xb.to(device, non_blocking=True)
+                    if self.autocast_dtype is not None:
+                        with torch.autocast(device.type, dtype=self.autocast_dtype):
+                            self.model(xb)
+                    else:
+                        self.model(xb)
+        finally:
+            for h in handles:
+                h.remove()
+        missing = [n for n, v in captured.items() if not v]
+        if missing:
+            raise RuntimeError(f"layers {missing} never ran in the forward pass; is the module used by forward()?")
+        feats = {n: torch.cat(v) for n, v in captured.items()}
+        if isinstance(inputs, torch.Tensor):
+            for n, f in feats.items():
+                if f.shape[0] != inputs.shape[0]:
+                    raise RuntimeError(f"layer {n!r} gave {f.shape[0]} rows for {inputs.shape[0]} inputs; "
+                                       "a module called more than once per forward cannot be captured by name")
+        return feats
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")

@@ -1,0 +1,75 @@
+"""Figures of usable information against training time, from run directories' logs."""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from .tracker import read_log
+
+
+def _series(rows, layer, label_set, x):
+    pts = sorted((r[x] if r[x] is not None else r["step"], r["bits"], r["ci_low"], r["ci_high"], r["entropy_bits"])
+                 for r in rows if r["layer"] == layer and r["label_set"] == label_set)
+    return [list(v) for v in zip(*pts)] if pts else None
+
+
+def plot_runs(run_dirs: Sequence[str], out_path: str, *, x: str = "step", labels: Sequence[str] | None = None,
+              title: str | None = None, log_x: bool = False) -> str:
+    """One panel per layer: usable information (bits) of every label set against ``x`` ("step"
+    or "epoch"), one line style per run, 95% bootstrap band, entropy H(Y) dotted. ``log_x``
+    stretches the early, densely measured part (symlog axis). Returns out_path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if x not in ("step", "epoch"):
+        raise ValueError(f"x must be 'step' or 'epoch', got {x!r}")
+    if not run_dirs:
+        raise ValueError("plot_runs needs at least one run directory")
+    runs = []
+    for d in run_dirs:
+        path = os.path.join(d, "log.jsonl")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{d} has no log.jsonl; is it a uinfo-fast run directory?")
+        rows = read_log(path)
+        if not rows:
+            raise ValueError(f"{path} holds no measurements yet")
+        runs.append(rows)
+    names = list(labels) if labels is not None else [os.path.basename(os.path.normpath(d)) for d in run_dirs]
+    layers = list(dict.fromkeys(r["layer"] for rows in runs for r in rows))
+    label_sets = list(dict.fromkeys(r["label_set"] for rows in runs for r in rows))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = ["-", "--", ":", "-."]
+    fig, axes = plt.subplots(1, len(layers), figsize=(3.6 * len(layers), 3.2), squeeze=False, sharey=True)
+    for i, layer in enumerate(layers):
+        ax = axes[0, i]
+        for j, lab in enumerate(label_sets):
+            c = colours[j % len(colours)]
+            for k, rows in enumerate(runs):
+                s = _series(rows, layer, lab, x)
+                if s is None:
+                    continue
+                xs, bits, lo, hi, ent = s
+                tag = lab if len(runs) == 1 else f"{lab}, {names[k]}"
+                ax.plot(xs, bits, styles[k % len(styles)], color=c, lw=1.5, label=tag,
+                        alpha=1.0 if len(runs) < 5 else 0.7)
+                if len(runs) == 1 and all(v is not None for v in lo + hi):
+                    ax.fill_between(xs, lo, hi, color=c, alpha=0.2, lw=0)
+                if k == 0:
+                    ax.axhline(ent[-1], color=c, ls=(0, (1, 3)), lw=1)
+        ax.set_title(layer)
+        ax.set_xlabel(x)
+        if log_x:
+            ax.set_xscale("symlog", linthresh=1.0 if x == "step" else 0.01)
+        if i == 0:
+            ax.set_ylabel("usable information (bits)")
+    axes[0, -1].legend(fontsize=7, loc="best")
+    fig.suptitle(title or "Usable information during training (dotted: H(Y))", fontsize=10)
+    fig.tight_layout()
+    parent = os.path.dirname(out_path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+    return out_path
