@@ -14,3 +14,44 @@ def test_demo_writes_table_json_and_plot(tmp_path, capsys):
     assert bits["layer2", "coarse"] > bits["layer1", "coarse"] > 0
     assert (out / "usable_information.png").stat().st_size > 1000
     assert "I_u (bits)" in capsys.readouterr().out
+
+
+_TINY_IMAGES = ["--n-train", "512", "--n-test", "128", "--width", "4", "--epochs", "1", "--batch-size", "64",
+                "--probe-train", "200", "--probe-test", "100", "--track-every", "4", "--early-points", "0",
+                "--layers", "layer2,layer4", "--l2-grid", "1e-3,1e-1", "--n-bootstrap", "20", "--quiet"]
+
+
+def test_run_images_then_plot_two_runs(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["run", *_TINY_IMAGES, "--out", str(a)]) == 0
+    assert main(["run", *_TINY_IMAGES, "--lr", "0.01", "--out", str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "usable information at step 8" in out and "layer4    fine" in out
+    rows = [json.loads(line) for line in (a / "log.jsonl").read_text().splitlines()]
+    assert sorted({r["step"] for r in rows}) == [0, 4, 8]
+    assert {(r["layer"], r["label_set"]) for r in rows} == {(l, s) for l in ("layer2", "layer4") for s in ("coarse", "fine")}
+    assert json.loads((b / "config.json").read_text())["lr"] == 0.01
+    assert (a / "usable_information.png").stat().st_size > 1000
+    assert main(["plot", str(a), str(b), "--out", str(tmp_path / "both.png"), "--x", "epoch", "--log-x"]) == 0
+    assert (tmp_path / "both.png").stat().st_size > 1000
+
+
+def test_resume_keeps_the_config_of_the_run(tmp_path, capsys):
+    a = tmp_path / "a"
+    assert main(["run", *_TINY_IMAGES, "--out", str(a)]) == 0
+    assert main(["run", "--resume", "--out", str(a), "--lr", "0.5"]) == 2
+    assert "differ" in capsys.readouterr().err
+    assert main(["run", "--resume", "--out", str(a), "--quiet"]) == 0  # a finished run resumes to its end
+
+
+def test_errors_are_named_on_the_command_line(tmp_path, capsys):
+    assert main(["run", *_TINY_IMAGES, "--layers", "layer2,block9", "--out", str(tmp_path / "x")]) == 2
+    assert "'block9' is not a module" in capsys.readouterr().err
+    missing = tmp_path / "no_cifar"
+    assert main(["run", "--dataset", "cifar100", "--data-dir", str(missing), "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "--download" in err
+    assert main(["run", *_TINY_IMAGES, "--label-sets", "coarse,species", "--out", str(tmp_path / "z")]) == 2
+    assert "species" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path / "nothing")]) == 2
+    assert "log.jsonl" in capsys.readouterr().err

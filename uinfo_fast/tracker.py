@@ -159,7 +159,7 @@ class UsableInfoTracker:
                  schedule: Schedule = Schedule(), l2_grid=DEFAULT_L2_GRID, n_bootstrap: int = 200,
                  confidence: float = 0.95, val_fraction: float = 0.2, max_iter: int = 1000, tol: float = 1e-5,
                  pool: str = "avg", project_to: int | None = None, autocast_dtype: torch.dtype | None = None,
-                 batch_size: int = 512, seed: int = 0):
+                 batch_size: int = 256, seed: int = 0):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a uinfo_fast.Schedule, got {type(schedule).__name__}")
         self.capture = FeatureCapture(model, layers, pool=pool, project_to=project_to, seed=seed,
