@@ -35,12 +35,15 @@ timeout 900 $PY bench/bench_probes.py --size full --device cuda --methods "$METH
 echo "== bench full size, bfloat16 (uinfo_fast)"
 timeout 600 $PY bench/bench_probes.py --size full --device cuda --dtype bfloat16 --methods uinfo_fast \
   --json "$OUTDIR/bench_full_bf16.json" > "$OUTDIR/bench_full_bf16.txt" 2> "$OUTDIR/bench_full_bf16.err"
+echo "== tracking overhead, ResNet-18 (width 64) on 50,000 synthetic images"
+timeout 600 $PY bench/bench_tracking.py --size gpu --json "$OUTDIR/tracking_gpu.json" \
+  > "$OUTDIR/tracking_gpu.txt" 2> "$OUTDIR/tracking_gpu.err"
 
 echo
 echo "================ summary ================"
 head -1 "$OUTDIR/machine.txt" >/dev/null
 tail -1 "$OUTDIR/machine.txt"
 echo "tests: $(tail -1 "$OUTDIR/pytest.log") (exit $TEST_RC)"
-for f in bench_full_fp32 bench_full_bf16; do
+for f in bench_full_fp32 bench_full_bf16 tracking_gpu; do
   echo "-- $f"; grep -E "^(#|\||max)" "$OUTDIR/$f.txt" || tail -5 "$OUTDIR/$f.err"
 done
