@@ -21,33 +21,15 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <vector>
 
+#include "lbfgs_state.h"
 #include "probe_layout.h"
 #include "probe_pass.h"
 
 namespace uinfo_fast {
 namespace {
-
-constexpr double kArmijo = 1e-4;   // sufficient-decrease constant c1
-constexpr int64_t kMaxFails = 25;  // consecutive rejected steps before a probe counts as stalled
-constexpr int64_t kMaxFlat = 3;    // trials that change f by under ftol (relative) with no real progress between
-
-// Optimiser state of the probes still running; columns and probes compacted together.
-struct FitState {
-  ProbeLayout layout;
-  std::vector<int64_t> ids;  // original index of each running probe
-  at::Tensor orig_cols;      // [Ca] int64: original column of each running column
-  at::Tensor l2;             // [Ka] float64
-  at::Tensor params, grad, pgrad, dir;  // [D+1, Ca] compute dtype (last row: bias); pgrad = P grad
-  at::Tensor f, gd, t, gamma, gmax;  // [Ka] float64: objective, G.dir, step, H0 scale, max |G|
-  at::Tensor done;           // [Ka] bool: converged or stalled
-  at::Tensor fails, flat, iters, status;  // [Ka] int64 (status: see lbfgs_fit.h)
-  at::Tensor hist_s, hist_y, hist_py;  // [m, D+1, Ca] by slot: s, y and P y; zeros for a skipped pair
-  at::Tensor sy, ypy;        // [m, m, Ka] float64 by slot: <s_i, y_j> and <y_i, P y_j> per probe
-  std::vector<int64_t> group;          // per running probe: index of its penalty's preconditioner
-  std::vector<at::Tensor> group_cols;  // per preconditioner: running columns that use it (int64)
-};
 
 // Column lists of each preconditioner among the running probes.
 void build_groups(FitState& st, int64_t n_groups) {
@@ -254,6 +236,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     status_out.index_copy_(0, ids, s.status);
   };
 
+  // On CPU the per-iteration bookkeeping runs fused (lbfgs_update_cpu); UINFO_FAST_GENERIC_LBFGS
+  // selects the device-generic ATen formulation below instead, so tests can hold the two together.
+  const bool fused_cpu = xc.is_cpu() && std::getenv("UINFO_FAST_GENERIC_LBFGS") == nullptr;
   for (int64_t it = 0; it < max_iter; ++it) {
     if (it % check_every == 0) {  // the only host synchronisation of the loop
       const at::Tensor done_h = st.done.to(at::kCPU);
@@ -273,19 +258,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor trial = st.params + st.dir * per_col(t_act, lay, dt);
     at::Tensor grad_trial = at::empty_like(trial);
     const at::Tensor f_trial = penalised_objective(xc, yc, trial, lay, st.l2, &grad_trial);
+    // P grad at the trial: P y = P grad_trial - P grad, and the next P grad if accepted. Both
+    // come from fresh products, so float32 rounding never accumulates across iterations.
+    const at::Tensor pgrad_trial = precondition(precond, st, grad_trial);
+    newest = (newest + 1) % history;
+    count = std::min(count + 1, history);
+    if (fused_cpu) {
+      lbfgs_update_cpu(st, trial, grad_trial, pgrad_trial, f_trial, newest, count, tol, ftol);
+      continue;
+    }
 
     const at::Tensor ok = active & f_trial.isfinite() & f_trial.le(st.f + kArmijo * t_act * st.gd);
     const at::Tensor ok_cols = per_col(ok, lay, at::kBool);
     const at::Tensor ok_mask = ok_cols.to(dt);
     const at::Tensor s = (trial - st.params) * ok_mask;
     const at::Tensor y = (grad_trial - st.grad) * ok_mask;
-    const at::Tensor py = precondition(precond, st, y);
+    const at::Tensor py = (pgrad_trial - st.pgrad) * ok_mask;
     const at::Tensor sy = seg_dot(s, y, lay), yy = seg_dot(y, py, lay);
     // Convexity makes s.y >= 0; a pair with no curvature left (rounding) is skipped, not stored.
     const at::Tensor valid = ok & sy.gt(1e-10 * yy) & yy.gt(0);
     const at::Tensor valid_mask = per_col(valid, lay, dt);
-    newest = (newest + 1) % history;
-    count = std::min(count + 1, history);
     st.hist_s[newest].copy_(s * valid_mask);
     st.hist_y[newest].copy_(y * valid_mask);
     st.hist_py[newest].copy_(py * valid_mask);
@@ -308,6 +300,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     st.iters.add_(active.to(at::kLong));
     st.params = at::where(ok_cols, trial, st.params);
     st.grad = at::where(ok_cols, grad_trial, st.grad);
+    st.pgrad = at::where(ok_cols, pgrad_trial, st.pgrad);
     // A trial whose objective differs from f only at the rounding level counts towards "flat"
     // whether or not Armijo accepted it: near the optimum the float32 logits make f noisy, and
     // a search that keeps rejecting such steps has converged, not failed.
@@ -324,8 +317,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 
     // New quasi-Newton direction for the probes that moved; the preconditioned gradient step if
     // it is not a descent direction (lost positive definiteness through rounding).
-    // Recomputed, not updated by + P y: float32 drift would outgrow a gradient near convergence.
-    st.pgrad = precondition(precond, st, st.grad);
     at::Tensor dir = lbfgs_direction(st, newest, count).neg_();
     at::Tensor gd = seg_dot(st.grad, dir, lay);
     const at::Tensor descent = gd.lt(0);

@@ -78,3 +78,28 @@ def test_label_sets_are_matched_by_name_not_order():
     swapped = {"fine": labels["fine"], "coarse": labels["coarse"]}
     torch.testing.assert_close(fit.log_likelihood(x, swapped), fit.log_likelihood(x, labels))
     torch.testing.assert_close(fit.log_likelihood(x, [labels["coarse"], labels["fine"]]), fit.log_likelihood(x, labels))
+
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
+def test_fused_cpu_update_matches_the_generic_aten_update(monkeypatch, dtype, rtol):
+    """On CPU the L-BFGS bookkeeping runs in one fused kernel; UINFO_FAST_GENERIC_LBFGS selects the
+    ATen formulation that CUDA runs. Both must take the same steps."""
+    x, labels = _data(seed=2)
+    x = x.to(dtype)
+    grid = [1e-4, 1e-2]
+
+    def fit(generic, **kw):
+        if generic:
+            monkeypatch.setenv("UINFO_FAST_GENERIC_LBFGS", "1")
+        else:
+            monkeypatch.delenv("UINFO_FAST_GENERIC_LBFGS", raising=False)
+        return uf.fit_probes(x, labels, grid, schedule="batched", **kw)
+
+    for max_iter in (1, 2, 8):  # the first steps: same iterates up to rounding
+        a, b = fit(False, max_iter=max_iter), fit(True, max_iter=max_iter)
+        torch.testing.assert_close(a.weight, b.weight, rtol=rtol, atol=rtol * float(b.weight.abs().max()))
+        torch.testing.assert_close(a.objective, b.objective, rtol=rtol, atol=0)
+        assert a.n_iter.tolist() == b.n_iter.tolist()
+    a, b = fit(False, tol=1e-7), fit(True, tol=1e-7)  # and the same optimum
+    assert bool(a.converged.all()) and bool(b.converged.all())
+    torch.testing.assert_close(a.objective, b.objective, rtol=max(rtol, 1e-6), atol=0)
