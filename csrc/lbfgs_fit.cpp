@@ -11,6 +11,11 @@
 // each, while the compact form needs a fixed handful of batched ones (per-probe Gram matrices of
 // the history, kept up to date one row and column per iteration, and two small triangular solves).
 //
+// The per-iteration bookkeeping after the pass (acceptance, history, step sizes, status, the next
+// direction) is written twice with one semantics: as ATen tensor expressions here, which is what
+// runs on CUDA, and as one fused loop per probe on the CPU (cpu/lbfgs_update_cpu.cpp), where the
+// ~300 small operator calls of the ATen form cost more than a pass on small problems.
+//
 // Every probe has its own step, history and stopping state, yet one pass over the features
 // evaluates all of them. Acceptance, step sizes and directions are tensors on the features'
 // device, so an iteration issues no host synchronisation; the host looks only every
