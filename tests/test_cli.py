@@ -55,3 +55,12 @@ def test_errors_are_named_on_the_command_line(tmp_path, capsys):
     assert "species" in capsys.readouterr().err
     assert main(["plot", str(tmp_path / "nothing")]) == 2
     assert "log.jsonl" in capsys.readouterr().err
+
+
+def test_sweep_and_perturb_name_their_grid_options(tmp_path, capsys):
+    assert main(["sweep", "--lrs", "0.1", "--batch-sizes", "32", "--lr", "0.2", "--out", str(tmp_path)]) == 2
+    assert "--lrs" in capsys.readouterr().err
+    assert main(["perturb", "--task", "checkerboard", "--seed", "1", "--out", str(tmp_path)]) == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert main(["perturb", "--task", "checkerboard", "--out", str(tmp_path / "p")]) == 2
+    assert "early_steps" in capsys.readouterr().err

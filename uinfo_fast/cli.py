@@ -2,6 +2,8 @@
 
     uinfo-fast run   [options]             train a network and track usable information (the main job)
     uinfo-fast plot  RUN_DIR [RUN_DIR ...]  overlay runs in one figure
+    uinfo-fast sweep [options]             a grid of learning rates x batch sizes x seeds, one figure
+    uinfo-fast perturb [options]           perturbed early training against the baseline, over seeds
     uinfo-fast demo                         the probe engine alone, on built-in synthetic features
 """
 from __future__ import annotations
@@ -88,6 +90,8 @@ _RUN_OPTIONS = [
     ("--early-points", "early_points", int, "how many log-spaced extra measurements"),
     ("--l2-grid", "l2_grid", lambda v: [float(t) for t in v.split(",")], "comma-separated probe penalties"),
     ("--n-bootstrap", "n_bootstrap", int, "bootstrap resamples for the confidence interval"),
+    ("--coherences", "coherences", lambda v: [float(t) for t in v.split(",")],
+     "checkerboard: comma-separated colour coherence levels"),
     ("--seed", "seed", int, "seed of data, model, batches and probes"),
     ("--device", "device", str, "cpu or cuda"),
 ]
@@ -157,6 +161,49 @@ def run(args) -> int:
     return 0
 
 
+def _floats(v: str) -> list[float]:
+    return [float(t) for t in v.split(",") if t]
+
+
+def _ints(v: str) -> list[int]:
+    return [int(t) for t in v.split(",") if t]
+
+
+def sweep(args) -> int:
+    from .experiment import RunConfig
+    from .sweeps import format_summary, run_sweep
+
+    given = _given(args)
+    for k in ("lr", "batch_size", "seed"):
+        if k in given:
+            print(f"uinfo-fast sweep: --{k.replace('_', '-')} is set by the grid; use --lrs, --batch-sizes, --seeds",
+                  file=sys.stderr)
+            return 2
+    base = RunConfig.for_task(**given)
+    out = args.out or os.path.join("runs", f"sweep_{base.task}")
+    summary = run_sweep(base, out, args.lrs, args.batch_sizes, args.seeds, layer=args.layer,
+                        progress=not args.quiet)
+    print(format_summary(summary))
+    print(f"wrote {out}/sweep.png and sweep.json")
+    return 0
+
+
+def perturb(args) -> int:
+    from .experiment import RunConfig
+    from .sweeps import format_perturbation, run_perturbation
+
+    given = _given(args)
+    if "seed" in given:
+        print("uinfo-fast perturb: use --seeds", file=sys.stderr)
+        return 2
+    base = RunConfig.for_task(**given)
+    out = args.out or os.path.join("runs", f"perturb_{base.task}")
+    summary = run_perturbation(base, out, args.seeds, progress=not args.quiet)
+    print(format_perturbation(summary))
+    print(f"wrote {out}/perturbation.png and perturbation.json")
+    return 0
+
+
 def plot(args) -> int:
     from .plots import plot_runs
 
@@ -180,6 +227,21 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/comparison.png of the first run)")
     p.add_argument("--x", choices=("step", "epoch"), default="step")
     p.add_argument("--log-x", action="store_true", help="symlog time axis (stretches early training)")
+    p = sub.add_parser("sweep", help="learning rate x batch size x seed grid, one run each (finished runs are "
+                                     "skipped), then one figure and a table")
+    _add_run_options(p)
+    p.add_argument("--lrs", type=_floats, required=True, help="comma-separated learning rates")
+    p.add_argument("--batch-sizes", type=_ints, required=True, help="comma-separated batch sizes")
+    p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--layer", default=None, help="layer of the figure and table (default: the last tracked)")
+    p.add_argument("--out", default=None, help="sweep directory (default: runs/sweep_<task>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = sub.add_parser("perturb", help="perturbed early training (--early-steps with --early-lr and/or "
+                                       "--early-batch-size) against the baseline, over seeds")
+    _add_run_options(p)
+    p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--out", default=None, help="directory (default: runs/perturb_<task>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p = sub.add_parser("demo", help="estimate usable information on built-in synthetic layer features")
     p.add_argument("--n-train", type=int, default=10_000)
     p.add_argument("--n-test", type=int, default=5_000)
@@ -194,6 +256,10 @@ def main(argv=None) -> int:
             return run(args)
         if args.command == "plot":
             return plot(args)
+        if args.command == "sweep":
+            return sweep(args)
+        if args.command == "perturb":
+            return perturb(args)
         return demo(args)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"uinfo-fast {args.command}: {e}", file=sys.stderr)

@@ -53,6 +53,7 @@ class RunConfig:
     weight_decay: float = 5e-4
     lr_schedule: str = "constant"     # constant | cosine | step (x0.1 at 50% and 75%)
     augment: bool = True
+    coherences: list[float] | None = None  # checkerboard: colour coherence levels (default LEARNABLE_COHERENCES)
     # Perturbed early training: lr / batch size for the first `early_steps` steps.
     early_steps: int = 0
     early_lr: float | None = None
@@ -118,8 +119,8 @@ class RunConfig:
 TASK_DEFAULTS = {
     "images": {},
     "checkerboard": dict(n_train=9_000, n_test=1_000, batch_size=32, lr=0.05, momentum=0.0, weight_decay=0.0,
-                         epochs=20.0, probe_train=2_000, probe_test=1_000, track_every=100, early_until=100,
-                         augment=False),
+                         epochs=20.0, probe_train=2_000, probe_test=1_000, track_every=250, early_until=250,
+                         early_points=8, augment=False),
 }
 
 
@@ -179,10 +180,11 @@ def build_task(cfg: RunConfig) -> TaskData:
                         normalize(train.images[ptr]), labels(train, ptr), normalize(test.images[pte]),
                         labels(test, pte), model, cfg.layers or ["layer1", "layer2", "layer3", "layer4"],
                         "coarse", preprocess)
-    from .checkerboard import CheckerboardNet, make_checkerboard_trials
+    from .checkerboard import LEARNABLE_COHERENCES, CheckerboardNet, make_checkerboard_trials
 
-    train = make_checkerboard_trials(cfg.n_train, seed=cfg.seed)
-    test = make_checkerboard_trials(cfg.n_test, seed=cfg.seed + 1_000_003)
+    levels = tuple(cfg.coherences or LEARNABLE_COHERENCES)
+    train = make_checkerboard_trials(cfg.n_train, seed=cfg.seed, coherences=levels)
+    test = make_checkerboard_trials(cfg.n_test, seed=cfg.seed + 1_000_003, coherences=levels)
     ptr, pte = _pick(len(train), cfg.probe_train, gen), _pick(len(test), cfg.probe_test, gen)
     torch.manual_seed(cfg.seed)
     model = CheckerboardNet(train.inputs.shape[1]).to(device)

@@ -73,3 +73,66 @@ def plot_runs(run_dirs: Sequence[str], out_path: str, *, x: str = "step", labels
     fig.savefig(out_path, dpi=120)
     plt.close(fig)
     return out_path
+
+
+def plot_sweep(summary: dict, cells: dict, out_path: str) -> str:
+    """Sweep figure: irrelevant label (left) and task label (right) at the summary's layer, one line
+    per (lr, batch) cell, mean over seeds with a min-max band, against epochs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layer = summary["layer"]
+    labels = [summary["irrelevant_label"], summary["task_label"]]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ci, ((lr, bs), dirs) in enumerate(cells.items()):
+        for ax, lab in zip(axes, labels):
+            curves = []
+            for d in dirs:
+                rows = read_log(os.path.join(d, "log.jsonl"))
+                pts = sorted((r["epoch"], r["bits"]) for r in rows if r["layer"] == layer and r["label_set"] == lab)
+                curves.append(pts)
+            n = min(len(c) for c in curves)
+            xs = [curves[0][i][0] for i in range(n)]
+            ys = [[c[i][1] for c in curves] for i in range(n)]
+            mean = [sum(v) / len(v) for v in ys]
+            colour = colours[ci % len(colours)]
+            ax.plot(xs, mean, color=colour, lw=1.5, label=f"lr {lr:g}, batch {bs} ({len(dirs)} seeds)")
+            if len(dirs) > 1:
+                ax.fill_between(xs, [min(v) for v in ys], [max(v) for v in ys], color=colour, alpha=0.18, lw=0)
+    for ax, lab in zip(axes, labels):
+        ax.set_title(f"{lab} ({'irrelevant' if lab == labels[0] else 'task'}), {layer}")
+        ax.set_xlabel("epoch")
+    axes[0].set_ylabel("usable information (bits)")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+    return out_path
+
+
+def plot_perturbation(summary: dict, out_path: str) -> str:
+    """Bars: usable information kept at the end, baseline against perturbed early training."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = summary["final"]
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(entries)), 3.4))
+    for j, kind in enumerate(("baseline", "perturbed")):
+        xs = [i + (j - 0.5) * 0.38 for i in range(len(entries))]
+        ax.bar(xs, [e[kind]["mean"] for e in entries], 0.38, yerr=[e[kind]["sd"] for e in entries], capsize=3,
+               label=kind)
+    ax.set_xticks(range(len(entries)), [f"{e['layer']}\n{e['label_set']}" for e in entries], fontsize=7)
+    ax.set_ylabel("usable information at the end (bits)")
+    p = summary["perturbation"]
+    what = ", ".join(f"{k.replace('early_', '')} {v:g}" for k, v in p.items() if v is not None and k != "early_steps")
+    ax.set_title(f"Perturbed early training ({what} for {p['early_steps']} steps), mean ± sd", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+    return out_path

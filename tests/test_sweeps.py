@@ -1,0 +1,76 @@
+"""Sweeps skip finished runs and resume partial ones; perturbation compares final representations."""
+import json
+import os
+
+import pytest
+
+from uinfo_fast import sweeps
+from uinfo_fast.experiment import RunConfig
+from uinfo_fast.sweeps import curve_stats, format_summary, run_perturbation, run_sweep
+
+
+def _base(**kw):
+    base = dict(n_train=320, n_test=100, epochs=1.0, probe_train=160, probe_test=80, track_every=5, early_points=0,
+                l2_grid=[1e-2], n_bootstrap=0)
+    return RunConfig.for_task("checkerboard", **{**base, **kw})
+
+
+def test_sweep_runs_each_cell_once_and_skips_finished_runs(tmp_path, monkeypatch):
+    calls = []
+    real = sweeps.run_experiment
+
+    def counting(cfg, out, **kw):
+        calls.append((os.path.basename(out), kw["resume"]))
+        return real(cfg, out, **kw)
+
+    monkeypatch.setattr(sweeps, "run_experiment", counting)
+    out = str(tmp_path / "sweep")
+    summary = run_sweep(_base(), out, [0.1, 0.01], [32], [0, 1], progress=False, log=lambda *_: None)
+    assert sorted(c[0] for c in calls) == ["lr0.01_bs32_s0", "lr0.01_bs32_s1", "lr0.1_bs32_s0", "lr0.1_bs32_s1"]
+    assert [c["seeds"] for c in summary["cells"]] == [2, 2]
+    assert os.path.getsize(os.path.join(out, "sweep.png")) > 1000
+    assert json.load(open(os.path.join(out, "sweep.json")))["irrelevant_label"] == "colour"
+    assert "| 0.1 | 32 | 2 |" in format_summary(summary)
+
+    calls.clear()  # a second call: nothing to run
+    run_sweep(_base(), out, [0.1, 0.01], [32], [0, 1], progress=False, log=lambda *_: None)
+    assert calls == []
+
+    # a run killed before its summary is resumed, not restarted
+    os.remove(os.path.join(out, "lr0.1_bs32_s1", "summary.json"))
+    run_sweep(_base(), out, [0.1, 0.01], [32], [0, 1], progress=False, log=lambda *_: None)
+    assert calls == [("lr0.1_bs32_s1", True)]
+
+
+def test_sweep_refuses_a_finished_run_of_another_config(tmp_path):
+    out = str(tmp_path / "sweep")
+    run_sweep(_base(), out, [0.1], [32], [0], progress=False, log=lambda *_: None)
+    with pytest.raises(ValueError, match="another config"):
+        run_sweep(_base(epochs=2.0), out, [0.1], [32], [0], progress=False, log=lambda *_: None)
+
+
+def test_curve_stats_peak_final_and_drop():
+    rows = [{"step": s, "epoch": s / 10, "layer": "h", "label_set": "c", "bits": b, "entropy_bits": 1.0}
+            for s, b in [(0, 0.1), (10, 0.8), (20, 0.4)]]
+    st = curve_stats(rows, "h", "c")
+    assert st["peak_bits"] == 0.8 and st["final_bits"] == 0.4 and st["peak_epoch"] == 1.0
+    assert st["drop_from_peak"] == pytest.approx(0.5)
+    assert st["final_share_of_entropy"] == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="no rows"):
+        curve_stats(rows, "h", "other")
+
+
+def test_perturbation_runs_baseline_and_perturbed_per_seed(tmp_path):
+    out = str(tmp_path / "pert")
+    summary = run_perturbation(_base(early_steps=3, early_lr=0.5), out, [0, 1], progress=False, log=lambda *_: None)
+    assert sorted(os.listdir(out)) == ["baseline_s0", "baseline_s1", "perturbation.json", "perturbation.png",
+                                       "perturbed_s0", "perturbed_s1"]
+    base_cfg = json.load(open(os.path.join(out, "baseline_s0", "config.json")))
+    pert_cfg = json.load(open(os.path.join(out, "perturbed_s1", "config.json")))
+    assert base_cfg["early_steps"] == 0 and base_cfg["early_lr"] is None
+    assert pert_cfg["early_steps"] == 3 and pert_cfg["early_lr"] == 0.5 and pert_cfg["seed"] == 1
+    assert {(e["layer"], e["label_set"]) for e in summary["final"]} == {
+        (h, lab) for h in ("hidden1", "hidden2") for lab in ("direction", "colour", "targets")}
+    assert all(len(e["baseline"]["values"]) == 2 for e in summary["final"])
+    with pytest.raises(ValueError, match="early_steps"):
+        run_perturbation(_base(), out, [0], progress=False)

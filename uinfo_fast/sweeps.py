@@ -1,0 +1,175 @@
+"""The paper's experiments on top of the training run: learning-rate x batch-size sweeps and
+perturbed early training (Kleinman et al., ICLR 2021; DESIGN.md section 2).
+
+A sweep is a grid of runs, one directory each (``lr<lr>_bs<batch>_s<seed>``); a run whose
+``summary.json`` exists is finished and is not run again, a run with a config but no summary
+is resumed from its checkpoint. The figure compares, per grid cell (mean over seeds, min-max
+band), the usable information about the irrelevant label (fine classes; checkerboard colour)
+with the task label's beside it, against epochs (batch sizes differ, so steps do not compare).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+
+from .experiment import RunConfig, load_run, run_experiment
+
+# Label sets the paper contrasts: the one the network is trained on, and one it does not need.
+TASK_LABEL = {"images": "coarse", "checkerboard": "direction"}
+IRRELEVANT_LABEL = {"images": "fine", "checkerboard": "colour"}
+
+
+def run_name(lr: float, batch_size: int, seed: int) -> str:
+    return f"lr{lr:g}_bs{batch_size}_s{seed}"
+
+
+def _finished(run_dir: str, cfg: RunConfig) -> bool:
+    if not os.path.exists(os.path.join(run_dir, "summary.json")):
+        return False
+    saved, _ = load_run(run_dir)
+    if saved != cfg:
+        raise ValueError(f"{run_dir} holds a finished run with another config; remove it or use another --out")
+    return True
+
+
+def curve_stats(rows: Sequence[dict], layer: str, label_set: str) -> dict:
+    """Peak, final value, and the drop from peak to end (share of the peak) of one curve."""
+    pts = sorted((r["step"], r["bits"], r["epoch"], r["entropy_bits"]) for r in rows
+                 if r["layer"] == layer and r["label_set"] == label_set)
+    if not pts:
+        raise ValueError(f"no rows for layer {layer!r}, label set {label_set!r}")
+    bits = [p[1] for p in pts]
+    peak_i = max(range(len(bits)), key=bits.__getitem__)
+    peak, final = bits[peak_i], bits[-1]
+    return {"peak_bits": peak, "peak_epoch": pts[peak_i][2], "final_bits": final,
+            "drop_from_peak": (peak - final) / peak if peak > 0 else float("nan"),
+            "entropy_bits": pts[-1][3], "final_share_of_entropy": final / pts[-1][3]}
+
+
+def run_sweep(base: RunConfig, out_dir: str, lrs: Sequence[float], batch_sizes: Sequence[int], seeds: Sequence[int],
+              *, layer: str | None = None, progress: bool = True, log=print) -> dict:
+    """Runs (or skips, or resumes) every grid cell, then writes sweep.json and sweep.png."""
+    if not lrs or not batch_sizes or not seeds:
+        raise ValueError("a sweep needs at least one learning rate, one batch size and one seed")
+    os.makedirs(out_dir, exist_ok=True)
+    cells = {}
+    for lr in lrs:
+        for bs in batch_sizes:
+            for seed in seeds:
+                cfg = dataclasses.replace(base, lr=float(lr), batch_size=int(bs), seed=int(seed))
+                run_dir = os.path.join(out_dir, run_name(lr, bs, seed))
+                _run_or_skip(cfg, run_dir, progress, log)
+                cells.setdefault((float(lr), int(bs)), []).append(run_dir)
+    summary = summarise(base.task, cells, layer)
+    with open(os.path.join(out_dir, "sweep.json"), "w") as fh:
+        json.dump(summary, fh, indent=1)
+    from .plots import plot_sweep
+
+    plot_sweep(summary, cells, os.path.join(out_dir, "sweep.png"))
+    return summary
+
+
+def summarise(task: str, cells: dict, layer: str | None = None) -> dict:
+    """Per grid cell and seed: curve statistics of the task and the irrelevant label at ``layer``
+    (default: the last layer tracked), plus their mean and standard deviation over seeds."""
+    task_label, irrelevant = TASK_LABEL[task], IRRELEVANT_LABEL[task]
+    out = {"task": task, "task_label": task_label, "irrelevant_label": irrelevant, "cells": []}
+    for (lr, bs), dirs in cells.items():
+        per_seed = []
+        for d in dirs:
+            _, rows = load_run(d)
+            lay = layer or rows[-1]["layer"]
+            per_seed.append({"run": d, "layer": lay, "task": curve_stats(rows, lay, task_label),
+                             "irrelevant": curve_stats(rows, lay, irrelevant)})
+        out["layer"] = per_seed[0]["layer"]
+        agg = {}
+        for which in ("task", "irrelevant"):
+            for key in ("peak_bits", "final_bits", "drop_from_peak", "final_share_of_entropy"):
+                vals = [s[which][key] for s in per_seed]
+                mean = sum(vals) / len(vals)
+                sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+                agg[f"{which}_{key}"] = {"mean": mean, "sd": sd}
+        out["cells"].append({"lr": lr, "batch_size": bs, "seeds": len(dirs), "runs": per_seed, **agg})
+    return out
+
+
+def format_summary(summary: dict) -> str:
+    """A Markdown table of a sweep summary (mean ± sd over seeds)."""
+    irr, task = summary["irrelevant_label"], summary["task_label"]
+    f = lambda d, pct=False: (f"{100 * d['mean']:.0f}% ± {100 * d['sd']:.0f}" if pct  # noqa: E731
+                              else f"{d['mean']:.2f} ± {d['sd']:.2f}")
+    lines = [f"layer {summary['layer']}; mean ± sd over seeds",
+             f"| lr | batch | seeds | {irr}: peak (bits) | {irr}: final (bits) | {irr}: drop from peak "
+             f"| {task}: final (bits) | {task}: final / H |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in summary["cells"]:
+        lines.append(f"| {c['lr']:g} | {c['batch_size']} | {c['seeds']} | {f(c['irrelevant_peak_bits'])} | "
+                     f"{f(c['irrelevant_final_bits'])} | {f(c['irrelevant_drop_from_peak'], True)} | "
+                     f"{f(c['task_final_bits'])} | {f(c['task_final_share_of_entropy'], True)} |")
+    return "\n".join(lines)
+
+
+def _run_or_skip(cfg: RunConfig, run_dir: str, progress: bool, log) -> None:
+    name = os.path.basename(run_dir)
+    if _finished(run_dir, cfg):
+        log(f"{name}: finished, skipped")
+        return
+    resume = os.path.exists(os.path.join(run_dir, "config.json"))
+    log(f"{name}: {'resuming' if resume else 'running'}")
+    run_experiment(cfg, run_dir, resume=resume, progress=progress)
+
+
+def final_values(rows: Sequence[dict]) -> dict[tuple[str, str], float]:
+    last = max(r["step"] for r in rows)
+    return {(r["layer"], r["label_set"]): r["bits"] for r in rows if r["step"] == last}
+
+
+def run_perturbation(base: RunConfig, out_dir: str, seeds: Sequence[int], *, progress: bool = True, log=print) -> dict:
+    """Baseline (``base`` without its early_* perturbation) and perturbed runs (``base``) for every
+    seed; compares the usable information kept at the end of training, per (layer, label set)."""
+    if base.early_steps <= 0 or (base.early_lr is None and base.early_batch_size is None):
+        raise ValueError("a perturbation needs early_steps > 0 and early_lr and/or early_batch_size")
+    plain = dataclasses.replace(base, early_steps=0, early_lr=None, early_batch_size=None)
+    finals = {"baseline": [], "perturbed": []}
+    for seed in seeds:
+        for kind, cfg in (("baseline", plain), ("perturbed", base)):
+            cfg = dataclasses.replace(cfg, seed=int(seed))
+            run_dir = os.path.join(out_dir, f"{kind}_s{seed}")
+            _run_or_skip(cfg, run_dir, progress, log)
+            finals[kind].append(final_values(load_run(run_dir)[1]))
+    keys = list(finals["baseline"][0])
+    table = []
+    for key in keys:
+        entry = {"layer": key[0], "label_set": key[1]}
+        for kind in finals:
+            vals = [f[key] for f in finals[kind]]
+            mean = sum(vals) / len(vals)
+            sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+            entry[kind] = {"mean": mean, "sd": sd, "values": vals}
+        table.append(entry)
+    summary = {"perturbation": {"early_steps": base.early_steps, "early_lr": base.early_lr,
+                                "early_batch_size": base.early_batch_size},
+               "seeds": list(seeds), "final": table}
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "perturbation.json"), "w") as fh:
+        json.dump(summary, fh, indent=1)
+    from .plots import plot_perturbation
+
+    plot_perturbation(summary, os.path.join(out_dir, "perturbation.png"))
+    return summary
+
+
+def format_perturbation(summary: dict) -> str:
+    p = summary["perturbation"]
+    what = ", ".join(f"{k.replace('early_', '')} {v:g}" for k, v in p.items() if v is not None and k != "early_steps")
+    lines = [f"usable information at the end of training (bits, mean ± sd over {len(summary['seeds'])} seeds); "
+             f"perturbation: {what} for the first {p['early_steps']} steps",
+             "| layer | label set | baseline | perturbed | difference |", "|---|---|---|---|---|"]
+    for e in summary["final"]:
+        b, q = e["baseline"], e["perturbed"]
+        lines.append(f"| {e['layer']} | {e['label_set']} | {b['mean']:.3f} ± {b['sd']:.3f} | "
+                     f"{q['mean']:.3f} ± {q['sd']:.3f} | {q['mean'] - b['mean']:+.3f} |")
+    return "\n".join(lines)
