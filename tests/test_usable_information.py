@@ -63,3 +63,25 @@ def test_table_and_rows():
     assert "I_u (bits)" in str(res)
     row = res.rows()[0]
     assert row["feature_set"] == "features" and row["label_set"] == "labels"
+
+
+def test_a_feature_constant_on_the_fit_split_is_ignored_not_blown_up():
+    """A dead unit (zero on every train row) that fires on one test row must not wreck the estimate."""
+    gen = torch.Generator().manual_seed(5)
+    y = torch.randint(0, 3, (600,), generator=gen)
+    x = torch.randn(600, 4, generator=gen)
+    x[:, 0] += 2.0 * y
+    x_test = torch.randn(300, 4, generator=gen)
+    yt = torch.randint(0, 3, (300,), generator=gen)
+    x_test[:, 0] += 2.0 * yt
+    dead, dead_test = torch.cat([x, torch.zeros(600, 1)], 1), torch.cat([x_test, torch.zeros(300, 1)], 1)
+    dead_test[7, 4] = 3.0
+    # The unit was alive at the previous checkpoint, so the warm start gives it a weight that the
+    # fit on the dead unit (zero gradient) barely shrinks.
+    alive = torch.cat([x, x[:, :1] + torch.randn(600, 1, generator=gen)], 1)
+    alive_test = torch.cat([x_test, x_test[:, :1]], 1)
+    prev = uf.estimate_usable_information(alive, y, alive_test, yt, l2_grid=[1e-4, 1e-2], n_bootstrap=0)
+    want = uf.estimate_usable_information(x, y, x_test, yt, l2_grid=[1e-4, 1e-2], n_bootstrap=0)
+    got = uf.estimate_usable_information(dead, y, dead_test, yt, l2_grid=[1e-4, 1e-2], n_bootstrap=0,
+                                         warm_start=prev)
+    assert abs(got.results[0].bits - want.results[0].bits) < 1e-3

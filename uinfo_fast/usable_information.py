@@ -96,10 +96,17 @@ def _split(n: int, val_fraction: float, seed: int):
 
 
 def standardisation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, std) per feature in the compute dtype; a constant feature keeps a tiny std, not 0."""
+    """(mean, std) per feature in the compute dtype.
+
+    A feature that is constant on the fit split (a dead ReLU unit, say) gets std = inf, so it
+    standardises to 0 everywhere and the probes ignore it. Scaling it by a tiny std instead would
+    turn the rare test example where the unit fires into a value of 1e6 standard deviations, and
+    a probe that never saw it vary would answer with an arbitrarily confident logit.
+    """
     xf = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
-    std = xf.std(0)
-    return xf.mean(0), std.clamp_min(1e-6 * float(std.max().clamp_min(1e-30)))
+    std = xf.std(0) if xf.shape[0] > 1 else torch.zeros(xf.shape[1], dtype=xf.dtype, device=xf.device)
+    constant = std <= 1e-6 * float(std.max().clamp_min(1e-30))
+    return xf.mean(0), std.masked_fill(constant, float("inf"))
 
 
 def _bootstrap(pointwise: torch.Tensor, n_bootstrap: int, confidence: float, seed: int) -> tuple[float, float]:
