@@ -30,7 +30,7 @@ SIZES = {
     "gpu": dict(device="cuda", n_train=50_000, n_test=10_000, width=64, epochs=2.0, probe_train=5_000,
                 probe_test=2_000),
     # a smoke test of this script
-    "tiny": dict(device="cpu", n_train=2_000, n_test=500, epochs=1.0, probe_train=500, probe_test=250),
+    "tiny": dict(device="cpu", n_train=2_000, n_test=500, epochs=1.0, probe_train=500, probe_val=150, probe_test=250),
 }
 TRACKING = dict(layers=["layer2", "layer3", "layer4"], label_sets=["coarse", "fine"], track_every=100,
                 early_points=0)

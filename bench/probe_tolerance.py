@@ -36,7 +36,8 @@ tols = [float(t) for t in args.tols.split(",")]
 results = {}
 for tol in tols:
     tracker = UsableInfoTracker(model, task.layers, task.probe_train_x, task.probe_train_labels, task.probe_test_x,
-                                task.probe_test_labels, l2_grid=cfg.l2_grid, n_bootstrap=0, tol=tol)
+                                task.probe_test_labels, l2_grid=cfg.l2_grid, n_bootstrap=0, tol=tol,
+                                val_inputs=task.probe_val_x, val_labels=task.probe_val_labels)
     t0 = time.perf_counter()
     rows = tracker.measure(args.steps)
     results[tol] = (time.perf_counter() - t0, {(r["layer"], r["label_set"]): r["bits"] for r in rows})

@@ -17,7 +17,7 @@ def test_demo_writes_table_json_and_plot(tmp_path, capsys):
 
 
 _TINY_IMAGES = ["--n-train", "512", "--n-test", "128", "--width", "4", "--epochs", "1", "--batch-size", "64",
-                "--probe-train", "200", "--probe-test", "100", "--track-every", "4", "--early-points", "0",
+                "--probe-train", "200", "--probe-val", "28", "--probe-test", "100", "--track-every", "4", "--early-points", "0",
                 "--layers", "layer2,layer4", "--l2-grid", "1e-3,1e-1", "--n-bootstrap", "20", "--quiet"]
 
 

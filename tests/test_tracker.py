@@ -111,3 +111,21 @@ def test_tracker_errors_name_the_problem():
         UsableInfoTracker(model, ["hidden"], xtr, ytr, xte, yte)
     with pytest.raises(TypeError, match="int64"):
         UsableInfoTracker(model, ["1"], xtr, {"four": ytr["four"].float()}, xte, {"four": yte["four"]})
+
+
+def test_tracker_chooses_the_penalty_on_explicit_validation_inputs(tmp_path):
+    model = _model()
+    xtr, ytr = _task(300, 0)
+    xval, yval = _task(120, 2)
+    xte, yte = _task(200, 1)
+    tracker = UsableInfoTracker(model, ["2"], xtr, ytr, xte, yte, val_inputs=xval, val_labels=yval,
+                                l2_grid=[1e-4, 1e-1], n_bootstrap=0)
+    tracker.measure(0)
+    fit = tracker.last.fits["2"]
+    assert fit.weight.shape[0] == 4 and tracker.last.results[0].val_ce_nats.keys() == {1e-4, 1e-1}
+    # every train row went into the fit: its label counts are the train set's
+    with pytest.raises(ValueError, match="go together"):
+        UsableInfoTracker(model, ["2"], xtr, ytr, xte, yte, val_inputs=xval)
+    with pytest.raises(ValueError, match=r"val_labels\['four'\] has 119 labels"):
+        UsableInfoTracker(model, ["2"], xtr, ytr, xte, yte, val_inputs=xval,
+                          val_labels={"four": yval["four"][:119], "parity": yval["parity"][:119]})

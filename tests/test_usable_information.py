@@ -1,6 +1,7 @@
 """The estimator: selection, units, pointwise values, bootstrap, warm start, no clamping."""
 import math
 
+import pytest
 import torch
 
 import uinfo_fast as uf
@@ -85,3 +86,26 @@ def test_a_feature_constant_on_the_fit_split_is_ignored_not_blown_up():
     got = uf.estimate_usable_information(dead, y, dead_test, yt, l2_grid=[1e-4, 1e-2], n_bootstrap=0,
                                          warm_start=prev)
     assert abs(got.results[0].bits - want.results[0].bits) < 1e-3
+
+
+def test_explicit_validation_set_picks_the_penalty_and_the_fit_uses_every_train_row():
+    gen = torch.Generator().manual_seed(9)
+
+    def data(n):
+        y = torch.randint(0, 3, (n,), generator=gen)
+        x = torch.randn(n, 6, generator=gen)
+        x[:, 0] += 1.5 * y
+        return x, y
+
+    (x, y), (xv, yv), (xt, yt) = data(400), data(200), data(300)
+    res = uf.estimate_usable_information(x, y, xt, yt, val_features=xv, val_labels=yv, l2_grid=[1e-4, 1e-2, 1.0],
+                                         n_bootstrap=0)
+    r = res.results[0]
+    fit = res.fits["features"]
+    want = fit.cross_entropy(xv, {"labels": yv})
+    assert r.val_ce_nats == {l2: float(v) for l2, v in zip(fit.l2, want)}
+    assert r.l2 == min(r.val_ce_nats, key=r.val_ce_nats.get)
+    mean, _ = fit.standardize
+    torch.testing.assert_close(mean, x.mean(0))  # standardised on all 400 train rows: nothing carved out
+    with pytest.raises(ValueError, match="together"):
+        uf.estimate_usable_information(x, y, xt, yt, val_features=xv)

@@ -84,6 +84,7 @@ _RUN_OPTIONS = [
     ("--layers", "layers", lambda v: v.split(","), "comma-separated module names to probe"),
     ("--label-sets", "label_sets", lambda v: v.split(","), "comma-separated label sets to probe"),
     ("--probe-train", "probe_train", int, "probe-training examples (fixed subset)"),
+    ("--probe-val", "probe_val", int, "penalty-choice examples from the test split (0: carve from --probe-train)"),
     ("--probe-test", "probe_test", int, "probe-test examples (fixed subset)"),
     ("--track-every", "track_every", int, "measure every this many steps"),
     ("--early-until", "early_until", int, "log-spaced extra measurements up to this step"),

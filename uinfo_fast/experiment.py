@@ -62,8 +62,9 @@ class RunConfig:
     track: bool = True
     layers: list[str] | None = None   # default: the task's stages
     label_sets: list[str] | None = None
-    probe_train: int = 1_500          # fixed probe-training inputs (a validation share inside)
-    probe_test: int = 500
+    probe_train: int = 1_200          # fixed probe-training inputs, from the training set
+    probe_val: int = 300              # fixed inputs to choose the penalty on, from the test split
+    probe_test: int = 500             # fixed probe-test inputs, from the test split, disjoint from val
     track_every: int = 50
     early_until: int = 50             # plus log-spaced measurements in [1, early_until]
     early_points: int = 6
@@ -80,6 +81,9 @@ class RunConfig:
             raise ValueError(f"dataset must be 'synthetic' or 'cifar100', got {self.dataset!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not isinstance(self.probe_val, int) or self.probe_val < 0:
+            raise ValueError(f"probe_val must be an integer >= 0 (0: carve the validation rows from probe_train), "
+                             f"got {self.probe_val!r}")
         for name in ("n_train", "n_test", "width", "batch_size", "probe_train", "probe_test", "track_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -118,8 +122,8 @@ class RunConfig:
 # batch 32, learning rate 0.05, a small fully connected network.
 TASK_DEFAULTS = {
     "images": {},
-    "checkerboard": dict(n_train=9_000, n_test=1_000, batch_size=32, lr=0.05, momentum=0.0, weight_decay=0.0,
-                         epochs=20.0, probe_train=2_000, probe_test=1_000, track_every=250, early_until=250,
+    "checkerboard": dict(n_train=9_000, n_test=2_000, batch_size=32, lr=0.05, momentum=0.0, weight_decay=0.0,
+                         epochs=20.0, probe_train=2_000, probe_val=500, probe_test=1_000, track_every=250, early_until=250,
                          early_points=8, augment=False),
 }
 
@@ -138,19 +142,28 @@ class TaskData:
     probe_train_labels: dict
     probe_test_x: torch.Tensor
     probe_test_labels: dict
+    probe_val_x: torch.Tensor | None
+    probe_val_labels: dict | None
     model: nn.Module
     layers: list[str]
     task_label: str
     preprocess: object             # (batch, generator | None) -> float inputs on the device
 
 
-def _pick(n_total: int, n: int, gen: torch.Generator) -> torch.Tensor:
-    return torch.randperm(n_total, generator=gen)[:min(n, n_total)]
+def _probe_indices(cfg: RunConfig, n_train: int, n_test: int):
+    """Fixed probe subsets, chosen once from the seed: train rows, and disjoint test and
+    validation rows of the test split (validation None when probe_val is 0)."""
+    gen = torch.Generator().manual_seed(cfg.seed + 101)
+    if cfg.probe_test + cfg.probe_val > n_test:
+        raise ValueError(f"probe_test + probe_val = {cfg.probe_test + cfg.probe_val} exceeds the {n_test} test examples")
+    train = torch.randperm(n_train, generator=gen)[:min(cfg.probe_train, n_train)]
+    perm = torch.randperm(n_test, generator=gen)
+    val = perm[cfg.probe_test:cfg.probe_test + cfg.probe_val] if cfg.probe_val > 0 else None
+    return train, perm[:cfg.probe_test], val
 
 
 def build_task(cfg: RunConfig) -> TaskData:
     device = torch.device(cfg.device)
-    gen = torch.Generator().manual_seed(cfg.seed + 101)
     if cfg.task == "images":
         from .datasets import augment_batch, load_cifar100, normalize, synthetic_cifar
         from .models import cifar_resnet18
@@ -168,7 +181,7 @@ def build_task(cfg: RunConfig) -> TaskData:
                 images = augment_batch(images, generator)
             return normalize(images)
 
-        ptr, pte = _pick(len(train), cfg.probe_train, gen), _pick(len(test), cfg.probe_test, gen)
+        ptr, pte, pval = _probe_indices(cfg, len(train), len(test))
         torch.manual_seed(cfg.seed)
         model = cifar_resnet18(num_classes=20, width=cfg.width).to(device)
         label_sets = cfg.label_sets or ["coarse", "fine"]
@@ -177,15 +190,18 @@ def build_task(cfg: RunConfig) -> TaskData:
             if k not in ("coarse", "fine"):
                 raise ValueError(f"label_sets: the image task has 'coarse' and 'fine', got {k!r}")
         return TaskData(train.images, train.coarse, test.images, test.coarse,
-                        normalize(train.images[ptr]), labels(train, ptr), normalize(test.images[pte]),
-                        labels(test, pte), model, cfg.layers or ["layer1", "layer2", "layer3", "layer4"],
-                        "coarse", preprocess)
+                        probe_train_x=normalize(train.images[ptr]), probe_train_labels=labels(train, ptr),
+                        probe_test_x=normalize(test.images[pte]), probe_test_labels=labels(test, pte),
+                        probe_val_x=None if pval is None else normalize(test.images[pval]),
+                        probe_val_labels=None if pval is None else labels(test, pval), model=model,
+                        layers=cfg.layers or ["layer1", "layer2", "layer3", "layer4"], task_label="coarse",
+                        preprocess=preprocess)
     from .checkerboard import LEARNABLE_COHERENCES, CheckerboardNet, make_checkerboard_trials
 
     levels = tuple(cfg.coherences or LEARNABLE_COHERENCES)
     train = make_checkerboard_trials(cfg.n_train, seed=cfg.seed, coherences=levels)
     test = make_checkerboard_trials(cfg.n_test, seed=cfg.seed + 1_000_003, coherences=levels)
-    ptr, pte = _pick(len(train), cfg.probe_train, gen), _pick(len(test), cfg.probe_test, gen)
+    ptr, pte, pval = _probe_indices(cfg, len(train), len(test))
     torch.manual_seed(cfg.seed)
     model = CheckerboardNet(train.inputs.shape[1]).to(device)
     label_sets = cfg.label_sets or ["direction", "colour", "targets"]
@@ -195,9 +211,12 @@ def build_task(cfg: RunConfig) -> TaskData:
     layers = cfg.layers or [n for n, _ in model.named_children() if n.startswith("hidden")]
     tl, te = train.labels(), test.labels()
     return TaskData(train.inputs, train.direction, test.inputs, test.direction,
-                    train.inputs[ptr], {k: tl[k][ptr] for k in label_sets}, test.inputs[pte],
-                    {k: te[k][pte] for k in label_sets}, model, layers, "direction",
-                    lambda x, _gen: x.to(device, non_blocking=True))
+                    probe_train_x=train.inputs[ptr], probe_train_labels={k: tl[k][ptr] for k in label_sets},
+                    probe_test_x=test.inputs[pte], probe_test_labels={k: te[k][pte] for k in label_sets},
+                    probe_val_x=None if pval is None else test.inputs[pval],
+                    probe_val_labels=None if pval is None else {k: te[k][pval] for k in label_sets},
+                    model=model, layers=layers, task_label="direction",
+                    preprocess=lambda x, _gen: x.to(device, non_blocking=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,7 +349,8 @@ def run_experiment(cfg: RunConfig, out_dir: str, *, resume: bool = False, progre
             model, task.layers, task.probe_train_x, task.probe_train_labels, task.probe_test_x,
             task.probe_test_labels, log_path=log_path,
             schedule=Schedule(every=cfg.track_every, early_until=cfg.early_until, early_points=cfg.early_points),
-            l2_grid=cfg.l2_grid, n_bootstrap=cfg.n_bootstrap, tol=cfg.probe_tol, seed=cfg.seed)
+            l2_grid=cfg.l2_grid, n_bootstrap=cfg.n_bootstrap, tol=cfg.probe_tol, seed=cfg.seed,
+            val_inputs=task.probe_val_x, val_labels=task.probe_val_labels)
         tracker.measure_seconds = measure_seconds
 
     def checkpoint(step):

@@ -147,6 +147,10 @@ class UsableInfoTracker:
         train_inputs, train_labels: fixed probe-training inputs [N, ...] and {name: [N] int64};
             a validation share (``val_fraction``) is carved out of them to pick the penalty.
         test_inputs, test_labels: fixed probe-test inputs and labels, scored for I_u.
+        val_inputs, val_labels: optional fixed inputs, disjoint from the test ones, to choose the
+            penalty on (see :func:`estimate_usable_information`); without them ``val_fraction``
+            of the train inputs is held out instead. Prefer them when the train inputs come from
+            the network's own training set.
         log_path: JSONL file the rows are appended to (None: keep them in memory only).
         schedule: when :meth:`step` measures.
         l2_grid, n_bootstrap, confidence, val_fraction, max_iter, tol: the estimator's options.
@@ -159,7 +163,7 @@ class UsableInfoTracker:
                  schedule: Schedule = Schedule(), l2_grid=DEFAULT_L2_GRID, n_bootstrap: int = 200,
                  confidence: float = 0.95, val_fraction: float = 0.2, max_iter: int = 1000, tol: float = 1e-5,
                  pool: str = "avg", project_to: int | None = None, autocast_dtype: torch.dtype | None = None,
-                 batch_size: int = 256, seed: int = 0):
+                 batch_size: int = 256, seed: int = 0, val_inputs: torch.Tensor | None = None, val_labels=None):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a uinfo_fast.Schedule, got {type(schedule).__name__}")
         self.capture = FeatureCapture(model, layers, pool=pool, project_to=project_to, seed=seed,
@@ -172,11 +176,22 @@ class UsableInfoTracker:
         self.test_inputs = test_inputs.to(device)
         self.train_labels = _label_dict(train_labels, "train_labels", train_inputs.shape[0], device)
         self.test_labels = _label_dict(test_labels, "test_labels", test_inputs.shape[0], device)
+        if (val_inputs is None) != (val_labels is None):
+            raise ValueError("val_inputs and val_labels go together: give both or neither")
+        self.val_inputs = self.val_labels = None
+        if val_inputs is not None:
+            if not isinstance(val_inputs, torch.Tensor) or val_inputs.dim() < 1 or val_inputs.shape[0] < 1:
+                raise ValueError("val_inputs must be a tensor [N, ...] with N >= 1")
+            self.val_inputs = val_inputs.to(device)
+            self.val_labels = _label_dict(val_labels, "val_labels", val_inputs.shape[0], device)
+            if set(self.val_labels) != set(self.train_labels):
+                raise ValueError(f"val_labels name other label sets than train_labels: {sorted(self.val_labels)}")
         if set(self.train_labels) != set(self.test_labels):
             raise ValueError(f"train_labels and test_labels name different label sets: "
                              f"{sorted(self.train_labels)} vs {sorted(self.test_labels)}")
         # Class counts fixed once, so every measurement lays out the same probes (warm starts).
-        self.num_classes = {k: int(max(self.train_labels[k].max(), self.test_labels[k].max())) + 1
+        self.num_classes = {k: int(max(self.train_labels[k].max(), self.test_labels[k].max(),
+                                       *([self.val_labels[k].max()] if self.val_labels else []))) + 1
                             for k in self.train_labels}
         self.schedule = schedule
         self.log = JsonlLog(log_path) if log_path is not None else None
@@ -203,8 +218,11 @@ class UsableInfoTracker:
         t0 = time.perf_counter()
         feats_train = self.capture(self.train_inputs, self.batch_size)
         feats_test = self.capture(self.test_inputs, self.batch_size)
+        val = {}
+        if self.val_inputs is not None:
+            val = dict(val_features=self.capture(self.val_inputs, self.batch_size), val_labels=self.val_labels)
         res = estimate_usable_information(feats_train, self.train_labels, feats_test, self.test_labels,
-                                          num_classes=self.num_classes, warm_start=self.last, **self.options)
+                                          num_classes=self.num_classes, warm_start=self.last, **val, **self.options)
         self.last = res
         seconds = time.perf_counter() - t0
         rows = []

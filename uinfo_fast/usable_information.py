@@ -142,6 +142,8 @@ def estimate_usable_information(
     max_iter: int = 1000,
     tol: float = 1e-5,
     progress: bool = False,
+    val_features=None,
+    val_labels=None,
 ) -> UsableInformation:
     """Usable information, in bits, of every feature set about every label set.
 
@@ -158,6 +160,11 @@ def estimate_usable_information(
         warm_start: an earlier result for the same names (e.g. the previous checkpoint).
         max_iter, tol: L-BFGS limits per probe (see :func:`fit_probes`).
         progress: show a progress bar over the feature sets.
+        val_features, val_labels: an explicit validation set (same names) to choose the penalty
+            on, instead of carving ``val_fraction`` out of the train rows; the probes then fit on
+            every train row. Use it when the train features come from examples the network was
+            trained on: a network that memorised them makes a carved-out validation split as
+            separable as the fit split, and the penalty it picks overfits.
     """
     import time
 
@@ -171,6 +178,15 @@ def estimate_usable_information(
     if set(ytrain) != set(ytest):
         raise ValueError(f"labels and test_labels name different label sets: {sorted(ytrain)} vs {sorted(ytest)}")
     grid = check_l2(l2_grid, "l2_grid")
+    val = yval = None
+    if (val_features is None) != (val_labels is None):
+        raise ValueError("val_features and val_labels go together: give both or neither")
+    if val_features is not None:
+        val = feature_sets(val_features, "val_features")
+        yval = label_sets(val_labels, "val_labels")
+        if set(val) != set(train) or set(yval) != set(ytrain):
+            raise ValueError(f"val_features/val_labels must name the same feature and label sets as the train ones: "
+                             f"{sorted(train)}, {sorted(ytrain)}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
 
@@ -193,8 +209,17 @@ def estimate_usable_information(
             for y, nm in ((a, f"labels[{n!r}]"), (b, f"test_labels[{n!r}]")):
                 check_labels(y, nm, y.shape[0], y.device, c)
             counts.append(c)
-        fit_idx, val_idx = _split(xtr.shape[0], val_fraction, seed)
-        fit_idx, val_idx = fit_idx.to(xtr.device), val_idx.to(xtr.device)
+        if val is None:
+            fit_idx, val_idx = _split(xtr.shape[0], val_fraction, seed)
+            fit_idx, val_idx = fit_idx.to(xtr.device), val_idx.to(xtr.device)
+            x_val, y_val = xtr.index_select(0, val_idx), {n: ytrain[n].index_select(0, val_idx) for n in names}
+        else:
+            fit_idx = torch.arange(xtr.shape[0], device=xtr.device)
+            x_val = check_features(val[fname], f"val_features[{fname!r}]")
+            if x_val.shape[1] != xtr.shape[1] or x_val.device != xtr.device:
+                raise ValueError(f"val_features[{fname!r}] must have {xtr.shape[1]} columns on {xtr.device}")
+            y_val = {n: check_labels(yval[n], f"val_labels[{n!r}]", x_val.shape[0], x_val.device, c)
+                     for n, c in zip(names, counts)}
         cdt = torch.float64 if xtr.dtype == torch.float64 else torch.float32
         x_fit = xtr.index_select(0, fit_idx)
         if standardize:
@@ -212,7 +237,7 @@ def estimate_usable_information(
         fit = fit_probes(x_fit, y_fit, grid, num_classes=counts, init=init, max_iter=max_iter, tol=tol)
         fit.standardize = scaling
         fits[fname] = fit
-        val_ce = fit.cross_entropy(xtr.index_select(0, val_idx), {n: ytrain[n].index_select(0, val_idx) for n in names})
+        val_ce = fit.cross_entropy(x_val, y_val)
         test_ll = fit.log_likelihood(xte, {n: ytest[n] for n in names}).to(torch.float64)
         for j, n in enumerate(names):
             ks = [k for k in range(fit.n_probes) if fit.label_col[k] == j]
