@@ -22,6 +22,13 @@ TASK_LABEL = {"images": "coarse", "checkerboard": "direction"}
 IRRELEVANT_LABEL = {"images": "fine", "checkerboard": "colour"}
 
 
+def _mean_sd(vals: Sequence[float]) -> dict:
+    """Mean and sample standard deviation (0 for a single value)."""
+    mean = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return {"mean": mean, "sd": sd}
+
+
 def run_name(lr: float, batch_size: int, seed: int) -> str:
     return f"lr{lr:g}_bs{batch_size}_s{seed}"
 
@@ -88,10 +95,7 @@ def summarise(task: str, cells: dict, layer: str | None = None) -> dict:
         agg = {}
         for which in ("task", "irrelevant"):
             for key in ("peak_bits", "final_bits", "drop_from_peak", "final_share_of_entropy"):
-                vals = [s[which][key] for s in per_seed]
-                mean = sum(vals) / len(vals)
-                sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-                agg[f"{which}_{key}"] = {"mean": mean, "sd": sd}
+                agg[f"{which}_{key}"] = _mean_sd([s[which][key] for s in per_seed])
         out["cells"].append({"lr": lr, "batch_size": bs, "seeds": len(dirs), "runs": per_seed, **agg})
     return out
 
@@ -146,9 +150,7 @@ def run_perturbation(base: RunConfig, out_dir: str, seeds: Sequence[int], *, pro
         entry = {"layer": key[0], "label_set": key[1]}
         for kind in finals:
             vals = [f[key] for f in finals[kind]]
-            mean = sum(vals) / len(vals)
-            sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-            entry[kind] = {"mean": mean, "sd": sd, "values": vals}
+            entry[kind] = {**_mean_sd(vals), "values": vals}
         table.append(entry)
     summary = {"perturbation": {"early_steps": base.early_steps, "early_lr": base.early_lr,
                                 "early_batch_size": base.early_batch_size},
