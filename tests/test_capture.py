@@ -53,6 +53,16 @@ def test_hooks_removed_when_forward_raises():
     assert not model.a._forward_hooks and model.training
 
 
+def test_max_pool_keeps_a_localised_feature_that_avg_pool_dilutes():
+    model = nn.Sequential(nn.Identity())
+    x = torch.zeros(2, 3, 16, 16)
+    x[0, 1, 4, 7] = 5.0  # one "pixel" of detail in channel 1 of image 0
+    mx = FeatureCapture(model, ["0"], pool="max")(x)["0"]
+    avg = FeatureCapture(model, ["0"], pool="avg")(x)["0"]
+    torch.testing.assert_close(mx, torch.tensor([[0.0, 5.0, 0.0], [0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(avg[0, 1], torch.tensor(5.0 / 256))
+
+
 def test_flatten_and_fixed_random_projection():
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
     x = torch.randn(5, 3, 8, 8)
@@ -89,7 +99,7 @@ def test_bad_layer_name_lists_the_choices():
     with pytest.raises(ValueError, match="at least one"):
         FeatureCapture(model, [])
     with pytest.raises(ValueError, match="pool"):
-        FeatureCapture(model, ["layer1"], pool="max")
+        FeatureCapture(model, ["layer1"], pool="median")
     with pytest.raises(ValueError, match="project_to"):
         FeatureCapture(model, ["layer1"], project_to=0)
 

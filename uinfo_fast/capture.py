@@ -2,8 +2,8 @@
 
 The probes of usable information see a layer's output as one vector per example:
 
-* a convolutional map [N, C, H, W] (or any [N, C, *spatial]) is global-average-pooled to [N, C],
-  which is what the paper probes and keeps D small enough to fit many probes;
+* a convolutional map [N, C, H, W] (or any [N, C, *spatial]) is global-average-pooled to [N, C]
+  (or max-pooled with ``pool="max"``), which keeps D small enough to fit many probes;
 * a sequence or other [N, ...] output with ``pool="flatten"`` is flattened, and when it is
   wider than ``project_to`` it goes through a fixed Gaussian random projection (Johnson-
   Lindenstrauss: linear-probe geometry is roughly kept), drawn once from ``seed``;
@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
-POOLS = ("avg", "flatten")
+POOLS = ("avg", "max", "flatten")
 
 
 def resolve_modules(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module]:
@@ -63,6 +63,8 @@ class FeatureCapture:
         model: any ``nn.Module``.
         layers: names as in ``model.named_modules()`` (e.g. ``"layer2"`` or ``"blocks.3.mlp"``).
         pool: ``"avg"`` averages every dimension after the channel one ([N, C, ...] -> [N, C]);
+            ``"max"`` takes their maximum instead (keeps a small, localised feature that an average
+            over the whole map would dilute);
             ``"flatten"`` keeps everything ([N, ...] -> [N, prod]).
         project_to: features wider than this go through a fixed random projection to this width.
         seed: seed of the projections.
@@ -95,6 +97,8 @@ class FeatureCapture:
         out = out.detach().float()
         if self.pool == "avg" and out.dim() > 2:
             out = out.flatten(2).mean(2)
+        elif self.pool == "max" and out.dim() > 2:
+            out = out.flatten(2).amax(2)
         else:
             out = out.flatten(1)
         if self.project_to is not None and out.shape[1] > self.project_to:

@@ -91,6 +91,7 @@ _RUN_OPTIONS = [
     ("--early-points", "early_points", int, "how many log-spaced extra measurements"),
     ("--l2-grid", "l2_grid", lambda v: [float(t) for t in v.split(",")], "comma-separated probe penalties"),
     ("--n-bootstrap", "n_bootstrap", int, "bootstrap resamples for the confidence interval"),
+    ("--pool", "pool", str, "conv maps to probe features: avg (default), max or flatten"),
     ("--coherences", "coherences", lambda v: [float(t) for t in v.split(",")],
      "checkerboard: comma-separated colour coherence levels"),
     ("--seed", "seed", int, "seed of data, model, batches and probes"),

@@ -70,6 +70,7 @@ class RunConfig:
     early_points: int = 6
     l2_grid: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1])
     n_bootstrap: int = 200
+    pool: str = "avg"                 # how conv maps become probe features: avg, max or flatten
     probe_tol: float = 1e-4           # max |gradient|; bench/probe_tolerance.py: within 0.01 bits of tol 1e-5
     seed: int = 0
     device: str = "cpu"
@@ -79,6 +80,8 @@ class RunConfig:
             raise ValueError(f"task must be 'images' or 'checkerboard', got {self.task!r}")
         if self.dataset not in ("synthetic", "cifar100"):
             raise ValueError(f"dataset must be 'synthetic' or 'cifar100', got {self.dataset!r}")
+        if self.pool not in ("avg", "max", "flatten"):
+            raise ValueError(f"pool must be 'avg', 'max' or 'flatten', got {self.pool!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if not isinstance(self.probe_val, int) or self.probe_val < 0:
@@ -349,7 +352,7 @@ def run_experiment(cfg: RunConfig, out_dir: str, *, resume: bool = False, progre
             model, task.layers, task.probe_train_x, task.probe_train_labels, task.probe_test_x,
             task.probe_test_labels, log_path=log_path,
             schedule=Schedule(every=cfg.track_every, early_until=cfg.early_until, early_points=cfg.early_points),
-            l2_grid=cfg.l2_grid, n_bootstrap=cfg.n_bootstrap, tol=cfg.probe_tol, seed=cfg.seed,
+            l2_grid=cfg.l2_grid, n_bootstrap=cfg.n_bootstrap, tol=cfg.probe_tol, seed=cfg.seed, pool=cfg.pool,
             val_inputs=task.probe_val_x, val_labels=task.probe_val_labels)
         tracker.measure_seconds = measure_seconds
 
