@@ -63,6 +63,18 @@ def demo(args) -> int:
     return 0
 
 
+def _floats(v: str) -> list[float]:
+    return [float(t) for t in v.split(",") if t]
+
+
+def _ints(v: str) -> list[int]:
+    return [int(t) for t in v.split(",") if t]
+
+
+def _names(v: str) -> list[str]:
+    return [t for t in v.split(",") if t]
+
+
 # Options of `uinfo-fast run`: (flag, RunConfig field, type, help). Every default is None so that
 # --resume can tell the options given on the command line from the ones left out.
 _RUN_OPTIONS = [
@@ -81,19 +93,18 @@ _RUN_OPTIONS = [
     ("--early-steps", "early_steps", int, "perturbed early training: number of steps"),
     ("--early-lr", "early_lr", float, "perturbed early training: learning rate"),
     ("--early-batch-size", "early_batch_size", int, "perturbed early training: batch size"),
-    ("--layers", "layers", lambda v: v.split(","), "comma-separated module names to probe"),
-    ("--label-sets", "label_sets", lambda v: v.split(","), "comma-separated label sets to probe"),
+    ("--layers", "layers", _names, "comma-separated module names to probe"),
+    ("--label-sets", "label_sets", _names, "comma-separated label sets to probe"),
     ("--probe-train", "probe_train", int, "probe-training examples (fixed subset)"),
     ("--probe-val", "probe_val", int, "penalty-choice examples from the test split (0: carve from --probe-train)"),
     ("--probe-test", "probe_test", int, "probe-test examples (fixed subset)"),
     ("--track-every", "track_every", int, "measure every this many steps"),
     ("--early-until", "early_until", int, "log-spaced extra measurements up to this step"),
     ("--early-points", "early_points", int, "how many log-spaced extra measurements"),
-    ("--l2-grid", "l2_grid", lambda v: [float(t) for t in v.split(",")], "comma-separated probe penalties"),
+    ("--l2-grid", "l2_grid", _floats, "comma-separated probe penalties"),
     ("--n-bootstrap", "n_bootstrap", int, "bootstrap resamples for the confidence interval"),
     ("--pool", "pool", str, "conv maps to probe features: avg (default), max or flatten"),
-    ("--coherences", "coherences", lambda v: [float(t) for t in v.split(",")],
-     "checkerboard: comma-separated colour coherence levels"),
+    ("--coherences", "coherences", _floats, "checkerboard: comma-separated colour coherence levels"),
     ("--seed", "seed", int, "seed of data, model, batches and probes"),
     ("--device", "device", str, "cpu or cuda"),
 ]
@@ -161,14 +172,6 @@ def run(args) -> int:
                 print(f"  {r['layer']:<10}{r['label_set']:<10}{r['bits']:7.3f}  [{r['entropy_bits']:.3f}]")
         print(f"wrote {out}/log.jsonl, config.json, summary.json, usable_information.png")
     return 0
-
-
-def _floats(v: str) -> list[float]:
-    return [float(t) for t in v.split(",") if t]
-
-
-def _ints(v: str) -> list[int]:
-    return [int(t) for t in v.split(",") if t]
 
 
 def sweep(args) -> int:

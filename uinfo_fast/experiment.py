@@ -30,7 +30,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .tracker import Schedule, UsableInfoTracker, read_log
+from .capture import POOLS
+from .tracker import JsonlLog, Schedule, UsableInfoTracker, read_log
 
 LR_SCHEDULES = ("constant", "cosine", "step")
 
@@ -80,8 +81,8 @@ class RunConfig:
             raise ValueError(f"task must be 'images' or 'checkerboard', got {self.task!r}")
         if self.dataset not in ("synthetic", "cifar100"):
             raise ValueError(f"dataset must be 'synthetic' or 'cifar100', got {self.dataset!r}")
-        if self.pool not in ("avg", "max", "flatten"):
-            raise ValueError(f"pool must be 'avg', 'max' or 'flatten', got {self.pool!r}")
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if not isinstance(self.probe_val, int) or self.probe_val < 0:
@@ -343,8 +344,6 @@ def run_experiment(cfg: RunConfig, out_dir: str, *, resume: bool = False, progre
         start, elapsed, measure_seconds = state["step"], state["elapsed"], state["measure_seconds"]
     tracker = None
     if cfg.track:
-        from .tracker import JsonlLog
-
         if resume:
             # Rows after the checkpoint belong to steps that will run again.
             JsonlLog(log_path).truncate_after(start if os.path.exists(ckpt_path) else -1)

@@ -36,7 +36,7 @@ double dot(const Block& b, const T* x, const T* y) {
   return acc;
 }
 
-template <typename T, typename F>
+template <typename F>
 void rows(const Block& b, F&& f) {  // f(offset of the row's first column of the block)
   for (int64_t r = 0; r < b.rows; ++r) f(r * b.n_cols);
 }
@@ -78,7 +78,7 @@ void update_probe(FitState& st, int64_t k, const T* trial, const T* grad_trial, 
   T* s_new = hs + newest * slot_size;
   T* y_new = hy + newest * slot_size;
   T* py_new = hpy + newest * slot_size;
-  rows<T>(blk, [&](int64_t o) {
+  rows(blk, [&](int64_t o) {
 #pragma omp simd
     for (int64_t c = o + lo; c < o + hi; ++c) {
       s_new[c] = ok ? T(trial[c] - params[c]) : T(0);
@@ -90,7 +90,7 @@ void update_probe(FitState& st, int64_t k, const T* trial, const T* grad_trial, 
   // Convexity makes s.y >= 0; a pair with no curvature left (rounding) is skipped, not stored.
   const bool valid = ok && sy > 1e-10 * yy && yy > 0.0;
   if (ok && !valid)
-    rows<T>(blk, [&](int64_t o) {
+    rows(blk, [&](int64_t o) {
       std::fill(s_new + o + lo, s_new + o + hi, T(0));
       std::fill(y_new + o + lo, y_new + o + hi, T(0));
       std::fill(py_new + o + lo, py_new + o + hi, T(0));
@@ -120,7 +120,7 @@ void update_probe(FitState& st, int64_t k, const T* trial, const T* grad_trial, 
   flat = (finite && rel_change <= ftol) ? flat + 1 : (ok ? 0 : flat);
   double g_abs = 0.0;
   if (ok) f = f_trial;
-  rows<T>(blk, [&](int64_t o) {
+  rows(blk, [&](int64_t o) {
     if (ok) {
       std::copy(trial + o + lo, trial + o + hi, params + o + lo);
       std::copy(grad_trial + o + lo, grad_trial + o + hi, grad + o + lo);
@@ -165,7 +165,7 @@ void update_probe(FitState& st, int64_t k, const T* trial, const T* grad_trial, 
     p[i] = w / r_at(i, i);
   }
   // dir = -(gamma P g + sum_i p_i s_i - gamma u_i (P y)_i), one history slot at a time.
-  rows<T>(blk, [&](int64_t o) {
+  rows(blk, [&](int64_t o) {
     const T g = T(gamma);
 #pragma omp simd
     for (int64_t c = o + lo; c < o + hi; ++c) dir[c] = -g * pgrad[c];
@@ -179,7 +179,7 @@ void update_probe(FitState& st, int64_t k, const T* trial, const T* grad_trial, 
   });
   gd = dot(blk, static_cast<const T*>(grad), static_cast<const T*>(dir));
   if (!(gd < 0.0)) {  // lost positive definiteness through rounding: preconditioned gradient step
-    rows<T>(blk, [&](int64_t o) {
+    rows(blk, [&](int64_t o) {
       for (int64_t c = o + lo; c < o + hi; ++c) dir[c] = -pgrad[c];
     });
     gd = -dot(blk, static_cast<const T*>(grad), static_cast<const T*>(pgrad));
