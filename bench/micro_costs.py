@@ -67,7 +67,7 @@ def bookkeeping_ms_per_iteration(generic: bool) -> float:
 
 
 def measurement_split(train_steps: int = 100, repeats: int = 3) -> tuple[float, float]:
-    from uinfo_fast.experiment import Plan, RunConfig, build_task
+    from uinfo_fast.experiment import Plan, RunConfig, build_task, train_step
     from uinfo_fast.tracker import UsableInfoTracker
 
     cfg = RunConfig(layers=["layer2", "layer3", "layer4"])
@@ -87,12 +87,7 @@ def measurement_split(train_steps: int = 100, repeats: int = 3) -> tuple[float, 
             t0 = time.perf_counter()
             tracker.measure(step)
             total.append(time.perf_counter() - t0)
-        idx = plan.indices(step)
-        loss = torch.nn.functional.cross_entropy(model(task.preprocess(task.train_x[idx], plan.augment_generator(step))),
-                                                 task.train_y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_step(task, plan, opt, step)
     cap = sum(capture) / len(capture)
     return cap, sum(total) / len(total) - cap
 

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from uinfo_fast.experiment import Plan, RunConfig, build_task
+from uinfo_fast.experiment import Plan, RunConfig, build_task, train_step
 from uinfo_fast.tracker import UsableInfoTracker
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -25,12 +25,7 @@ task = build_task(cfg)
 model, plan = task.model, Plan(cfg, task.train_x.shape[0])
 opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 for step in range(args.steps):
-    idx = plan.indices(step)
-    loss = torch.nn.functional.cross_entropy(model(task.preprocess(task.train_x[idx], plan.augment_generator(step))),
-                                             task.train_y[idx])
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
+    train_step(task, plan, opt, step)
 
 tols = [float(t) for t in args.tols.split(",")]
 results = {}

@@ -294,6 +294,22 @@ class Plan:
 # The run
 
 
+def train_step(task: TaskData, plan: Plan, opt: torch.optim.Optimizer, step: int):
+    """One SGD step of the plan: the batch, learning rate and augmentation of ``step``.
+    Returns (logits, labels, loss)."""
+    idx = plan.indices(step)
+    x = task.preprocess(task.train_x[idx], plan.augment_generator(step))
+    y = task.train_y[idx].to(x.device)
+    for g in opt.param_groups:
+        g["lr"] = plan.lr(step)
+    out = task.model(x)
+    loss = nn.functional.cross_entropy(out, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return out, y, loss
+
+
 def _save_atomic(obj, path: str) -> None:
     tmp = path + ".tmp"
     torch.save(obj, tmp)
@@ -380,16 +396,7 @@ def run_experiment(cfg: RunConfig, out_dir: str, *, resume: bool = False, progre
             bar.set_postfix(post, refresh=False)
         if step == plan.total_steps:
             break
-        idx = plan.indices(step)
-        x = task.preprocess(task.train_x[idx], plan.augment_generator(step))
-        y = task.train_y[idx].to(device)
-        for g in opt.param_groups:
-            g["lr"] = plan.lr(step)
-        out = model(x)
-        loss = nn.functional.cross_entropy(out, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        out, y, loss = train_step(task, plan, opt, step)
         if step % 10 == 0:
             lv, av = float(loss.detach()), float((out.detach().argmax(1) == y).float().mean())
             loss_ema = lv if loss_ema is None else 0.9 * loss_ema + 0.1 * lv
