@@ -7,6 +7,7 @@ Environment switches:
   TORCH_CUDA_ARCH_LIST            honoured; when unset and no GPU is visible it defaults to "8.0;9.0+PTX"
   CUDA_HOME                       defaults to /usr/local/cuda when that exists
   MAX_JOBS                        parallel compile jobs (ninja)
+  UINFO_FAST_PTXAS_VERBOSE=1      print each CUDA kernel's registers, shared memory and spills
 """
 import glob
 import os
@@ -51,13 +52,16 @@ def _extension():
             # No GPU to query: build Ampere and Hopper machine code plus PTX for newer chips.
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
         sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+        nvcc_flags = ["-O3"]
+        if os.environ.get("UINFO_FAST_PTXAS_VERBOSE") == "1":  # registers, shared memory, spills per kernel
+            nvcc_flags.append("-Xptxas=-v")
         macros.append(("UINFO_FAST_WITH_CUDA", None))
         print(f"uinfo_fast: building CPU and CUDA kernels (TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST')})")
         return cpp_extension.CUDAExtension(
             "uinfo_fast._C",
             sources,
             define_macros=macros,
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
+            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
             extra_link_args=link_flags,
         )
     print("uinfo_fast: building CPU kernels only")

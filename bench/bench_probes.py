@@ -53,7 +53,7 @@ def run_uinfo(xtr, ytr, xte, yte, args, device, dtype):
     sync()
     t0 = time.perf_counter()
     res = uf.estimate_usable_information(xtr_d, ytr_d, xte_d, yte_d, l2_grid=DEFAULT_L2_GRID, n_bootstrap=0,
-                                         max_iter=args.max_iter, tol=args.tol)
+                                         max_iter=args.max_iter, tol=args.tol, schedule=args.schedule)
     sync()
     seconds = time.perf_counter() - t0
     out = {}
@@ -141,6 +141,8 @@ def main(argv=None):
     p.add_argument("--methods", default="uinfo_fast,sklearn,torch_lbfgs")
     p.add_argument("--max-iter", type=int, default=1000)
     p.add_argument("--tol", type=float, default=1e-5)
+    p.add_argument("--schedule", choices=["auto", "path", "batched"], default="auto",
+                   help="uinfo_fast's penalty schedule (fit_probes); auto = path from a cold start")
     p.add_argument("--json", help="write all numbers to this file")
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -149,6 +151,7 @@ def main(argv=None):
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     print(f"# {args.size}: N={size['n']} test={size['m']} D={size['d']} feature sets={size['f']}, "
           f"2 label sets (20, 100 classes) x {len(DEFAULT_L2_GRID)} l2, {args.dtype} on {machine_name(device)}, "
+          f"schedule {args.schedule}, "
           f"torch {torch.__version__}", flush=True)
     results = {}
     for m in methods:
@@ -184,7 +187,8 @@ def main(argv=None):
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as fh:
-            json.dump({"size": args.size, **size, "dtype": args.dtype, "device": machine_name(device),
+            json.dump({"size": args.size, **size, "dtype": args.dtype, "schedule": args.schedule,
+                       "device": machine_name(device),
                        "torch": torch.__version__,
                        "results": {m: {"seconds": s, "iterations": it,
                                        "probes": {f"{f}/{lab}": {**v, "test_ce_by_l2": {

@@ -12,9 +12,11 @@
 // the history, kept up to date one row and column per iteration, and two small triangular solves).
 //
 // The per-iteration bookkeeping after the pass (acceptance, history, step sizes, status, the next
-// direction) is written twice with one semantics: as ATen tensor expressions here, which is what
-// runs on CUDA, and as one fused loop per probe on the CPU (cpu/lbfgs_update_cpu.cpp), where the
-// ~300 small operator calls of the ATen form cost more than a pass on small problems.
+// direction) is written three times with one semantics: as ATen tensor expressions here (device
+// generic, the reference the tests hold the others to), as one fused loop per probe on the CPU
+// (cpu/lbfgs_update_cpu.cpp) and as one launch on CUDA (cuda/lbfgs_update_cuda.cu): the ~300
+// small operator calls of the ATen form cost more than a pass on small problems, and on a GPU
+// their launch overhead alone rivals a full-size pass.
 //
 // Every probe has its own step, history and stopping state, yet one pass over the features
 // evaluates all of them. Acceptance, step sizes and directions are tensors on the features'
@@ -27,14 +29,71 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "lbfgs_state.h"
 #include "probe_layout.h"
 #include "probe_pass.h"
 
+#ifdef UINFO_FAST_WITH_CUDA
+#include <ATen/cuda/CUDAGraph.h>  // not CUDAContext.h/CUDAEvent.h: they need the cuSPARSE headers
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <memory>
+#endif
+
 namespace uinfo_fast {
 namespace {
+
+#ifdef UINFO_FAST_WITH_CUDA
+// A CUDA graph of one block of fused iterations (the ones between two host checks). An
+// iteration is some 50 small launches around the pass; issued one by one from the host, their
+// launch and dispatch cost rivals the pass itself on a GPU, while a replayed graph issues them
+// all at once. A graph bakes in every tensor address and kernel argument, so it is valid only
+// for the running set it was captured with (compaction makes new tensors) and for the same
+// starting history slot; the fused update changes the state in place, which is what makes an
+// iteration capturable at all.
+class IterationGraph {
+ public:
+  bool matches(int64_t version, int64_t newest) const {
+    return graph_ != nullptr && version_ == version && newest_ == newest;
+  }
+  template <typename Body>
+  void capture(int64_t version, int64_t newest, Body&& body) {
+    graph_.reset();
+    graph_ = std::make_unique<at::cuda::CUDAGraph>();
+    // Capture needs a side stream; it runs nothing, so only ordering with the main stream matters.
+    const c10::cuda::CUDAStream main = c10::cuda::getCurrentCUDAStream();
+    const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool();
+    order(main, side);
+    {
+      const c10::cuda::CUDAStreamGuard guard(side);
+      graph_->capture_begin();
+      body();
+      graph_->capture_end();
+    }
+    order(side, main);
+    version_ = version;
+    newest_ = newest;
+  }
+  void replay() { graph_->replay(); }  // on the current stream
+
+ private:
+  static void order(const c10::cuda::CUDAStream& before, const c10::cuda::CUDAStream& after) {
+    cudaEvent_t event;
+    C10_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+    C10_CUDA_CHECK(cudaEventRecord(event, before.stream()));
+    C10_CUDA_CHECK(cudaStreamWaitEvent(after.stream(), event, 0));
+    C10_CUDA_CHECK(cudaEventDestroy(event));
+  }
+
+  std::unique_ptr<at::cuda::CUDAGraph> graph_;
+  int64_t version_ = -1, newest_ = -1;
+};
+#endif
 
 // Column lists of each preconditioner among the running probes.
 void build_groups(FitState& st, int64_t n_groups) {
@@ -241,10 +300,41 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     status_out.index_copy_(0, ids, s.status);
   };
 
-  // On CPU the per-iteration bookkeeping runs fused (lbfgs_update_cpu); UINFO_FAST_GENERIC_LBFGS
-  // selects the device-generic ATen formulation below instead, so tests can hold the two together.
-  const bool fused_cpu = xc.is_cpu() && std::getenv("UINFO_FAST_GENERIC_LBFGS") == nullptr;
-  for (int64_t it = 0; it < max_iter; ++it) {
+  // The per-iteration bookkeeping runs fused, one kernel per iteration (lbfgs_update_cpu, and
+  // lbfgs_update_cuda when the CUDA kernels are built); UINFO_FAST_GENERIC_LBFGS selects the
+  // device-generic ATen formulation below instead, so tests can hold them together.
+  const bool generic = std::getenv("UINFO_FAST_GENERIC_LBFGS") != nullptr;
+  const bool fused_cpu = xc.is_cpu() && !generic;
+#ifdef UINFO_FAST_WITH_CUDA
+  const bool fused_cuda = xc.is_cuda() && !generic;
+#endif
+  // The trial point of every running probe, params + t dir, with its objective, gradient and
+  // preconditioned gradient. P grad at the trial gives P y = P grad_trial - P grad, and the next
+  // P grad if accepted; both come from fresh products, so float32 rounding never accumulates.
+  struct Trial {
+    at::Tensor active, t_act, params, grad, pgrad, f;
+  };
+  auto evaluate_trial = [&]() {
+    Trial tr;
+    tr.active = st.done.logical_not();
+    tr.t_act = st.t * tr.active;
+    tr.params = st.params + st.dir * per_col(tr.t_act, st.layout, dt);
+    tr.grad = at::empty_like(tr.params);
+    tr.f = penalised_objective(xc, yc, tr.params, st.layout, st.l2, &tr.grad);
+    tr.pgrad = precondition(precond, st, tr.grad);
+    return tr;
+  };
+#ifdef UINFO_FAST_WITH_CUDA
+  // Blocks of check_every fused iterations run as one CUDA graph once the history is full (so
+  // every block sees the same `count`) when check_every is a multiple of the history (so every
+  // block starts at the same slot and one graph serves them all until the next compaction);
+  // UINFO_FAST_CUDA_GRAPHS=0 runs them one launch at a time.
+  const char* graphs_env = std::getenv("UINFO_FAST_CUDA_GRAPHS");
+  const bool use_graphs = fused_cuda && !(graphs_env != nullptr && std::string(graphs_env) == "0");
+  IterationGraph graph;
+#endif
+  int64_t running_set = 0;  // changes whenever compaction rebuilds the state's tensors
+  for (int64_t it = 0; it < max_iter;) {
     if (it % check_every == 0) {  // the only host synchronisation of the loop
       const at::Tensor done_h = st.done.to(at::kCPU);
       const bool* dp = done_h.data_ptr<bool>();
@@ -255,23 +345,42 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       if (static_cast<int64_t>(keep.size()) < st.layout.n_probes) {
         write_back(st);
         st = select_probes(st, keep);
+        ++running_set;
       }
     }
+#ifdef UINFO_FAST_WITH_CUDA
+    if (use_graphs && count == history && check_every % history == 0 && it % check_every == 0 &&
+        it + check_every <= max_iter) {
+      if (!graph.matches(running_set, newest))
+        graph.capture(running_set, newest, [&] {
+          for (int64_t j = 1; j <= check_every; ++j) {
+            const Trial tr = evaluate_trial();
+            lbfgs_update_cuda(st, tr.params, tr.grad, tr.pgrad, tr.f, (newest + j) % history, history, tol, ftol);
+          }
+        });
+      graph.replay();
+      newest = (newest + check_every) % history;
+      it += check_every;
+      continue;
+    }
+#endif
+    ++it;
     const ProbeLayout& lay = st.layout;
-    const at::Tensor active = st.done.logical_not();
-    const at::Tensor t_act = st.t * active;
-    const at::Tensor trial = st.params + st.dir * per_col(t_act, lay, dt);
-    at::Tensor grad_trial = at::empty_like(trial);
-    const at::Tensor f_trial = penalised_objective(xc, yc, trial, lay, st.l2, &grad_trial);
-    // P grad at the trial: P y = P grad_trial - P grad, and the next P grad if accepted. Both
-    // come from fresh products, so float32 rounding never accumulates across iterations.
-    const at::Tensor pgrad_trial = precondition(precond, st, grad_trial);
+    const Trial tr = evaluate_trial();
+    const at::Tensor &active = tr.active, &t_act = tr.t_act, &trial = tr.params, &grad_trial = tr.grad,
+                     &pgrad_trial = tr.pgrad, &f_trial = tr.f;
     newest = (newest + 1) % history;
     count = std::min(count + 1, history);
     if (fused_cpu) {
       lbfgs_update_cpu(st, trial, grad_trial, pgrad_trial, f_trial, newest, count, tol, ftol);
       continue;
     }
+#ifdef UINFO_FAST_WITH_CUDA
+    if (fused_cuda) {
+      lbfgs_update_cuda(st, trial, grad_trial, pgrad_trial, f_trial, newest, count, tol, ftol);
+      continue;
+    }
+#endif
 
     const at::Tensor ok = active & f_trial.isfinite() & f_trial.le(st.f + kArmijo * t_act * st.gd);
     const at::Tensor ok_cols = per_col(ok, lay, at::kBool);

@@ -39,4 +39,11 @@ void lbfgs_update_cpu(FitState& st,
                       const at::Tensor& f_trial,     // [Ka] float64
                       int64_t newest, int64_t count, double tol, double ftol);
 
+#ifdef UINFO_FAST_WITH_CUDA
+// The same update as one CUDA launch, one block per probe (cuda/lbfgs_update_cuda.cu).
+void lbfgs_update_cuda(FitState& st, const at::Tensor& trial, const at::Tensor& grad_trial,
+                       const at::Tensor& pgrad_trial, const at::Tensor& f_trial, int64_t newest, int64_t count,
+                       double tol, double ftol);
+#endif
+
 }  // namespace uinfo_fast

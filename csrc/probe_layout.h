@@ -18,6 +18,18 @@ struct ProbeLayout {
   at::Tensor label_col;                 // [K] int64, on the features' device
   at::Tensor col2probe;                 // [C] int64, probe index of every column
 
+  // Column tiles of the fused CUDA pass (cuda/fused_pass_cuda.cu). A tile is kTileSlots column
+  // slots holding whole probes, so a block does a probe's softmax without leaving the block;
+  // probes are packed first-fit decreasing by class count. Built here, once per layout (at
+  // construction and at each compaction), so a pass copies nothing from the host. Defined only
+  // when fits_tiles: every probe has 1..kTileSlots classes (and indices fit in int32).
+  static constexpr int64_t kTileSlots = 128;
+  bool fits_tiles = false;
+  int64_t n_tiles = 0;
+  at::Tensor tile_cols;         // [T, kTileSlots] int32: column of params in each slot, -1 if empty
+  at::Tensor tile_probe_start;  // [T+1] int32: tile t holds rows [start[t], start[t+1]) of tile_probes
+  at::Tensor tile_probes;       // [K, 4] int32: (first slot, n_classes, probe k, label column), by tile
+
   // Layout of the probes listed in `keep` (indices into this layout), columns renumbered.
   ProbeLayout select(const std::vector<int64_t>& keep) const;
   // Original column indices of the probes in `keep`, as an int64 tensor on `device`.

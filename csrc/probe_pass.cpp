@@ -3,11 +3,28 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "softmax_xent.h"
+#ifdef UINFO_FAST_WITH_CUDA
+#include "fused_pass.h"
+#endif
 
 namespace uinfo_fast {
 namespace {
+
+// UINFO_FAST_PASS selects the CUDA pass: "fused" (the default; also when unset or empty) or
+// "chunked". Read on every pass, so a test or a benchmark can switch it between calls, and
+// validated on every device, so a misspelt value fails on a CPU run too instead of silently
+// meaning the default.
+bool fused_pass_wanted() {
+  const char* v = std::getenv("UINFO_FAST_PASS");
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "fused") == 0) return true;
+  TORCH_CHECK_VALUE(std::strcmp(v, "chunked") == 0, "uinfo_fast: UINFO_FAST_PASS must be 'fused' or 'chunked', got '",
+                    v, "'");
+  return false;
+}
 
 // Rows per chunk: a logits chunk of about 4 MB stays in cache (CPU L2/L3, GPU L2) between the
 // product that writes it, the softmax that rewrites it, and the product that reads it back.
@@ -23,6 +40,17 @@ at::Tensor nll_pass(const at::Tensor& x, const at::Tensor& labels, const at::Ten
                     const ProbeLayout& layout, at::Tensor* grad, at::Tensor* per_example) {
   const int64_t n = x.size(0), d = x.size(1), n_cols = params.size(1);
   const auto cdt = params.scalar_type();
+  const bool fused = fused_pass_wanted();
+#ifdef UINFO_FAST_WITH_CUDA
+  // The fused kernel keeps a probe's classes in one 128-slot tile and computes in float32; it
+  // writes no per-row losses. Everything else (float64, wider probes, log-likelihoods) chunks.
+  const auto xdt = x.scalar_type();
+  if (fused && grad != nullptr && per_example == nullptr && x.is_cuda() && cdt == at::kFloat &&
+      (xdt == at::kFloat || xdt == at::kBFloat16 || xdt == at::kHalf) && layout.fits_tiles)
+    return fused_nll_grad_cuda(x, labels, params, layout, *grad);
+#else
+  (void)fused;
+#endif
   const at::Tensor weight = params.narrow(0, 0, d), bias = params.select(0, d);
   const int64_t step = chunk_rows(n, n_cols);
   at::Tensor buffer = at::empty({step, n_cols}, params.options());

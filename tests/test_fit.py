@@ -81,11 +81,13 @@ def test_label_sets_are_matched_by_name_not_order():
 
 
 @pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
-def test_fused_cpu_update_matches_the_generic_aten_update(monkeypatch, dtype, rtol):
-    """On CPU the L-BFGS bookkeeping runs in one fused kernel; UINFO_FAST_GENERIC_LBFGS selects the
-    ATen formulation that CUDA runs. Both must take the same steps."""
-    x, labels = _data(seed=2)
-    x = x.to(dtype)
+@pytest.mark.parametrize("d", [12, 80])  # 80: a probe spans more elements than a CUDA block has threads
+def test_fused_update_matches_the_generic_aten_update(monkeypatch, device, dtype, rtol, d):
+    """The L-BFGS bookkeeping runs in one fused kernel per iteration (CPU and CUDA);
+    UINFO_FAST_GENERIC_LBFGS selects the device-generic ATen formulation. Both must take the same steps."""
+    x, labels = _data(n=1500, d=d, seed=2) if d > 12 else _data(seed=2)
+    x = x.to(dtype).to(device)
+    labels = {k: v.to(device) for k, v in labels.items()}
     grid = [1e-4, 1e-2]
 
     def fit(generic, **kw):
@@ -103,3 +105,26 @@ def test_fused_cpu_update_matches_the_generic_aten_update(monkeypatch, dtype, rt
     a, b = fit(False, tol=1e-7), fit(True, tol=1e-7)  # and the same optimum
     assert bool(a.converged.all()) and bool(b.converged.all())
     torch.testing.assert_close(a.objective, b.objective, rtol=max(rtol, 1e-6), atol=0)
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and uf._ops.cuda_kernels_built()), reason="needs a GPU and the CUDA kernels")
+@pytest.mark.parametrize("check_every", [10, 20, 7])  # 7: not a multiple of the history, no graphs
+def test_cuda_graph_blocks_match_eager_iterations(monkeypatch, check_every):
+    """On CUDA, blocks of fused iterations between host checks replay as one CUDA graph;
+    UINFO_FAST_CUDA_GRAPHS=0 issues the same kernels one launch at a time. The CUDA pass and
+    update add block partials atomically, so two runs differ in the last bits and the paths
+    drift apart slowly: the same early iterates up to rounding, and the same optimum."""
+    x, labels = _data(n=1500, d=80, seed=3)
+    x = x.float().cuda()
+    labels = {k: v.cuda() for k, v in labels.items()}
+
+    def fit(graphs, **kw):
+        monkeypatch.setenv("UINFO_FAST_CUDA_GRAPHS", "1" if graphs else "0")
+        return uf.fit_probes(x, labels, [1e-5, 1e-3, 1e-1], schedule="batched", check_every=check_every, **kw)
+
+    a, b = fit(True, max_iter=35), fit(False, max_iter=35)  # 35: a partial block at the end runs eagerly
+    torch.testing.assert_close(a.objective, b.objective, rtol=1e-4, atol=0)
+    a, b = fit(True, tol=1e-7), fit(False, tol=1e-7)  # to the optimum
+    assert bool(a.converged.all()) and bool(b.converged.all())
+    torch.testing.assert_close(a.objective, b.objective, rtol=2e-5, atol=0)
+    assert int(a.n_iter.max()) > 2 * check_every  # several blocks ran (and replayed) as graphs

@@ -5,7 +5,7 @@ import torch
 from uinfo_fast import reference
 from uinfo_fast._ops import ops
 
-from .conftest import random_labels
+from .conftest import _HAVE_CUDA, random_labels
 
 
 def _meta(v, device):
@@ -84,3 +84,99 @@ def test_ops_trace_under_torch_compile(device):
     compiled = torch.compile(objective_and_ll, backend="aot_eager", fullgraph=True)
     for got, want in zip(compiled(w, b), objective_and_ll(w, b)):
         torch.testing.assert_close(got, want)
+
+
+# ---- The fused CUDA pass (csrc/cuda/fused_pass_cuda.cu) against the chunked pass and the reference ----
+#
+# UINFO_FAST_PASS picks the CUDA pass: "fused" (default) or "chunked". The CPU has one pass and
+# ignores the choice, so on CPU these tests run that pass twice; the variable is still validated
+# on every device, so a misspelt value fails everywhere.
+
+# 3 + 20 + 100 + 128 + 7 = 258 columns: one 128-class probe fills a tile exactly, 100 + 20 + 7
+# share a second, the 3-class probe opens a third (first-fit decreasing).
+_PASS_CLASSES = (3, 20, 100, 128, 7)
+
+
+def _pass_problem(device, xdtype, n, d, class_counts, seed):
+    """probe_objective arguments (float32 parameters) and the float64 reference inputs: the
+    features as the kernel sees them (rounded to xdtype), the float32 parameters widened."""
+    gen = torch.Generator().manual_seed(seed)
+    offsets = [0]
+    for c in class_counts:
+        offsets.append(offsets[-1] + c)
+    cols = list(range(len(class_counts)))
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64).to(xdtype)
+    labels = random_labels(gen, n, class_counts)
+    w = (torch.randn(d, offsets[-1], generator=gen, dtype=torch.float64) / d ** 0.5).float()
+    b = (0.3 * torch.randn(offsets[-1], generator=gen, dtype=torch.float64)).float()
+    l2 = torch.rand(len(class_counts), generator=gen, dtype=torch.float64) * 0.1
+    args = (x.to(device), labels.to(device), w.to(device), b.to(device), _meta(offsets, device), _meta(cols, device),
+            l2.to(device))
+    return args, (x.double(), labels, w.double(), b.double(), offsets, cols, l2)
+
+
+def _reference_objective(ref):
+    x, labels, w, b, offsets, cols, l2 = ref
+    wr, br = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    f = reference.objective(x, labels, wr, br, offsets, cols, l2)
+    f.sum().backward()
+    return f.detach(), wr.grad, br.grad
+
+
+def _rel_err(got, want):
+    """Norm-wise relative error: float32 rounding is relative to the whole gradient, and single
+    entries of a mean gradient can be near zero."""
+    return float((got.detach().cpu().double() - want).norm() / want.norm())
+
+
+@pytest.mark.parametrize("pass_kind", ["fused", "chunked"])
+@pytest.mark.parametrize("xdtype", [torch.float32, torch.bfloat16])
+# N not a multiple of the 128-row tile; D = 37 not a multiple of 4 (scalar loads), 64 (vector
+# loads), 130 (two feature chunks of the gradient product, the second with 2 features); N = 129
+# leaves one row in the second row tile.
+@pytest.mark.parametrize("n,d", [(1000, 37), (300, 64), (129, 130)])
+def test_pass_variants_match_reference(device, monkeypatch, pass_kind, xdtype, n, d):
+    monkeypatch.setenv("UINFO_FAST_PASS", pass_kind)
+    args, ref = _pass_problem(device, xdtype, n, d, _PASS_CLASSES, seed=n + d)
+    f, gw, gb = ops.probe_objective(*args)
+    fr, gwr, gbr = _reference_objective(ref)
+    assert float(((f.cpu().double() - fr).abs() / fr.abs()).max()) < 1e-5
+    assert _rel_err(gw, gwr) < 1e-5
+    assert _rel_err(gb, gbr) < 1e-5
+
+
+@pytest.mark.parametrize("pass_kind", ["fused", "chunked"])
+def test_pass_with_a_probe_wider_than_a_tile(device, monkeypatch, pass_kind):
+    """A 200-class probe does not fit a 128-slot tile: the whole pass falls back to chunks."""
+    monkeypatch.setenv("UINFO_FAST_PASS", pass_kind)
+    args, ref = _pass_problem(device, torch.float32, 500, 21, (200, 5, 3), seed=3)
+    f, gw, gb = ops.probe_objective(*args)
+    fr, gwr, gbr = _reference_objective(ref)
+    assert float(((f.cpu().double() - fr).abs() / fr.abs()).max()) < 1e-5
+    assert _rel_err(gw, gwr) < 1e-5
+    assert _rel_err(gb, gbr) < 1e-5
+
+
+def test_pass_rejects_an_unknown_pass_variable(device, monkeypatch):
+    # Validated on every device (see above), so this holds on CPU too.
+    args, _ = _pass_problem(device, torch.float32, 50, 5, (3, 2), seed=4)
+    monkeypatch.setenv("UINFO_FAST_PASS", "fast")
+    with pytest.raises(ValueError, match="UINFO_FAST_PASS"):
+        ops.probe_objective(*args)
+
+
+@pytest.mark.skipif(not _HAVE_CUDA, reason="needs a GPU and the CUDA kernels")
+@pytest.mark.parametrize("xdtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_fused_and_chunked_passes_agree(monkeypatch, xdtype):
+    """Many tiles, blocks that walk several row tiles, D across two gradient chunks."""
+    gen = torch.Generator().manual_seed(5)
+    class_counts = tuple(int(c) for c in torch.randint(2, 129, (40,), generator=gen))
+    args, _ = _pass_problem(torch.device("cuda"), xdtype, 20000, 131, class_counts, seed=6)
+    out = {}
+    for kind in ("chunked", "fused"):
+        monkeypatch.setenv("UINFO_FAST_PASS", kind)
+        out[kind] = [t.double().cpu() for t in ops.probe_objective(*args)]
+    (f_c, gw_c, gb_c), (f_f, gw_f, gb_f) = out["chunked"], out["fused"]
+    assert float(((f_f - f_c).abs() / f_c.abs()).max()) < 1e-5
+    assert float((gw_f - gw_c).norm() / gw_c.norm()) < 1e-5
+    assert float((gb_f - gb_c).norm() / gb_c.norm()) < 1e-5

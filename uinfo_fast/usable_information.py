@@ -141,6 +141,7 @@ def estimate_usable_information(
     warm_start: UsableInformation | None = None,
     max_iter: int = 1000,
     tol: float = 1e-5,
+    schedule: str = "auto",
     progress: bool = False,
     val_features=None,
     val_labels=None,
@@ -159,6 +160,7 @@ def estimate_usable_information(
         seed: the train/validation split and the bootstrap.
         warm_start: an earlier result for the same names (e.g. the previous checkpoint).
         max_iter, tol: L-BFGS limits per probe (see :func:`fit_probes`).
+        schedule: how the penalties of a feature set are fitted (see :func:`fit_probes`).
         progress: show a progress bar over the feature sets.
         val_features, val_labels: an explicit validation set (same names) to choose the penalty
             on, instead of carving ``val_fraction`` out of the train rows; the probes then fit on
@@ -234,7 +236,8 @@ def estimate_usable_information(
             prev = warm_start.fits[fname]
             if prev.label_names == names and prev.num_classes == counts and prev.weight.shape[0] == xtr.shape[1]:
                 init = prev
-        fit = fit_probes(x_fit, y_fit, grid, num_classes=counts, init=init, max_iter=max_iter, tol=tol)
+        fit = fit_probes(x_fit, y_fit, grid, num_classes=counts, init=init, max_iter=max_iter, tol=tol,
+                         schedule=schedule)
         fit.standardize = scaling
         fits[fname] = fit
         val_ce = fit.cross_entropy(x_val, y_val)

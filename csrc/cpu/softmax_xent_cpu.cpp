@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <bit>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -34,7 +34,10 @@ inline float expf_scalar(float x) {
   const float r = (x - fn * kLn2Hi) - fn * kLn2Lo;
   float p = kP0;
   for (float c : {kP1, kP2, kP3, kP4, kP5}) p = p * r + c;
-  return (p * r * r + r + 1.0f) * std::bit_cast<float>((static_cast<int32_t>(fn) + 127) << 23);
+  const int32_t bits = (static_cast<int32_t>(fn) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);  // std::bit_cast is C++20; torch < 2.12 builds C++17
+  return (p * r * r + r + 1.0f) * scale;
 }
 
 float segment_lse_scalar(float* seg, int64_t n, float scale, bool write_residual) {
