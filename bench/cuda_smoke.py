@@ -101,8 +101,8 @@ def fit(n, d, gen, dev):
         gpu = uf.fit_probes(x.to(dev), {k: v.to(dev) for k, v in y.items()}, [1e-3, 1e-1], max_iter=12, check_every=4)
         check(f"fit_probes {'generic' if generic else 'fused'} update: objective", gpu.objective, cpu.objective, 1e-4)
         os.environ.pop("UINFO_FAST_GENERIC_LBFGS", None)
-    # Blocks of 10 iterations after the first 10 replay as CUDA graphs; UINFO_FAST_CUDA_GRAPHS=0
-    # issues the same kernels one by one.
+    # With UINFO_FAST_CUDA_GRAPHS=1, blocks of 10 iterations after the first 10 replay as CUDA
+    # graphs; with 0 (the default) the same kernels are issued one by one.
     fits = []
     for graphs in ("1", "0"):
         os.environ["UINFO_FAST_CUDA_GRAPHS"] = graphs

@@ -46,7 +46,7 @@ grep -E "Compiling entry|registers|spill" "$OUTDIR/build.log" | grep -B1 -E "reg
 
 step smoke 60 $PY bench/cuda_smoke.py
 grep -E "FAIL|cuda_smoke|Error" "$OUTDIR/smoke.log" | head -20
-step tests 150 $PY -m pytest -q -p no:cacheprovider tests -k cuda
+step tests 150 env UINFO_FAST_CUDA=1 $PY -m pytest -q -p no:cacheprovider tests -k "cuda or build"
 tail -2 "$OUTDIR/tests.log"; grep -E "^(FAILED|ERROR)" "$OUTDIR/tests.log" | head -20
 step roofline 90 $PY bench/pass_roofline.py --json "$OUTDIR/pass_roofline.json"
 METHODS="uinfo_fast,torch_lbfgs"
@@ -54,9 +54,9 @@ METHODS="uinfo_fast,torch_lbfgs"
 step bench_fp32 150 $PY bench/bench_probes.py --size full --device cuda --methods "$METHODS" --json "$OUTDIR/bench_fp32.json"
 step bench_bf16 60 $PY bench/bench_probes.py --size full --device cuda --dtype bfloat16 --methods uinfo_fast \
   --json "$OUTDIR/bench_bf16.json"
-# Variants of uinfo_fast on the same workload: without CUDA graphs, and with all penalties batched.
-step bench_nographs 60 env UINFO_FAST_CUDA_GRAPHS=0 $PY bench/bench_probes.py --size full --device cuda \
-  --methods uinfo_fast --json "$OUTDIR/bench_nographs.json"
+# Variants of uinfo_fast on the same workload: with CUDA graphs, and with all penalties batched.
+step bench_graphs 60 env UINFO_FAST_CUDA_GRAPHS=1 $PY bench/bench_probes.py --size full --device cuda \
+  --methods uinfo_fast --json "$OUTDIR/bench_graphs.json"
 step bench_batched 60 $PY bench/bench_probes.py --size full --device cuda --methods uinfo_fast --schedule batched \
   --json "$OUTDIR/bench_batched.json"
 step profile 60 $PY bench/profile_fit.py --device cuda --rows 40000 --dim 512 --rows-shown 25
@@ -71,13 +71,13 @@ step tracking 300 $PY bench/bench_tracking.py --size gpu --json "$OUTDIR/trackin
 echo
 echo "================ summary ================"
 tail -1 "$OUTDIR/machine.txt"
-for s in build smoke tests roofline bench_fp32 bench_bf16 bench_nographs bench_batched profile memcheck racecheck tracking; do
+for s in build smoke tests roofline bench_fp32 bench_bf16 bench_graphs bench_batched profile memcheck racecheck tracking; do
   printf "%s=%s " "$s" "${RC[$s]:-?}"; done; echo
 echo "tests: $(tail -1 "$OUTDIR/tests.log" 2>/dev/null)"
 echo "smoke: $(grep cuda_smoke: "$OUTDIR/smoke.log" 2>/dev/null)"
 for s in memcheck racecheck; do echo "$s: $(grep -E "ERROR SUMMARY|cuda_smoke:" "$OUTDIR/$s.log" 2>/dev/null | tr '\n' ' ')"; done
 echo "-- pass roofline"; sed -n '/^## one probe_objective pass/,$p' "$OUTDIR/roofline.log" 2>/dev/null | grep -vE "^$" | head -20
-for s in bench_fp32 bench_bf16 bench_nographs bench_batched tracking; do
+for s in bench_fp32 bench_bf16 bench_graphs bench_batched tracking; do
   echo "-- $s"; grep -E "^(#|\||max)" "$OUTDIR/$s.log" 2>/dev/null | cut -c1-400 || tail -4 "$OUTDIR/$s.log" 2>/dev/null
 done
 echo "-- profile"; grep -E "^probe-iterations|Self CUDA time total|Self CPU time total" "$OUTDIR/profile.log" 2>/dev/null

@@ -325,12 +325,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     return tr;
   };
 #ifdef UINFO_FAST_WITH_CUDA
-  // Blocks of check_every fused iterations run as one CUDA graph once the history is full (so
-  // every block sees the same `count`) when check_every is a multiple of the history (so every
-  // block starts at the same slot and one graph serves them all until the next compaction);
-  // UINFO_FAST_CUDA_GRAPHS=0 runs them one launch at a time.
+  // With UINFO_FAST_CUDA_GRAPHS=1, blocks of check_every fused iterations run as one CUDA graph
+  // once the history is full (so every block sees the same `count`) when check_every is a
+  // multiple of the history (so every block starts at the same slot and one graph serves them
+  // all until the next compaction). Off by default: on an H200 the full-size benchmark ran
+  // slower with graphs (1.17 s against 1.01 s, bench/RESULTS.md), its passes already keep the
+  // GPU busy and every compaction costs a new capture.
   const char* graphs_env = std::getenv("UINFO_FAST_CUDA_GRAPHS");
-  const bool use_graphs = fused_cuda && !(graphs_env != nullptr && std::string(graphs_env) == "0");
+  const bool use_graphs = fused_cuda && graphs_env != nullptr && std::string(graphs_env) == "1";
   IterationGraph graph;
 #endif
   int64_t running_set = 0;  // changes whenever compaction rebuilds the state's tensors

