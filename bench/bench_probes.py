@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 
@@ -32,6 +31,8 @@ import uinfo_fast as uf
 from uinfo_fast.reference import fit_probe_lbfgs
 from uinfo_fast.synthetic import layered_features
 from uinfo_fast.usable_information import DEFAULT_L2_GRID, _split, standardisation
+
+from _machine import machine_name  # noqa: E402  (bench/, the script's folder)
 
 SIZES = {
     "full": dict(n=50_000, m=10_000, d=512, f=4),
@@ -116,21 +117,6 @@ def run_per_probe(kind, xtr, ytr, xte, yte, args, device):
             out[(f, lab)] = dict(test_ce=test_ce[(f, lab, best)], l2=best,
                                  test_ce_by_l2={l2: test_ce[(f, lab, l2)] for l2 in DEFAULT_L2_GRID})
     return seconds, out, {"all": total_iters}
-
-
-def machine_name(device):
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or "cpu"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads"
 
 
 def main(argv=None):

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <vector>
 
+#include "../compact_lbfgs.h"
 #include "../lbfgs_state.h"
 
 namespace uinfo_fast {
@@ -148,22 +149,10 @@ void update_probe(FitState& st, int64_t k, const T* trial, const T* grad_trial, 
     a[i] = dot(blk, hs + order[i] * slot_size, static_cast<const T*>(grad));
     b[i] = dot(blk, hpy + order[i] * slot_size, static_cast<const T*>(grad));
   }
-  // A skipped pair is all zeros; a unit diagonal decouples it (its coefficients multiply zeros).
-  auto r_at = [&](int64_t i, int64_t j) {
-    const double v = gram(sy_mat, order[i], order[j]);
-    return (i == j && v <= 0.0) ? v + 1.0 : v;
-  };
-  for (int64_t i = count - 1; i >= 0; --i) {
-    double acc = a[i];
-    for (int64_t j = i + 1; j < count; ++j) acc -= r_at(i, j) * u[j];
-    u[i] = acc / r_at(i, i);
-  }
-  for (int64_t i = 0; i < count; ++i) {
-    double w = gram(sy_mat, order[i], order[i]) * u[i] - gamma * b[i];
-    for (int64_t j = 0; j < count; ++j) w += gamma * gram(ypy_mat, order[i], order[j]) * u[j];
-    for (int64_t j = 0; j < i; ++j) w -= r_at(j, i) * p[j];
-    p[i] = w / r_at(i, i);
-  }
+  compact_coefficients(
+      static_cast<int>(count), a.data(), b.data(),
+      [&](int i, int j) { return gram(sy_mat, order[i], order[j]); },
+      [&](int i, int j) { return gram(ypy_mat, order[i], order[j]); }, gamma, u.data(), p.data());
   // dir = -(gamma P g + sum_i p_i s_i - gamma u_i (P y)_i), one history slot at a time.
   rows(blk, [&](int64_t o) {
     const T g = T(gamma);

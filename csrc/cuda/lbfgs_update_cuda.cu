@@ -31,6 +31,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../compact_lbfgs.h"
 #include "../lbfgs_state.h"
 
 namespace uinfo_fast {
@@ -236,22 +237,9 @@ __global__ void scalars_kernel(const double* __restrict__ f_trial, const double*
     a[i] = j == newest ? (valid ? acc[3] : 0.0) : acc[kBase + 5 * j + 3];
     b[i] = j == newest ? (valid ? acc[4] : 0.0) : acc[kBase + 5 * j + 4];
   }
-  // A skipped pair is all zeros; a unit diagonal decouples it (its coefficients multiply zeros).
-  auto r_at = [&](int i, int j) {
-    const double v = gram(sy_mat, order[i], order[j]);
-    return (i == j && v <= 0.0) ? v + 1.0 : v;
-  };
-  for (int i = count - 1; i >= 0; --i) {
-    double acc_u = a[i];
-    for (int j = i + 1; j < count; ++j) acc_u -= r_at(i, j) * u[j];
-    u[i] = acc_u / r_at(i, i);
-  }
-  for (int i = 0; i < count; ++i) {
-    double w = gram(sy_mat, order[i], order[i]) * u[i] - gamma * b[i];
-    for (int j = 0; j < count; ++j) w += gamma * gram(ypy_mat, order[i], order[j]) * u[j];
-    for (int j = 0; j < i; ++j) w -= r_at(j, i) * p[j];
-    p[i] = w / r_at(i, i);
-  }
+  compact_coefficients(
+      count, a, b, [&](int i, int j) { return gram(sy_mat, order[i], order[j]); },
+      [&](int i, int j) { return gram(ypy_mat, order[i], order[j]); }, gamma, u, p);
   double gd = -gamma * acc[2];
   for (int i = 0; i < count; ++i) gd += -p[i] * a[i] + gamma * u[i] * b[i];
   if (gd < 0.0) {
