@@ -14,7 +14,7 @@
 // The per-iteration bookkeeping after the pass (acceptance, history, step sizes, status, the next
 // direction) is written three times with one semantics: as ATen tensor expressions here (device
 // generic, the reference the tests hold the others to), as one fused loop per probe on the CPU
-// (cpu/lbfgs_update_cpu.cpp) and as one launch on CUDA (cuda/lbfgs_update_cuda.cu): the ~300
+// (cpu/lbfgs_update_cpu.cpp) and as three launches on CUDA (cuda/lbfgs_update_cuda.cu): the ~300
 // small operator calls of the ATen form cost more than a pass on small problems, and on a GPU
 // their launch overhead alone rivals a full-size pass.
 //
@@ -51,7 +51,7 @@ namespace {
 #ifdef UINFO_FAST_WITH_CUDA
 // A CUDA graph of one block of fused iterations (the ones between two host checks). An
 // iteration is some 50 small launches around the pass; issued one by one from the host, their
-// launch and dispatch cost rivals the pass itself on a GPU, while a replayed graph issues them
+// launch and dispatch cost matters when passes are short, while a replayed graph issues them
 // all at once. A graph bakes in every tensor address and kernel argument, so it is valid only
 // for the running set it was captured with (compaction makes new tensors) and for the same
 // starting history slot; the fused update changes the state in place, which is what makes an

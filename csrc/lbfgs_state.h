@@ -40,7 +40,8 @@ void lbfgs_update_cpu(FitState& st,
                       int64_t newest, int64_t count, double tol, double ftol);
 
 #ifdef UINFO_FAST_WITH_CUDA
-// The same update as one CUDA launch, one block per probe (cuda/lbfgs_update_cuda.cu).
+// The same update in three CUDA launches spread over (element chunks) x (probes) blocks
+// (cuda/lbfgs_update_cuda.cu).
 void lbfgs_update_cuda(FitState& st, const at::Tensor& trial, const at::Tensor& grad_trial,
                        const at::Tensor& pgrad_trial, const at::Tensor& f_trial, int64_t newest, int64_t count,
                        double tol, double ftol);

@@ -103,7 +103,7 @@ ProbeLayout make_layout(std::vector<int64_t> offsets_host, std::vector<int64_t> 
   layout.col2probe = on_device(col2probe);
   layout.offsets_host = std::move(offsets_host);
   layout.label_col_host = std::move(label_col_host);
-  pack_tiles(layout, device);
+  if (device.is_cuda()) pack_tiles(layout, device);  // only the CUDA pass uses tiles
   return layout;
 }
 

@@ -21,8 +21,9 @@ struct ProbeLayout {
   // Column tiles of the fused CUDA pass (cuda/fused_pass_cuda.cu). A tile is kTileSlots column
   // slots holding whole probes, so a block does a probe's softmax without leaving the block;
   // probes are packed first-fit decreasing by class count. Built here, once per layout (at
-  // construction and at each compaction), so a pass copies nothing from the host. Defined only
-  // when fits_tiles: every probe has 1..kTileSlots classes (and indices fit in int32).
+  // construction and at each compaction) for CUDA layouts, so a pass copies nothing from the
+  // host. Defined only when fits_tiles: a CUDA layout whose probes all have 1..kTileSlots classes
+  // (and whose indices fit in int32).
   static constexpr int64_t kTileSlots = 128;
   bool fits_tiles = false;
   int64_t n_tiles = 0;
