@@ -37,7 +37,11 @@ import traceback
 
 import torch
 
-from _machine import machine_name
+from uinfo_fast._ops import ops
+from uinfo_fast.probes import _meta, probe_layout
+from uinfo_fast.usable_information import DEFAULT_L2_GRID
+
+from _machine import machine_name  # noqa: E402  (bench/, the script's folder)
 
 SIZES = {
     "full": dict(n=40_000, d=512),  # the fit split (80%) of 50,000 train rows
@@ -54,25 +58,6 @@ def log(*a):
 
 def err_str(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
-
-
-def l2_grid() -> list[float]:
-    try:
-        from uinfo_fast.usable_information import DEFAULT_L2_GRID
-        return list(DEFAULT_L2_GRID)
-    except Exception:  # the extension may fail to import; the grid is only data here
-        return [float(v) for v in torch.logspace(-5, -1, 8, dtype=torch.float64)]
-
-
-def probe_layout(class_counts, l2_values):
-    """The layout fit_probes builds: probe k = (label set j, penalty i), k = j * len(l2) + i,
-    owning columns offsets[k]:offsets[k+1]."""
-    label_col = [j for j in range(len(class_counts)) for _ in l2_values]
-    l2_per_probe = [v for _ in class_counts for v in l2_values]
-    offsets = [0]
-    for j in label_col:
-        offsets.append(offsets[-1] + class_counts[j])
-    return offsets, label_col, l2_per_probe
 
 
 def timer(device: torch.device, fn, warmup: int, repeats: int) -> list[float]:
@@ -230,19 +215,11 @@ def rel_err(out, ref) -> float:
 
 def run_passes(device, args, size, model, out: list) -> None:
     n, d = size["n"], size["d"]
-    l2_values = l2_grid()
-    offsets, label_col, l2_per_probe = probe_layout(CLASS_COUNTS, l2_values)
+    offsets, label_col, l2_per_probe = probe_layout(CLASS_COUNTS, DEFAULT_L2_GRID)
     c = offsets[-1]
     groups = groups_of(offsets, label_col)
-    try:
-        from uinfo_fast._ops import ops
-        op = ops.probe_objective
-        op_error = None
-    except Exception as exc:
-        op, op_error = None, err_str(exc)
-        log(f"uinfo_fast: ERROR on import, its variants are skipped: {op_error}")
-    meta = lambda v: torch.tensor(v, dtype=torch.int64, device=device)  # noqa: E731  as uinfo_fast.probes._meta
-    off_t, col_t = meta(offsets), meta(label_col)
+    op = ops.probe_objective
+    off_t, col_t = _meta(offsets, device), _meta(label_col, device)
     l2_t = torch.tensor(l2_per_probe, dtype=torch.float64, device=device)
     col2probe = torch.repeat_interleave(torch.arange(len(label_col), device=device), off_t.diff())
     l2_col = l2_t[col2probe]
@@ -274,9 +251,6 @@ def run_passes(device, args, size, model, out: list) -> None:
                     os.environ.pop(ENV, None)
                     fn = lambda: torch_pass(x, labels, weight, bias, groups, l2_col, l2_t, torch.float32)  # noqa: E731
                 else:
-                    if op is None:
-                        rec["error"] = f"import failed: {op_error}"
-                        continue
                     os.environ[ENV] = variant
                     fn = lambda: op(x, labels, weight, bias, off_t, col_t, l2_t)  # noqa: E731
                 rec[ENV] = os.environ.get(ENV)
@@ -329,15 +303,15 @@ def main(argv=None):
     args.ceiling_repeats = max(10, args.ceiling_repeats)
     device = torch.device(args.device)
     size = SIZES[args.size]
-    n_probes = len(CLASS_COUNTS) * len(l2_grid())
-    c = len(l2_grid()) * sum(CLASS_COUNTS)
+    n_probes = len(CLASS_COUNTS) * len(DEFAULT_L2_GRID)
+    c = len(DEFAULT_L2_GRID) * sum(CLASS_COUNTS)
     try:
         name = machine_name(device)
     except Exception as exc:
         name = f"? ({err_str(exc)})"
     log(f"# pass roofline, {args.size}: N={size['n']} D={size['d']} C={c} ({len(CLASS_COUNTS)} label sets "
-        f"{CLASS_COUNTS} x {len(l2_grid())} l2 = {n_probes} probes) on {name}, torch {torch.__version__}")
-    result = dict(size=args.size, **size, c=c, k=n_probes, class_counts=list(CLASS_COUNTS), l2=l2_grid(),
+        f"{CLASS_COUNTS} x {len(DEFAULT_L2_GRID)} l2 = {n_probes} probes) on {name}, torch {torch.__version__}")
+    result = dict(size=args.size, **size, c=c, k=n_probes, class_counts=list(CLASS_COUNTS), l2=list(DEFAULT_L2_GRID),
                   device=name, torch=torch.__version__, cuda=torch.version.cuda, repeats=args.repeats,
                   ceiling_repeats=args.ceiling_repeats, ceilings={}, model={}, passes=[])
 

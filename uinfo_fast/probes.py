@@ -104,6 +104,18 @@ def probe_log_likelihood(x, labels, weight, bias, offsets, label_col) -> torch.T
     return ops.probe_log_likelihood(x, labels, weight, bias, _meta(offsets, x.device), _meta(label_col, x.device))
 
 
+def probe_layout(class_counts, l2_values):
+    """The probes fit_probes lays out for these label sets and penalties: probe k = (label set j,
+    penalty i) with k = j * len(l2_values) + i, owning columns offsets[k]:offsets[k+1].
+    Returns (offsets [K+1], label_col [K], l2 per probe [K]) as lists."""
+    label_col = [j for j in range(len(class_counts)) for _ in l2_values]
+    l2_per_probe = [v for _ in class_counts for v in l2_values]
+    offsets = [0]
+    for j in label_col:
+        offsets.append(offsets[-1] + class_counts[j])
+    return offsets, label_col, l2_per_probe
+
+
 def fit_probes(
     features: torch.Tensor,
     labels,
@@ -163,11 +175,7 @@ def fit_probes(
     if schedule == "auto":
         schedule = "batched" if init is not None else "path"
 
-    label_col = [j for j in range(len(names)) for _ in l2_values]
-    l2_per_probe = [v for _ in names for v in l2_values]
-    offsets = [0]
-    for j in label_col:
-        offsets.append(offsets[-1] + counts[j])
+    offsets, label_col, l2_per_probe = probe_layout(counts, l2_values)
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     if init is not None:
         if init.offsets != offsets or init.label_col != label_col or init.weight.shape[0] != x.shape[1]:
