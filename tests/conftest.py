@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from uinfo_fast._ops import cuda_kernels_built
+from uinfo_fast.engine import cuda_kernels_built
 
 _HAVE_CUDA = torch.cuda.is_available() and cuda_kernels_built()
 

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from uinfo_fast._ops import cuda_kernels_built
+from uinfo_fast.engine import cuda_kernels_built
 
 
 @pytest.mark.skipif(os.environ.get("UINFO_FAST_CUDA") != "1", reason="only when the build was asked to include CUDA")

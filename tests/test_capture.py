@@ -4,7 +4,7 @@ import torch
 import torchvision
 from torch import nn
 
-from uinfo_fast.capture import FeatureCapture, eval_mode
+from uinfo_fast.tracking.capture import FeatureCapture, eval_mode
 
 
 def _torchvision_resnet():

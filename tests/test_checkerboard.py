@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from uinfo_fast.checkerboard import (
+from uinfo_fast.tasks.checkerboard import (
     DEFAULT_COHERENCES,
     CheckerboardNet,
     CheckerboardTrials,

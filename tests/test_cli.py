@@ -1,6 +1,6 @@
 import json
 
-from uinfo_fast.cli import main
+from uinfo_fast.experiments.cli import main
 
 
 def test_demo_writes_table_json_and_plot(tmp_path, capsys):
@@ -10,7 +10,7 @@ def test_demo_writes_table_json_and_plot(tmp_path, capsys):
     assert {(r["feature_set"], r["label_set"]) for r in rows} == {
         (f"layer{i}", lab) for i in (1, 2) for lab in ("coarse", "fine")}
     # Deeper synthetic layers carry more signal.
-    bits = {(r["feature_set"], r["label_set"]): r["usable_information_bits"] for r in rows}
+    bits = {(r["feature_set"], r["label_set"]): r["bits"] for r in rows}
     assert bits["layer2", "coarse"] > bits["layer1", "coarse"] > 0
     assert (out / "usable_information.png").stat().st_size > 1000
     assert "I_u (bits)" in capsys.readouterr().out
@@ -29,7 +29,7 @@ def test_run_images_then_plot_two_runs(tmp_path, capsys):
     assert "usable information at step 8" in out and "layer4    fine" in out
     rows = [json.loads(line) for line in (a / "log.jsonl").read_text().splitlines()]
     assert sorted({r["step"] for r in rows}) == [0, 4, 8]
-    assert {(r["layer"], r["label_set"]) for r in rows} == {(l, s) for l in ("layer2", "layer4") for s in ("coarse", "fine")}
+    assert {(r["feature_set"], r["label_set"]) for r in rows} == {(l, s) for l in ("layer2", "layer4") for s in ("coarse", "fine")}
     assert json.loads((b / "config.json").read_text())["lr"] == 0.01
     assert (a / "usable_information.png").stat().st_size > 1000
     assert main(["plot", str(a), str(b), "--out", str(tmp_path / "both.png"), "--x", "epoch", "--log-x"]) == 0

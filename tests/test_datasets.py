@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from uinfo_fast.datasets import (BatchIterator, ImageSplit, augment_batch, load_cifar100, normalize,
+from uinfo_fast.tasks.images import (BatchIterator, ImageSplit, augment_batch, load_cifar100, normalize,
                                  synthetic_cifar)
 
 from .cifar_archive import coarse_of_fine, read_entry, write_tiny_cifar100

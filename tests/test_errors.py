@@ -47,7 +47,7 @@ def test_estimator_rejects_mismatched_sets():
 
 
 def test_ops_reject_bad_arguments_directly():
-    ops = torch.ops.uinfo_fast
+    from uinfo_fast.engine import ops
     off, col = torch.tensor([0, 3]), torch.tensor([0])
     w, b, l2 = torch.zeros(5, 3), torch.zeros(3), torch.tensor([0.1])
     with pytest.raises(ValueError, match=r"labels\[:, 0\] must lie in \[0, 3\)"):
@@ -65,7 +65,7 @@ def test_ops_reject_bad_arguments_directly():
 
 
 def test_cuda_tensor_on_cpu_only_build_is_a_clear_error(monkeypatch):
-    from uinfo_fast import _ops
+    from uinfo_fast.engine import extension as _ops
     monkeypatch.setattr(_ops, "cuda_kernels_built", lambda: False)
     with pytest.raises(RuntimeError, match="built without its CUDA kernels"):
         _ops.require_device_support(torch.device("cuda"))

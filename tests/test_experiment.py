@@ -9,9 +9,9 @@ import os
 import pytest
 import torch
 
-from uinfo_fast import experiment
-from uinfo_fast.experiment import Plan, RunConfig, run_experiment
-from uinfo_fast.tracker import read_log
+from uinfo_fast.experiments import run as experiment
+from uinfo_fast.experiments import Plan, RunConfig, run_experiment
+from uinfo_fast.tracking.log import read_log
 
 
 def _cfg(**kw):
@@ -21,7 +21,7 @@ def _cfg(**kw):
 
 
 def _keys(rows):
-    return [(r["step"], r["layer"], r["label_set"]) for r in rows]
+    return [(r["step"], r["feature_set"], r["label_set"]) for r in rows]
 
 
 def test_run_writes_config_log_summary_and_plot(tmp_path):
@@ -49,7 +49,7 @@ def test_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path, monkeypatc
     run_experiment(_cfg(), ref_dir, progress=False)
     ref_rows = read_log(os.path.join(ref_dir, "log.jsonl"))
 
-    real_save, real_lr = experiment._save_atomic, Plan.lr
+    real_save, real_lr = experiment.save_checkpoint, Plan.lr
     calls = {"n": 0}
 
     def dying_save(obj, path):  # dies after the 5th measurement's rows are in the log
@@ -64,7 +64,7 @@ def test_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path, monkeypatc
         return real_lr(self, step)
 
     if where == "before_checkpoint":
-        monkeypatch.setattr(experiment, "_save_atomic", dying_save)
+        monkeypatch.setattr(experiment, "save_checkpoint", dying_save)
     else:
         monkeypatch.setattr(Plan, "lr", dying_lr)
     with pytest.raises(Killed):

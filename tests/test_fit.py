@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import uinfo_fast as uf
-from uinfo_fast import reference
+from uinfo_fast.engine import cuda_kernels_built, reference
 
 
 def _data(n=600, d=12, seed=0):
@@ -107,7 +107,7 @@ def test_fused_update_matches_the_generic_aten_update(monkeypatch, device, dtype
     torch.testing.assert_close(a.objective, b.objective, rtol=max(rtol, 1e-6), atol=0)
 
 
-@pytest.mark.skipif(not (torch.cuda.is_available() and uf._ops.cuda_kernels_built()), reason="needs a GPU and the CUDA kernels")
+@pytest.mark.skipif(not (torch.cuda.is_available() and cuda_kernels_built()), reason="needs a GPU and the CUDA kernels")
 @pytest.mark.parametrize("check_every", [10, 20, 7])  # 7: not a multiple of the history, no graphs
 def test_cuda_graph_blocks_match_eager_iterations(monkeypatch, check_every):
     """On CUDA with UINFO_FAST_CUDA_GRAPHS=1, blocks of fused iterations between host checks

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torchvision
 
-from uinfo_fast.models import cifar_resnet18, feature_layers
+from uinfo_fast.tasks.images.resnet import cifar_resnet18, feature_layers
 
 
 def test_output_shape():

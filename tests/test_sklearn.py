@@ -8,6 +8,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 import uinfo_fast as uf  # noqa: E402
+from uinfo_fast.engine import validation_split  # noqa: E402
 
 
 def _digits():
@@ -32,7 +33,7 @@ def test_selected_probe_matches_sklearn_test_cross_entropy(device):
     fit = res.fits["features"]
     mean, std = (t.cpu().double().numpy() for t in fit.standardize)
     # The same fit split and standardisation the estimator used.
-    fit_idx, _ = uf.usable_information._split(len(x), 0.2, 0)
+    fit_idx, _ = validation_split(len(x), 0.2, 0)
     x_fit = (x[fit_idx].double().numpy() - mean) / std
     x_test = (xt.double().numpy() - mean) / std
     for name in ("digit", "parity"):

@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from uinfo_fast import reference
-from uinfo_fast._ops import ops
+from uinfo_fast.engine import ops, reference
 
 from .conftest import random_labels
 

@@ -4,9 +4,8 @@ import os
 
 import pytest
 
-from uinfo_fast import sweeps
-from uinfo_fast.experiment import RunConfig
-from uinfo_fast.sweeps import curve_stats, format_summary, run_perturbation, run_sweep
+from uinfo_fast.experiments import RunConfig, sweeps
+from uinfo_fast.experiments.sweeps import curve_stats, format_summary, run_perturbation, run_sweep
 
 
 def _base(**kw):
@@ -50,7 +49,7 @@ def test_sweep_refuses_a_finished_run_of_another_config(tmp_path):
 
 
 def test_curve_stats_peak_final_and_drop():
-    rows = [{"step": s, "epoch": s / 10, "layer": "h", "label_set": "c", "bits": b, "entropy_bits": 1.0}
+    rows = [{"step": s, "epoch": s / 10, "feature_set": "h", "label_set": "c", "bits": b, "entropy_bits": 1.0}
             for s, b in [(0, 0.1), (10, 0.8), (20, 0.4)]]
     st = curve_stats(rows, "h", "c")
     assert st["peak_bits"] == 0.8 and st["final_bits"] == 0.4 and st["peak_epoch"] == 1.0

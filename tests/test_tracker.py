@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from uinfo_fast.tracker import JsonlLog, Schedule, UsableInfoTracker, read_log
+from uinfo_fast.tracking import JsonlLog, Schedule, UsableInfoTracker, read_log
 
 
 def test_schedule_every_and_log_spaced_early_steps():
@@ -71,10 +71,10 @@ def test_tracker_in_a_training_loop_writes_rows_on_schedule(tmp_path):
         opt.step()
     rows = read_log(tmp_path / "log.jsonl")
     assert [r["step"] for r in rows] == [0] * 4 + [20] * 4 + [40] * 4
-    assert {(r["layer"], r["label_set"]) for r in rows} == {("1", "four"), ("1", "parity"), ("2", "four"),
+    assert {(r["feature_set"], r["label_set"]) for r in rows} == {("1", "four"), ("1", "parity"), ("2", "four"),
                                                            ("2", "parity")}
-    keys = {"step", "epoch", "layer", "label_set", "bits", "ci_low", "ci_high", "test_ce_nats", "entropy_bits",
-            "l2", "converged", "seconds"}
+    keys = {"step", "epoch", "feature_set", "label_set", "bits", "ci_low", "ci_high", "test_ce_nats", "entropy_bits",
+            "l2", "num_classes", "converged", "seconds"}
     assert all(set(r) == keys for r in rows)
     last = tracker.latest("2", "four")
     assert last["step"] == 40 and last["epoch"] == 2.0

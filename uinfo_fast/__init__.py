@@ -1,19 +1,38 @@
-"""uinfo-fast: usable information of neural representations from many softmax probes at once."""
-from . import _ops  # noqa: F401  (loads the C++/CUDA kernels and registers fake kernels)
-from .capture import FeatureCapture
-from .probes import ProbeFit, fit_probes, probe_log_likelihood, sklearn_C
-from .tracker import Schedule, UsableInfoTracker
-from .usable_information import UsableInformation, UsableInformationResult, estimate_usable_information
+"""uinfo-fast: usable information of neural representations from many softmax probes at once.
 
-__all__ = [
-    "FeatureCapture",
-    "ProbeFit",
-    "Schedule",
-    "UsableInformation",
-    "UsableInformationResult",
-    "UsableInfoTracker",
-    "estimate_usable_information",
-    "fit_probes",
-    "probe_log_likelihood",
-    "sklearn_C",
-]
+The package is layered, every import pointing down:
+
+* ``uinfo_fast.experiments``  run config, training plan, resumable runs, sweeps, plots, CLI
+* ``uinfo_fast.tasks``        the task registry: each task's data, network and label sets
+* ``uinfo_fast.tracking``     feature capture, measurement schedule, run log, tracker
+* ``uinfo_fast.engine``       the probe engine: validation, fits, penalty path, estimator
+* ``csrc/``                   the compiled ops ``torch.ops.uinfo_fast.*`` (CPU and CUDA)
+
+The names below are loaded on first use, so reading and plotting a log never loads the
+compiled extension.
+"""
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
+
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    "FeatureCapture": ".tracking",
+    "ProbeFit": ".engine",
+    "Schedule": ".tracking",
+    "UsableInformation": ".engine",
+    "UsableInformationResult": ".engine",
+    "UsableInfoTracker": ".tracking",
+    "estimate_usable_information": ".engine",
+    "fit_probes": ".engine",
+    "probe_log_likelihood": ".engine",
+    "sklearn_C": ".engine",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
+    from .engine import (ProbeFit, UsableInformation, UsableInformationResult, estimate_usable_information,
+                         fit_probes, probe_log_likelihood, sklearn_C)
+    from .tracking import FeatureCapture, Schedule, UsableInfoTracker

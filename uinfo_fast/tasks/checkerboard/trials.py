@@ -1,4 +1,4 @@
-"""The checkerboard task of Kleinman et al. (ICLR 2021): trials, a small network, a split.
+"""Trials of the checkerboard task of Kleinman et al. (ICLR 2021), and a train/validation split.
 
 A trial, as in the monkey decision-making experiments: a red/green checkerboard is shown with
 two targets, one red and one green; the subject reaches to the target whose colour dominates the
@@ -28,22 +28,15 @@ Input vector, ``board_size + 2`` values:
 """
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Sequence
 
 import torch
-from torch import nn
 
-__all__ = [
-    "DEFAULT_COHERENCES",
-    "LEARNABLE_COHERENCES",
-    "CheckerboardNet",
-    "CheckerboardTrials",
-    "accuracy",
-    "make_checkerboard_trials",
-    "split_trials",
-]
+from ...engine.params import Integer, ListOf, Real, check_param
+
+__all__ = ["DEFAULT_COHERENCES", "LEARNABLE_COHERENCES", "CheckerboardTrials", "make_checkerboard_trials",
+           "split_trials"]
 
 # Unsigned coherence levels |#green - #red| / #squares. They span the range of the monkey
 # checkerboard experiments (a few percent, where choices are near chance, up to 0.9, where they
@@ -101,22 +94,13 @@ def make_checkerboard_trials(n: int, *, seed: int = 0, coherences: Sequence[floa
     and colour, targets and level are independent by construction (exactly so when ``n`` is a
     multiple of ``4 * len(coherences)``).
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
-    if isinstance(board_size, bool) or not isinstance(board_size, int) or board_size < 1:
-        raise ValueError(f"board_size must be a positive int (number of squares), got {board_size!r}")
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not (math.isfinite(noise) and noise >= 0):
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-    try:
-        levels = [float(c) for c in coherences]
-    except (TypeError, ValueError):
-        raise ValueError(f"coherences must be a sequence of numbers in (0, 1], got {coherences!r}") from None
-    if not levels or not all(0.0 < c <= 1.0 for c in levels):
-        # Coherence 0 has no dominant colour, so the colour label would be meaningless.
-        raise ValueError(f"coherences must be a non-empty sequence of numbers in (0, 1], got {coherences!r}")
-
+    check_param("n", n, Integer(1))
+    check_param("seed", seed, Integer())
+    check_param("board_size", board_size, Integer(1))
+    check_param("noise", noise, Real(0.0))
+    # Coherence 0 has no dominant colour, so the colour label would be meaningless.
+    levels = list(check_param("coherences", tuple(coherences) if isinstance(coherences, (list, tuple)) else coherences,
+                              ListOf(Real(0.0, 1.0, low_open=True))))
     gen = torch.Generator().manual_seed(seed)
     n_levels = len(levels)
     cell = torch.arange(n)[torch.randperm(n, generator=gen)] % (4 * n_levels)
@@ -139,70 +123,14 @@ def make_checkerboard_trials(n: int, *, seed: int = 0, coherences: Sequence[floa
                               targets=targets, coherence=coherence)
 
 
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
-
-
-class CheckerboardNet(nn.Module):
-    """A small fully connected network for the checkerboard task.
-
-    "FC Small, n = 2" in the paper is read here as a fully connected net with two hidden layers
-    (``hidden=(100, 100)``): small next to the paper's CNNs, yet ample for this low-dimensional
-    task. Hidden layer ``k`` is the submodule ``hidden{k}`` = Sequential(Linear, activation), so a
-    forward hook on ``"hidden1"`` sees post-activation features; the output layer is ``out``
-    (logits over ``num_outputs`` reach directions).
-    """
-
-    def __init__(self, input_dim: int, hidden: Sequence[int] = (100, 100), num_outputs: int = 2,
-                 activation: str = "relu"):
-        super().__init__()
-        if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim < 1:
-            raise ValueError(f"input_dim must be a positive int, got {input_dim!r}")
-        hidden = tuple(hidden) if isinstance(hidden, (list, tuple)) else hidden
-        if (not isinstance(hidden, tuple) or not hidden
-                or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden)):
-            # At least one hidden layer: direction = colour XOR targets is not linearly separable.
-            raise ValueError(f"hidden must be a non-empty sequence of positive ints, got {hidden!r}")
-        if isinstance(num_outputs, bool) or not isinstance(num_outputs, int) or num_outputs < 2:
-            raise ValueError(f"num_outputs must be an int >= 2, got {num_outputs!r}")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
-        self.hidden_sizes = hidden
-        width = input_dim
-        for k, h in enumerate(hidden, start=1):
-            self.add_module(f"hidden{k}", nn.Sequential(nn.Linear(width, h), _ACTIVATIONS[activation]()))
-            width = h
-        self.out = nn.Linear(width, num_outputs)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for k in range(1, len(self.hidden_sizes) + 1):
-            x = getattr(self, f"hidden{k}")(x)
-        return self.out(x)
-
-
 def split_trials(trials: CheckerboardTrials, val_fraction: float = 0.1,
                  seed: int = 0) -> tuple[CheckerboardTrials, CheckerboardTrials]:
     """A random (train, validation) split; the paper uses 90% / 10%. Deterministic for ``seed``."""
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    check_param("val_fraction", val_fraction, Real(0.0, 1.0, low_open=True, high_open=True))
+    check_param("seed", seed, Integer())
     n = len(trials)
     n_val = round(n * val_fraction)
     if n_val < 1 or n_val >= n:
         raise ValueError(f"val_fraction={val_fraction} of {n} trials leaves an empty train or validation set")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return trials.subset(perm[n_val:]), trials.subset(perm[:n_val])
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, trials: CheckerboardTrials) -> float:
-    """Fraction of trials whose arg-max output equals ``direction``; the model's train/eval mode is kept."""
-    was_training = model.training
-    model.eval()
-    try:
-        param = next(model.parameters(), None)
-        x = trials.inputs if param is None else trials.inputs.to(param.device, param.dtype)
-        pred = model(x).argmax(dim=1).cpu()
-    finally:
-        model.train(was_training)
-    return float((pred == trials.direction.cpu()).float().mean())

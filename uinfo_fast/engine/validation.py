@@ -1,14 +1,47 @@
-"""Argument checks shared by the public API: each error names the argument and what was expected."""
+"""Tensor validation at the public boundary, once per call: each error names the argument and
+what was expected (type, dtype, shape, device, label range, finite values).
+
+The public functions call these on their arguments before anything is fitted; internal code
+after that point trusts its inputs and checks nothing again. Parameters (numbers, choices,
+flags) are declared and checked in ``params.py``.
+"""
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
-from ._ops import require_device_support
+from .extension import require_device_support
 
 FEATURE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+# Rows per chunk of the finiteness check: its temporaries stay small next to the features.
+_FINITE_CHUNK_ELEMENTS = 1 << 22
+
+
+def check_l2(l2, name: str = "l2") -> list[float]:
+    """One penalty or a sequence/tensor of them: a non-empty list of finite floats >= 0."""
+    if isinstance(l2, (int, float)) and not isinstance(l2, bool):
+        values = [l2]
+    else:
+        values = list(torch.as_tensor(l2, dtype=torch.float64).flatten().tolist())
+    if not values:
+        raise ValueError(f"{name} is empty: give at least one penalty")
+    for v in values:
+        if not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} values must be finite and >= 0, got {v}")
+    return [float(v) for v in values]
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensors
+
+
+def all_finite(x: torch.Tensor) -> bool:
+    """Whether every element is finite, checked in row chunks so that the boolean temporaries
+    stay small next to a large feature matrix."""
+    rows = max(1, _FINITE_CHUNK_ELEMENTS // max(1, x[0].numel())) if x.shape[0] else 1
+    return all(bool(torch.isfinite(chunk).all()) for chunk in x.split(rows))
 
 
 def check_features(x, name: str) -> torch.Tensor:
@@ -21,12 +54,15 @@ def check_features(x, name: str) -> torch.Tensor:
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
     require_device_support(x.device)
-    if not bool(torch.isfinite(x).all()):
+    if not all_finite(x):
         raise ValueError(f"{name} contains NaN or Inf values")
     return x
 
 
-def check_labels(y, name: str, n_rows: int, device: torch.device, num_classes: int | None = None) -> torch.Tensor:
+def check_labels(y, name: str, n_rows: int, device: torch.device, num_classes: int | None = None, *,
+                 rows_of: str = "features") -> torch.Tensor:
+    """``y`` as int64 class indices [n_rows] on ``device`` in [0, num_classes); ``rows_of`` names
+    what the rows must match in the message ("features", or "inputs" for the tracker)."""
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of int64 class indices, got {type(y).__name__}")
     if y.dtype != torch.int64:
@@ -34,9 +70,10 @@ def check_labels(y, name: str, n_rows: int, device: torch.device, num_classes: i
     if y.dim() != 1:
         raise ValueError(f"{name} must be 1-D [N], got shape {tuple(y.shape)}")
     if y.shape[0] != n_rows:
-        raise ValueError(f"{name} has {y.shape[0]} rows but the features have {n_rows}")
+        unit = "rows" if rows_of == "features" else "labels"
+        raise ValueError(f"{name} has {y.shape[0]} {unit} but the {rows_of} have {n_rows}")
     if y.device != device:
-        raise ValueError(f"{name} is on {y.device} but the features are on {device}")
+        raise ValueError(f"{name} is on {y.device} but the {rows_of} are on {device}")
     if num_classes is not None and y.numel() > 0:
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or hi >= num_classes:
@@ -72,11 +109,6 @@ def feature_sets(features, name: str) -> dict[str, torch.Tensor]:
     raise TypeError(f"{name} must be a tensor [N, D] or a mapping name -> tensor, got {type(features).__name__}")
 
 
-def check_l2(l2, name: str = "l2") -> list[float]:
-    values = [l2] if isinstance(l2, (int, float)) else list(torch.as_tensor(l2, dtype=torch.float64).flatten().tolist())
-    if not values:
-        raise ValueError(f"{name} is empty: give at least one penalty")
-    for v in values:
-        if not (math.isfinite(v) and v >= 0):
-            raise ValueError(f"{name} values must be finite and >= 0, got {v}")
-    return [float(v) for v in values]
+def same_names(a: Mapping, b: Mapping, what: str, name_a: str, name_b: str) -> None:
+    if set(a) != set(b):
+        raise ValueError(f"{name_a} and {name_b} name different {what}: {sorted(a)} vs {sorted(b)}")

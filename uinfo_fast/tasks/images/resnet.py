@@ -9,12 +9,9 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
+from ...engine.params import Integer, check_param
+
 _STAGES = ("layer1", "layer2", "layer3", "layer4")
-
-
-def _check_int(value, name: str, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 class CifarResNet(nn.Module):
@@ -68,8 +65,8 @@ def cifar_resnet18(num_classes: int = 20, width: int = 64) -> CifarResNet:
     ``width=64`` is the standard ResNet-18 (about 11.2M parameters); width 8 or 16 (about 0.18M
     or 0.7M) trains on a CPU.
     """
-    _check_int(num_classes, "num_classes", 2)
-    _check_int(width, "width", 1)
+    check_param("num_classes", num_classes, Integer(2))
+    check_param("width", width, Integer(1))
     return CifarResNet((2, 2, 2, 2), num_classes=num_classes, width=width)
 
 

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from ..engine.params import Choice, Integer, NoneOr, check_param
+
 POOLS = ("avg", "max", "flatten")
 
 
@@ -74,10 +76,8 @@ class FeatureCapture:
 
     def __init__(self, model: nn.Module, layers: Sequence[str], *, pool: str = "avg",
                  project_to: int | None = None, seed: int = 0, autocast_dtype: torch.dtype | None = None):
-        if pool not in POOLS:
-            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
-        if project_to is not None and (not isinstance(project_to, int) or project_to < 1):
-            raise ValueError(f"project_to must be a positive int or None, got {project_to!r}")
+        check_param("pool", pool, Choice(POOLS))
+        check_param("project_to", project_to, NoneOr(Integer(1)))
         self.model = model
         self.modules = resolve_modules(model, layers)
         self.layers = list(self.modules)

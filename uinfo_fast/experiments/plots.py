@@ -4,12 +4,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from .tracker import read_log
+from ..tracking.log import read_log
 
 
 def _series(rows, layer, label_set, x):
     pts = sorted((r[x] if r[x] is not None else r["step"], r["bits"], r["ci_low"], r["ci_high"], r["entropy_bits"])
-                 for r in rows if r["layer"] == layer and r["label_set"] == label_set)
+                 for r in rows if r["feature_set"] == layer and r["label_set"] == label_set)
     return [list(v) for v in zip(*pts)] if pts else None
 
 
@@ -37,7 +37,7 @@ def plot_runs(run_dirs: Sequence[str], out_path: str, *, x: str = "step", labels
             raise ValueError(f"{path} holds no measurements yet")
         runs.append(rows)
     names = list(labels) if labels is not None else [os.path.basename(os.path.normpath(d)) for d in run_dirs]
-    layers = list(dict.fromkeys(r["layer"] for rows in runs for r in rows))
+    layers = list(dict.fromkeys(r["feature_set"] for rows in runs for r in rows))
     label_sets = list(dict.fromkeys(r["label_set"] for rows in runs for r in rows))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     styles = ["-", "--", ":", "-."]
@@ -92,7 +92,7 @@ def plot_sweep(summary: dict, cells: dict, out_path: str) -> str:
             curves = []
             for d in dirs:
                 rows = read_log(os.path.join(d, "log.jsonl"))
-                pts = sorted((r["epoch"], r["bits"]) for r in rows if r["layer"] == layer and r["label_set"] == lab)
+                pts = sorted((r["epoch"], r["bits"]) for r in rows if r["feature_set"] == layer and r["label_set"] == lab)
                 curves.append(pts)
             n = min(len(c) for c in curves)
             xs = [curves[0][i][0] for i in range(n)]

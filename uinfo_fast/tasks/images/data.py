@@ -44,6 +44,8 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from ...engine.params import Integer, check_param
+
 N_COARSE = 20
 FINE_PER_COARSE = 5
 N_FINE = N_COARSE * FINE_PER_COARSE
@@ -237,9 +239,8 @@ def synthetic_cifar(n_train: int = 10_000, n_test: int = 2_000, seed: int = 0, *
     ``shared_details=True`` gives fine class ``5 * c + j`` the detail of class ``j`` for every
     coarse class ``c``, which makes the detail independent of the coarse label (see the module
     docstring)."""
-    for name, n in (("n_train", n_train), ("n_test", n_test)):
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ValueError(f"{name} must be an integer >= 0, got {n!r}")
+    check_param("n_train", n_train, Integer(0))
+    check_param("n_test", n_test, Integer(0))
     gen = torch.Generator().manual_seed(int(seed))
     return _synthetic_split(n_train, shared_details, gen), _synthetic_split(n_test, shared_details, gen)
 
@@ -329,8 +330,7 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator, padding: int
     _check_batch(images)
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if not isinstance(padding, int) or isinstance(padding, bool) or padding < 0:
-        raise ValueError(f"padding must be an integer >= 0, got {padding!r}")
+    check_param("padding", padding, Integer(0))
     b, _, h, w = images.shape
     dev = images.device
     # Draw on the generator's device so that a CPU generator drives a GPU batch the same way.
@@ -363,8 +363,7 @@ class BatchIterator:
                  drop_last: bool = False, generator: torch.Generator | None = None, device="cpu"):
         if not isinstance(split, ImageSplit):
             raise TypeError(f"split must be an ImageSplit, got {type(split).__name__}")
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        check_param("batch_size", batch_size, Integer(1))
         self.split, self.batch_size = split, batch_size
         self.shuffle, self.augment, self.drop_last = shuffle, augment, drop_last
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)

@@ -10,16 +10,14 @@ with the task label's beside it, against epochs (batch sizes differ, so steps do
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections.abc import Sequence
 
-from .experiment import RunConfig, load_run, run_experiment
-
-# Label sets the paper contrasts: the one the network is trained on, and one it does not need.
-TASK_LABEL = {"images": "coarse", "checkerboard": "direction"}
-IRRELEVANT_LABEL = {"images": "fine", "checkerboard": "colour"}
+from ..tasks.registry import get_task
+from ..tracking.log import atomic_write_json
+from .config import RunConfig
+from .run import load_run, run_experiment
 
 
 def _mean_sd(vals: Sequence[float]) -> dict:
@@ -45,7 +43,7 @@ def _finished(run_dir: str, cfg: RunConfig) -> bool:
 def curve_stats(rows: Sequence[dict], layer: str, label_set: str) -> dict:
     """Peak, final value, and the drop from peak to end (share of the peak) of one curve."""
     pts = sorted((r["step"], r["bits"], r["epoch"], r["entropy_bits"]) for r in rows
-                 if r["layer"] == layer and r["label_set"] == label_set)
+                 if r["feature_set"] == layer and r["label_set"] == label_set)
     if not pts:
         raise ValueError(f"no rows for layer {layer!r}, label set {label_set!r}")
     bits = [p[1] for p in pts]
@@ -71,8 +69,7 @@ def run_sweep(base: RunConfig, out_dir: str, lrs: Sequence[float], batch_sizes: 
                 _run_or_skip(cfg, run_dir, progress, log)
                 cells.setdefault((float(lr), int(bs)), []).append(run_dir)
     summary = summarise(base.task, cells, layer)
-    with open(os.path.join(out_dir, "sweep.json"), "w") as fh:
-        json.dump(summary, fh, indent=1)
+    atomic_write_json(os.path.join(out_dir, "sweep.json"), summary)
     from .plots import plot_sweep
 
     plot_sweep(summary, cells, os.path.join(out_dir, "sweep.png"))
@@ -82,13 +79,13 @@ def run_sweep(base: RunConfig, out_dir: str, lrs: Sequence[float], batch_sizes: 
 def summarise(task: str, cells: dict, layer: str | None = None) -> dict:
     """Per grid cell and seed: curve statistics of the task and the irrelevant label at ``layer``
     (default: the last layer tracked), plus their mean and standard deviation over seeds."""
-    task_label, irrelevant = TASK_LABEL[task], IRRELEVANT_LABEL[task]
+    task_label, irrelevant = get_task(task).task_label, get_task(task).irrelevant_label
     out = {"task": task, "task_label": task_label, "irrelevant_label": irrelevant, "cells": []}
     for (lr, bs), dirs in cells.items():
         per_seed = []
         for d in dirs:
             _, rows = load_run(d)
-            lay = layer or rows[-1]["layer"]
+            lay = layer or rows[-1]["feature_set"]
             per_seed.append({"run": d, "layer": lay, "task": curve_stats(rows, lay, task_label),
                              "irrelevant": curve_stats(rows, lay, irrelevant)})
         out["layer"] = per_seed[0]["layer"]
@@ -128,7 +125,7 @@ def _run_or_skip(cfg: RunConfig, run_dir: str, progress: bool, log) -> None:
 
 def final_values(rows: Sequence[dict]) -> dict[tuple[str, str], float]:
     last = max(r["step"] for r in rows)
-    return {(r["layer"], r["label_set"]): r["bits"] for r in rows if r["step"] == last}
+    return {(r["feature_set"], r["label_set"]): r["bits"] for r in rows if r["step"] == last}
 
 
 def run_perturbation(base: RunConfig, out_dir: str, seeds: Sequence[int], *, progress: bool = True, log=print) -> dict:
@@ -156,8 +153,7 @@ def run_perturbation(base: RunConfig, out_dir: str, seeds: Sequence[int], *, pro
                                 "early_batch_size": base.early_batch_size},
                "seeds": list(seeds), "final": table}
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "perturbation.json"), "w") as fh:
-        json.dump(summary, fh, indent=1)
+    atomic_write_json(os.path.join(out_dir, "perturbation.json"), summary)
     from .plots import plot_perturbation
 
     plot_perturbation(summary, os.path.join(out_dir, "perturbation.png"))

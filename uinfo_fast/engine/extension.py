@@ -1,8 +1,12 @@
-"""Loads uinfo_fast._C and registers fake kernels and autograd for its ops."""
+"""Loads the compiled ops (``uinfo_fast._C``) and registers their fake kernels and autograd.
+
+``ops`` is ``torch.ops.uinfo_fast``: ``softmax_xent_``, ``probe_objective``,
+``probe_log_likelihood`` and ``fit_probes``, whose schemas live in ``csrc/ops.cpp``.
+"""
 import torch
 
 try:
-    from . import _C  # noqa: F401
+    from .. import _C  # noqa: F401  (its static initialisers register the ops)
 except ImportError as exc:  # pragma: no cover - only when the build is missing
     raise ImportError(
         "uinfo_fast._C is not built. Install with `pip install --no-build-isolation -e .` "

@@ -1,4 +1,4 @@
-"""Command line.
+"""Command line (the ``uinfo-fast`` script).
 
     uinfo-fast run   [options]             train a network and track usable information (the main job)
     uinfo-fast plot  RUN_DIR [RUN_DIR ...]  overlay runs in one figure
@@ -13,8 +13,6 @@ import json
 import os
 import sys
 import time
-
-import torch
 
 
 def _plot(result, path: str) -> None:
@@ -42,8 +40,10 @@ def _plot(result, path: str) -> None:
 
 
 def demo(args) -> int:
-    from .synthetic import layered_features
-    from .usable_information import estimate_usable_information
+    import torch
+
+    from ..engine.estimator import estimate_usable_information
+    from ..tasks.features import layered_features
 
     device = torch.device(args.device)
     xtr, ytr, xte, yte = layered_features(args.n_train, args.n_test, args.dim, args.layers, seed=args.seed)
@@ -127,31 +127,43 @@ def _given(args) -> dict:
 
 
 def default_run_dir(cfg) -> str:
-    return os.path.join("runs", f"{cfg.task}_{cfg.dataset if cfg.task == 'images' else 'trials'}"
-                                f"_lr{cfg.lr:g}_bs{cfg.batch_size}_s{cfg.seed}")
+    from ..tasks.registry import get_task
+
+    tag = get_task(cfg.task).data_tag(cfg)
+    return os.path.join("runs", f"{cfg.task}_{tag}_lr{cfg.lr:g}_bs{cfg.batch_size}_s{cfg.seed}")
+
+
+def _resumed_config(args, given: dict):
+    """The config of the run in ``--out``, which options given on the command line must not
+    contradict; None (after printing why) when it cannot be resumed."""
+    from .config import RunConfig
+
+    if args.out is None:
+        print("uinfo-fast run: --resume needs --out RUN_DIR", file=sys.stderr)
+        return None
+    path = os.path.join(args.out, "config.json")
+    if not os.path.exists(path):
+        print(f"uinfo-fast run: {args.out} has no config.json to resume", file=sys.stderr)
+        return None
+    saved = json.load(open(path))
+    clash = {k: (saved.get(k), v) for k, v in given.items() if saved.get(k) != v}
+    if clash:
+        print(f"uinfo-fast run: --resume keeps the run's config; these options differ (run, given): {clash}",
+              file=sys.stderr)
+        return None
+    return RunConfig.from_json(saved)
 
 
 def run(args) -> int:
-    from .experiment import RunConfig, run_experiment
+    from .config import RunConfig
+    from .run import run_experiment
 
     given = _given(args)
-    if args.resume:
-        if args.out is None:
-            print("uinfo-fast run: --resume needs --out RUN_DIR", file=sys.stderr)
-            return 2
-        path = os.path.join(args.out, "config.json")
-        if not os.path.exists(path):
-            print(f"uinfo-fast run: {args.out} has no config.json to resume", file=sys.stderr)
-            return 2
-        saved = json.load(open(path))
-        clash = {k: (saved.get(k), v) for k, v in given.items() if saved.get(k) != v}
-        if clash:
-            print(f"uinfo-fast run: --resume keeps the run's config; these options differ (run, given): {clash}",
-                  file=sys.stderr)
-            return 2
-        cfg = RunConfig.from_json(saved)
-    else:
-        cfg = RunConfig.for_task(**given)
+    cfg = _resumed_config(args, given) if args.resume else RunConfig.for_task(**given)
+    if cfg is None:
+        return 2
+    import torch
+
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         print("uinfo-fast run: --device cuda but torch sees no GPU", file=sys.stderr)
         return 2
@@ -162,20 +174,24 @@ def run(args) -> int:
           f"{100 * summary['measure_share']:.1f}% of it; {summary['task_label']} accuracy "
           f"train {summary['train_accuracy']:.3f}, test {summary['test_accuracy']:.3f}")
     if cfg.track:
-        from .tracker import read_log
-
-        rows = read_log(os.path.join(out, "log.jsonl"))
-        last = max(r["step"] for r in rows)
-        print(f"usable information at step {last} (bits; H(Y) in brackets):")
-        for r in rows:
-            if r["step"] == last:
-                print(f"  {r['layer']:<10}{r['label_set']:<10}{r['bits']:7.3f}  [{r['entropy_bits']:.3f}]")
-        print(f"wrote {out}/log.jsonl, config.json, summary.json, usable_information.png")
+        _print_final_rows(out)
     return 0
 
 
+def _print_final_rows(out: str) -> None:
+    from ..tracking.log import read_log
+
+    rows = read_log(os.path.join(out, "log.jsonl"))
+    last = max(r["step"] for r in rows)
+    print(f"usable information at step {last} (bits; H(Y) in brackets):")
+    for r in rows:
+        if r["step"] == last:
+            print(f"  {r['feature_set']:<10}{r['label_set']:<10}{r['bits']:7.3f}  [{r['entropy_bits']:.3f}]")
+    print(f"wrote {out}/log.jsonl, config.json, summary.json, usable_information.png")
+
+
 def sweep(args) -> int:
-    from .experiment import RunConfig
+    from .config import RunConfig
     from .sweeps import format_summary, run_sweep
 
     given = _given(args)
@@ -194,7 +210,7 @@ def sweep(args) -> int:
 
 
 def perturb(args) -> int:
-    from .experiment import RunConfig
+    from .config import RunConfig
     from .sweeps import format_perturbation, run_perturbation
 
     given = _given(args)
@@ -218,20 +234,26 @@ def plot(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="uinfo-fast", description="Usable information from fast softmax probes.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_run_parser(sub) -> None:
     p = sub.add_parser("run", help="train a network and track usable information (default: ResNet on the "
                                    "built-in CIFAR-100-shaped set, a few minutes on a CPU)")
     _add_run_options(p)
     p.add_argument("--out", default=None, help="run directory (default: runs/<task>_<data>_lr<lr>_bs<batch>_s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the killed run in --out from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run)
+
+
+def _add_plot_parser(sub) -> None:
     p = sub.add_parser("plot", help="overlay the usable information of runs in one figure")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/comparison.png of the first run)")
     p.add_argument("--x", choices=("step", "epoch"), default="step")
     p.add_argument("--log-x", action="store_true", help="symlog time axis (stretches early training)")
+    p.set_defaults(handler=plot)
+
+
+def _add_grid_parsers(sub) -> None:
     p = sub.add_parser("sweep", help="learning rate x batch size x seed grid, one run each (finished runs are "
                                      "skipped), then one figure and a table")
     _add_run_options(p)
@@ -241,12 +263,17 @@ def main(argv=None) -> int:
     p.add_argument("--layer", default=None, help="layer of the figure and table (default: the last tracked)")
     p.add_argument("--out", default=None, help="sweep directory (default: runs/sweep_<task>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=sweep)
     p = sub.add_parser("perturb", help="perturbed early training (--early-steps with --early-lr and/or "
                                        "--early-batch-size) against the baseline, over seeds")
     _add_run_options(p)
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--out", default=None, help="directory (default: runs/perturb_<task>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=perturb)
+
+
+def _add_demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="estimate usable information on built-in synthetic layer features")
     p.add_argument("--n-train", type=int, default=10_000)
     p.add_argument("--n-test", type=int, default=5_000)
@@ -255,17 +282,21 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/demo", help="output directory for the JSON and the plot")
-    args = parser.parse_args(argv)
+    p.set_defaults(handler=demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uinfo-fast", description="Usable information from fast softmax probes.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_run_parser, _add_plot_parser, _add_grid_parsers, _add_demo_parser):
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        if args.command == "run":
-            return run(args)
-        if args.command == "plot":
-            return plot(args)
-        if args.command == "sweep":
-            return sweep(args)
-        if args.command == "perturb":
-            return perturb(args)
-        return demo(args)
+        return args.handler(args)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"uinfo-fast {args.command}: {e}", file=sys.stderr)
         return 2

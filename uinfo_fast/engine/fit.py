@@ -1,0 +1,251 @@
+"""Batched fitting of L2-penalised softmax probes through the ``fit_probes`` op.
+
+:func:`fit_probes` is the public entry: it validates its arguments once and hands them to
+:func:`fit_validated`, which the estimator calls directly on inputs it has validated itself.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from .layout import CONVERGED_CODES, FitStatus, probe_layout
+from .extension import ops
+from .path import FitWork, fit_path
+from .params import Choice, Integer, NoneOr, Real, validate_params
+from .validation import check_features, check_l2, check_labels, label_sets
+
+SCHEDULES = ("auto", "batched", "path")
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """L-BFGS limits and the penalty schedule of a fit (see :func:`fit_probes`)."""
+
+    max_iter: int = 1000
+    tol: float = 1e-5
+    history: int = 10
+    check_every: int | None = None
+    schedule: str = "auto"
+
+    _CONSTRAINTS = {"max_iter": Integer(0), "tol": Real(0.0, low_open=True), "history": Integer(1),
+                    "check_every": NoneOr(Integer(1)), "schedule": Choice(SCHEDULES)}
+
+    def __post_init__(self):
+        validate_params(self, self._CONSTRAINTS)
+
+    def check_every_on(self, device: torch.device) -> int:
+        """Iterations between host checks: every one on CPU, where a check costs nothing; every
+        10 on CUDA, where each is a synchronisation."""
+        if self.check_every is not None:
+            return self.check_every
+        return 1 if device.type == "cpu" else 10
+
+
+@dataclass(frozen=True)
+class ProbeFit:
+    """K softmax probes fitted on one feature matrix, laid side by side as columns.
+
+    Probe k predicts label set ``label_names[label_col[k]]`` with penalty ``l2[k]`` and owns
+    columns ``offsets[k]:offsets[k+1]`` of ``weight`` [D, C] and ``bias`` [C].
+    ``standardize`` is the (mean, std) the features were scaled with before the fit, applied
+    again to the features given to :meth:`log_likelihood`, or None.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    offsets: list[int]
+    label_col: list[int]
+    l2: list[float]
+    label_names: list[str]
+    num_classes: list[int]
+    objective: torch.Tensor  # [K] float64: mean NLL + l2/2 ||W||^2, nats
+    grad_max: torch.Tensor  # [K] float64: max |gradient| at the end
+    n_iter: torch.Tensor  # [K] int64: L-BFGS iterations per probe
+    status: torch.Tensor  # [K] int64: FitStatus codes
+    tol: float
+    standardize: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def n_probes(self) -> int:
+        return len(self.label_col)
+
+    @property
+    def converged(self) -> torch.Tensor:
+        """[K] bool: the gradient reached tol, or the objective stopped moving at working precision."""
+        return torch.isin(self.status, torch.tensor(CONVERGED_CODES, device=self.status.device))
+
+    @property
+    def statuses(self) -> list[FitStatus]:
+        return [FitStatus(int(s)) for s in self.status.tolist()]
+
+    def probes_of(self, label_index: int) -> list[int]:
+        """The probes of label set ``label_names[label_index]``, in penalty order."""
+        return [k for k in range(self.n_probes) if self.label_col[k] == label_index]
+
+    def index(self, label_name: str, l2: float) -> int:
+        """Index of the probe for (label set, penalty)."""
+        for k in range(self.n_probes):
+            if self.label_names[self.label_col[k]] == label_name and self.l2[k] == l2:
+                return k
+        raise KeyError(f"no probe for label set {label_name!r} with l2={l2}")
+
+    def probe(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight [D, C_k], bias [C_k]) of probe k."""
+        lo, hi = self.offsets[k], self.offsets[k + 1]
+        return self.weight[:, lo:hi], self.bias[lo:hi]
+
+    def log_likelihood(self, features: torch.Tensor, labels) -> torch.Tensor:
+        """log q_k(y_i | x_i) in nats for every row i and probe k: [M, K]."""
+        x, y = self._checked(features, labels)
+        return log_likelihood_of(self, x, y)
+
+    def cross_entropy(self, features: torch.Tensor, labels) -> torch.Tensor:
+        """Mean cross-entropy of every probe on (features, labels), nats: [K] float64."""
+        return -self.log_likelihood(features, labels).to(torch.float64).mean(0)
+
+    def _checked(self, features, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, labels stacked [M, L] in the fit's label-set order), validated."""
+        x = check_features(features, "features")
+        if x.shape[1] != self.weight.shape[0]:
+            raise ValueError(f"features has {x.shape[1]} columns but the probes were fitted on {self.weight.shape[0]}")
+        if x.device != self.weight.device:
+            raise ValueError(f"features is on {x.device} but the probes are on {self.weight.device}")
+        sets = label_sets(labels, "labels")
+        if not isinstance(labels, Mapping) and len(sets) == len(self.label_names):
+            # Unnamed label sets (a tensor or a list) are taken in the order the probes were fitted.
+            sets = dict(zip(self.label_names, sets.values()))
+        missing = [n for n in self.label_names if n not in sets]
+        if missing:
+            raise ValueError(f"labels lack the label sets {missing} that the probes predict")
+        cols = [check_labels(sets[n], f"labels[{n!r}]", x.shape[0], x.device, c)
+                for n, c in zip(self.label_names, self.num_classes)]
+        return x, torch.stack(cols, 1)
+
+
+def standardisation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) per feature in the compute dtype.
+
+    A feature that is constant on the fit split (a dead ReLU unit, say) gets std = inf, so it
+    standardises to 0 everywhere and the probes ignore it. Scaling it by a tiny std instead would
+    turn the rare test example where the unit fires into a value of 1e6 standard deviations, and
+    a probe that never saw it vary would answer with an arbitrarily confident logit.
+    """
+    xf = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    std = xf.std(0) if xf.shape[0] > 1 else torch.zeros(xf.shape[1], dtype=xf.dtype, device=xf.device)
+    constant = std <= 1e-6 * float(std.max().clamp_min(1e-30))
+    return xf.mean(0), std.masked_fill(constant, float("inf"))
+
+
+def standardise(x: torch.Tensor, scaling: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """``x`` scaled by a :func:`standardisation` (in its dtype), or ``x`` itself for None."""
+    if scaling is None:
+        return x
+    mean, std = scaling
+    return (x.to(mean.dtype) - mean) / std
+
+
+def log_likelihood_of(fit: ProbeFit, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """:meth:`ProbeFit.log_likelihood` on validated features and stacked labels [M, L]."""
+    return probe_log_likelihood(standardise(x, fit.standardize), labels, fit.weight, fit.bias, fit.offsets,
+                                fit.label_col)
+
+
+def sklearn_C(l2: float, n_rows: int, num_classes: int) -> float:
+    """scikit-learn's ``LogisticRegression(C=...)`` that fits the same probe as penalty ``l2``.
+
+    C = 1 / (l2 * N) for three or more classes. With two classes scikit-learn fits one weight
+    vector w (binomial loss) where the softmax probe has two columns W = [-w/2, w/2] at the
+    optimum, whose penalty l2/2 ||W||^2 = l2/4 ||w||^2 is half of sklearn's: C = 2 / (l2 * N).
+    """
+    return (2.0 if num_classes == 2 else 1.0) / (l2 * n_rows)
+
+
+def probe_log_likelihood(x, labels, weight, bias, offsets, label_col) -> torch.Tensor:
+    """Raw op access: log-likelihoods [N, K] for probes laid out as in :class:`ProbeFit`."""
+    dev = x.device
+    return ops.probe_log_likelihood(x, labels, weight, bias, torch.tensor(offsets, dtype=torch.int64, device=dev),
+                                    torch.tensor(label_col, dtype=torch.int64, device=dev))
+
+
+def fit_probes(
+    features: torch.Tensor,
+    labels,
+    l2=1e-4,
+    *,
+    num_classes=None,
+    init: ProbeFit | None = None,
+    schedule: str = "auto",
+    max_iter: int = 1000,
+    tol: float = 1e-5,
+    history: int = 10,
+    check_every: int | None = None,
+) -> ProbeFit:
+    """Fit one softmax probe per (label set, penalty) pair on ``features``, all at once.
+
+    Args:
+        features: [N, D] float32, bfloat16, float16 or float64 (CPU or CUDA). Arithmetic is
+            float32, float64 for float64 features.
+        labels: int64 class indices: a tensor [N], [N, L], a list of [N] tensors, or a mapping
+            name -> [N] tensor (one entry per label set).
+        l2: one penalty or a grid; the objective is mean cross-entropy + l2/2 ||W||^2 (bias not
+            penalised), i.e. scikit-learn's LogisticRegression with C = 1 / (l2 * N).
+        num_classes: int or one per label set; default: max label + 1.
+        init: warm start from an earlier fit with the same label sets and penalties.
+        schedule: "batched" fits every probe in one L-BFGS run; "path" fits the penalties from the
+            largest down, each warm-started from a secant prediction off the last two (fewer
+            passes when starting cold); "auto" takes "path" from a cold start and "batched" from a
+            warm one.
+        max_iter, tol: L-BFGS stops a probe when max |gradient| <= tol or after max_iter iterations.
+        history: L-BFGS memory; check_every: iterations between host checks (early stop, dropping
+            finished probes from the pass). Default: every iteration on CPU, every 10 on CUDA.
+    """
+    options = FitOptions(max_iter=max_iter, tol=tol, history=history, check_every=check_every, schedule=schedule)
+    x = check_features(features, "features")
+    names, counts, y_all = _checked_label_sets(labels, num_classes, x)
+    l2_values = check_l2(l2)
+    if init is not None and not compatible_init(init, counts, l2_values, x.shape[1]):
+        raise ValueError("init was fitted with other label sets, class counts, penalties or feature width")
+    return fit_validated(x, y_all, names, counts, l2_values, init, options)
+
+
+def _checked_label_sets(labels, num_classes, x) -> tuple[list[str], list[int], torch.Tensor]:
+    """(names, class counts, labels stacked [N, L]) of fit_probes' label sets, validated."""
+    sets = label_sets(labels, "labels")
+    names = list(sets)
+    if num_classes is None or isinstance(num_classes, int):
+        counts = [num_classes] * len(names)
+    else:
+        counts = list(num_classes)
+        if len(counts) != len(names):
+            raise ValueError(f"num_classes has {len(counts)} entries but there are {len(names)} label sets")
+    cols = []
+    for j, (n, c) in enumerate(zip(names, counts)):
+        y = check_labels(sets[n], f"labels[{n!r}]", x.shape[0], x.device, c)
+        counts[j] = int(y.max()) + 1 if c is None else c
+        if counts[j] < 2:
+            raise ValueError(f"label set {n!r} needs at least 2 classes, got num_classes={counts[j]}")
+        cols.append(y)
+    return names, counts, torch.stack(cols, 1)
+
+
+def compatible_init(init: ProbeFit, counts: list[int], l2_values: list[float], width: int) -> bool:
+    """Whether ``init`` has the layout these label sets and penalties give, on ``width`` features."""
+    layout = probe_layout(counts, l2_values)
+    return init.offsets == layout.offsets and init.label_col == layout.label_col and init.weight.shape[0] == width
+
+
+def fit_validated(x, y_all, names, counts, l2_values, init, options: FitOptions,
+                  standardize=None) -> ProbeFit:
+    """fit_probes on validated arguments (``init`` compatible or None); ``standardize`` is
+    recorded in the result for scoring."""
+    layout = probe_layout(counts, l2_values)
+    work = FitWork.start(x, layout, init)
+    schedule = options.schedule if options.schedule != "auto" else ("batched" if init is not None else "path")
+    if schedule == "batched" or len(l2_values) == 1:
+        work.run(x, y_all, list(range(layout.n_probes)), options)
+    else:
+        fit_path(work, x, y_all, l2_values, options)
+    return ProbeFit(work.weight, work.bias, layout.offsets, layout.label_col, layout.l2, names, counts,
+                    work.objective, work.grad_max, work.n_iter, work.status, options.tol, standardize)

@@ -1,0 +1,134 @@
+"""Parameters declared as constraints and checked once, when an options object or a public
+function receives them (the way scikit-learn declares ``_parameter_constraints``).
+
+A dataclass of options lists ``_CONSTRAINTS = {field: constraint}`` and calls
+:func:`validate_params` in ``__post_init__``; a function checks a lone argument with
+:func:`check_param`. Errors are ValueErrors that name the parameter, what it must be and what it
+got. Nothing here imports torch, so data and task code can use it without the compiled ops.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class Integer:
+    """An int (not a bool) in [low, high]; either bound may be None."""
+
+    low: int | None = None
+    high: int | None = None
+
+    def accepts(self, v) -> bool:
+        return _is_int(v) and (self.low is None or v >= self.low) and (self.high is None or v <= self.high)
+
+    def describe(self) -> str:
+        if self.high is None:
+            return "an integer" + ("" if self.low is None else f" >= {self.low}")
+        return f"an integer in [{self.low}, {self.high}]"
+
+
+@dataclass(frozen=True)
+class Real:
+    """A finite int or float in the interval given; either bound may be None (unbounded) and
+    either may be open."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def accepts(self, v) -> bool:
+        if not _is_real(v) or not math.isfinite(v):
+            return False
+        above_low = self.low is None or (v > self.low if self.low_open else v >= self.low)
+        below_high = self.high is None or (v < self.high if self.high_open else v <= self.high)
+        return above_low and below_high
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            lo, hi = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            return f"a number in {lo}{self.low:g}, {self.high:g}{hi}"
+        if self.low is not None:
+            return f"a finite number {'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"a finite number {'<' if self.high_open else '<='} {self.high:g}"
+        return "a finite number"
+
+
+@dataclass(frozen=True)
+class Choice:
+    values: tuple
+
+    def accepts(self, v) -> bool:
+        return isinstance(v, type(self.values[0])) and v in self.values
+
+    def describe(self) -> str:
+        return f"one of {self.values}"
+
+
+@dataclass(frozen=True)
+class Boolean:
+    def accepts(self, v) -> bool:
+        return isinstance(v, bool)
+
+    def describe(self) -> str:
+        return "True or False"
+
+
+@dataclass(frozen=True)
+class Text:
+    """A non-empty string."""
+
+    def accepts(self, v) -> bool:
+        return isinstance(v, str) and len(v) > 0
+
+    def describe(self) -> str:
+        return "a non-empty string"
+
+
+@dataclass(frozen=True)
+class NoneOr:
+    inner: object
+
+    def accepts(self, v) -> bool:
+        return v is None or self.inner.accepts(v)
+
+    def describe(self) -> str:
+        return f"None or {self.inner.describe()}"
+
+
+@dataclass(frozen=True)
+class ListOf:
+    """A non-empty list or tuple whose items all meet ``item``."""
+
+    item: object
+
+    def accepts(self, v) -> bool:
+        return isinstance(v, (list, tuple)) and len(v) > 0 and all(self.item.accepts(x) for x in v)
+
+    def describe(self) -> str:
+        return f"a non-empty list, each {self.item.describe()}"
+
+
+def check_param(name: str, value, constraint):
+    """``value`` if it meets ``constraint``, else a ValueError naming ``name``."""
+    if not constraint.accepts(value):
+        raise ValueError(f"{name} must be {constraint.describe()}, got {value!r}")
+    return value
+
+
+def validate_params(obj, constraints: Mapping[str, object], owner: str = "") -> None:
+    """Checks the attributes of ``obj`` named in ``constraints``; errors say ``owner.name``."""
+    prefix = f"{owner}." if owner else ""
+    for name, constraint in constraints.items():
+        check_param(prefix + name, getattr(obj, name), constraint)

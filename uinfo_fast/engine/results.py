@@ -1,0 +1,70 @@
+"""Results of the estimator, and the one row schema that its rows and the tracker's log share."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+LN2 = math.log(2.0)
+
+# The fields of one measurement of one (feature set, label set) pair, in this order, in the
+# estimator's rows and in every log row (the tracker adds step, epoch and seconds around them).
+# Units are in the names: bits unless a name says nats.
+MEASUREMENT_FIELDS = ("feature_set", "label_set", "bits", "ci_low", "ci_high", "entropy_bits", "test_ce_nats",
+                      "l2", "num_classes", "converged")
+
+
+def json_value(v):
+    """A row value as JSON can hold it: a non-finite float (no bootstrap, say) becomes None."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+@dataclass
+class UsableInformationResult:
+    """Usable information of one (feature set, label set) pair. Bits unless the name says nats."""
+
+    feature_set: str
+    label_set: str
+    bits: float
+    ci_low: float
+    ci_high: float
+    test_ce_nats: float
+    entropy_bits: float
+    l2: float
+    num_classes: int
+    val_ce_nats: dict[float, float]
+    converged: bool
+    pointwise_bits: torch.Tensor = field(repr=False)
+
+    def row(self) -> dict:
+        """The measurement as a row of :data:`MEASUREMENT_FIELDS`."""
+        return {name: json_value(getattr(self, name)) for name in MEASUREMENT_FIELDS}
+
+
+@dataclass
+class UsableInformation:
+    """Results for every (feature set, label set) pair, plus the probe fits for warm starts."""
+
+    results: list[UsableInformationResult]
+    fits: dict = field(repr=False)  # feature set -> ProbeFit
+    seconds: float = 0.0
+
+    def __getitem__(self, key: tuple[str, str]) -> UsableInformationResult:
+        for r in self.results:
+            if (r.feature_set, r.label_set) == tuple(key):
+                return r
+        raise KeyError(f"no result for (feature set, label set) = {key!r}")
+
+    def rows(self) -> list[dict]:
+        return [r.row() for r in self.results]
+
+    def __str__(self) -> str:
+        lines = [f"{'features':<14}{'labels':<10}{'I_u (bits)':>11}{'95% CI':>18}{'H(Y)':>8}{'CE test':>9}{'l2':>10}"]
+        for r in self.results:
+            ci = f"[{r.ci_low:.3f}, {r.ci_high:.3f}]"
+            lines.append(f"{r.feature_set:<14}{r.label_set:<10}{r.bits:>11.3f}{ci:>18}{r.entropy_bits:>8.3f}"
+                         f"{r.test_ce_nats / LN2:>9.3f}{r.l2:>10.1e}")
+        return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""The run configuration: everything a run depends on, saved as ``config.json`` in its directory."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..engine.params import Boolean, Choice, Integer, ListOf, NoneOr, Real, Text, check_param, validate_params
+from ..tasks.registry import get_task
+from ..tracking.capture import POOLS
+
+LR_SCHEDULES = ("constant", "cosine", "step")
+DEVICE_TYPES = ("cpu", "cuda")
+_POSITIVE = Real(0.0, low_open=True)
+
+
+@dataclass
+class RunConfig:
+    """Everything a run depends on; saved as ``config.json`` in the run directory."""
+
+    task: str = "images"              # a registered task: "images" (ResNet on coarse labels) or "checkerboard"
+    dataset: str = "synthetic"        # images: "synthetic" (built in) or "cifar100"
+    data_dir: str | None = None       # cifar100: where cifar-100-python/ is or goes
+    download: bool = False
+    n_train: int = 10_000             # synthetic / checkerboard size (cifar100: the full set)
+    n_test: int = 2_000
+    width: int = 8                    # ResNet-18 base width (64 is the standard network)
+    epochs: float = 5.0
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_schedule: str = "constant"     # constant | cosine | step (x0.1 at 50% and 75%)
+    augment: bool = True
+    coherences: list[float] | None = None  # checkerboard: colour coherence levels (default LEARNABLE_COHERENCES)
+    # Perturbed early training: lr / batch size for the first `early_steps` steps.
+    early_steps: int = 0
+    early_lr: float | None = None
+    early_batch_size: int | None = None
+    # Tracking
+    track: bool = True
+    layers: list[str] | None = None   # default: the task's stages
+    label_sets: list[str] | None = None
+    probe_train: int = 1_200          # fixed probe-training inputs, from the training set
+    probe_val: int = 300              # fixed inputs to choose the penalty on, from the test split (0: carve)
+    probe_test: int = 500             # fixed probe-test inputs, from the test split, disjoint from val
+    track_every: int = 50
+    early_until: int = 50             # plus log-spaced measurements in [1, early_until]
+    early_points: int = 6
+    l2_grid: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1])
+    n_bootstrap: int = 200
+    pool: str = "avg"                 # how conv maps become probe features: avg, max or flatten
+    probe_tol: float = 1e-4           # max |gradient| of the probes (bench/probe_tolerance.py)
+    seed: int = 0
+    device: str = "cpu"
+
+    _CONSTRAINTS = {
+        "data_dir": NoneOr(Text()), "download": Boolean(), "n_train": Integer(1), "n_test": Integer(1),
+        "width": Integer(1, 1024), "epochs": _POSITIVE, "batch_size": Integer(1), "lr": _POSITIVE,
+        "momentum": Real(0.0, 1.0, high_open=True), "weight_decay": Real(0.0), "lr_schedule": Choice(LR_SCHEDULES),
+        "augment": Boolean(), "coherences": NoneOr(ListOf(Real(0.0, 1.0, low_open=True))),
+        "early_steps": Integer(0), "early_lr": NoneOr(_POSITIVE), "early_batch_size": NoneOr(Integer(1)),
+        "track": Boolean(), "layers": NoneOr(ListOf(Text())), "label_sets": NoneOr(ListOf(Text())),
+        "probe_train": Integer(1), "probe_val": Integer(0), "probe_test": Integer(1), "track_every": Integer(1),
+        "early_until": Integer(0), "early_points": Integer(0), "l2_grid": ListOf(Real(0.0)),
+        "n_bootstrap": Integer(0), "pool": Choice(POOLS), "probe_tol": _POSITIVE, "seed": Integer(), "device": Text(),
+    }
+
+    def __post_init__(self):
+        task = get_task(self.task)
+        check_param("dataset", self.dataset, Choice(task.datasets))
+        validate_params(self, self._CONSTRAINTS)
+        device_type = self.device.split(":")[0]
+        if device_type not in DEVICE_TYPES or (":" in self.device and not self.device.split(":")[1].isdigit()):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def for_task(cls, task: str = "images", **overrides) -> RunConfig:
+        """The task's defaults with ``overrides`` on top."""
+        return cls(**{"task": task, **get_task(task).defaults, **overrides})
+
+    @classmethod
+    def from_json(cls, d: dict) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"config has unknown keys {unknown}")
+        return cls(**d)

@@ -1,0 +1,202 @@
+"""The main job: train a network on the task labels and track usable information while it learns.
+
+``run_experiment(config, out_dir)`` builds the config's task (``uinfo_fast.tasks``), trains its
+network with SGD on the task label, and measures usable information about every probed label
+set at several layers on a schedule, through :class:`~uinfo_fast.tracking.UsableInfoTracker`.
+The run directory gets:
+
+* ``config.json``  the full configuration (written first; ``--resume`` reads it back),
+* ``log.jsonl``    one row per (measurement step, layer, label set),
+* ``checkpoint.pt`` model, optimiser and step at the last measurement (for ``--resume``),
+* ``summary.json`` final accuracies, wall time and the share of it spent measuring,
+* ``usable_information.png`` usable information against training step, one panel per layer.
+
+Determinism and resuming: every epoch's shuffling is drawn from a generator seeded by
+(seed, epoch) and every batch's augmentation from one seeded by (seed, step), so a run
+resumed from a checkpoint sees exactly the batches the uninterrupted run would have seen. A
+checkpoint is written right after each measurement's rows reach the log; on resume the log is cut
+back to the checkpoint's step, so a kill at any point leaves no duplicated and no missing rows.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..tasks.registry import TaskData, get_task
+from ..tracking.log import JsonlLog, atomic_write, atomic_write_json, read_log
+from ..tracking.schedule import Schedule
+from ..tracking.tracker import UsableInfoTracker
+from .config import RunConfig
+from .plan import Plan, train_step
+
+
+class RunDir:
+    """The files of a run directory."""
+
+    def __init__(self, out_dir: str):
+        self.root = out_dir
+        self.config = os.path.join(out_dir, "config.json")
+        self.checkpoint = os.path.join(out_dir, "checkpoint.pt")
+        self.log = os.path.join(out_dir, "log.jsonl")
+        self.summary = os.path.join(out_dir, "summary.json")
+        self.figure = os.path.join(out_dir, "usable_information.png")
+
+    def prepare(self, cfg: RunConfig, resume: bool) -> None:
+        """A fresh run writes its config; a resumed one must find the same config there."""
+        os.makedirs(self.root, exist_ok=True)
+        if resume:
+            if not os.path.exists(self.config):
+                raise FileNotFoundError(f"--resume: {self.root} has no config.json; is it a run directory?")
+            saved = RunConfig.from_json(json.load(open(self.config)))
+            if saved != cfg:
+                diff = {k: (v, getattr(cfg, k)) for k, v in saved.to_json().items() if getattr(cfg, k) != v}
+                raise ValueError(f"--resume: the config differs from the run's own (saved, given): {diff}")
+        else:
+            if os.path.exists(self.log) or os.path.exists(self.checkpoint):
+                raise FileExistsError(f"{self.root} already holds a run; pass --resume to continue it or pick "
+                                      "another --out")
+            atomic_write_json(self.config, cfg.to_json())
+
+
+def save_checkpoint(state: dict, path: str) -> None:
+    atomic_write(path, lambda fh: torch.save(state, fh))
+
+
+def make_tracker(cfg: RunConfig, task: TaskData, log_path: str) -> UsableInfoTracker:
+    schedule = Schedule(every=cfg.track_every, early_until=cfg.early_until, early_points=cfg.early_points)
+    return UsableInfoTracker(
+        task.model, task.layers, task.probe_train_x, task.probe_train_labels, task.probe_test_x,
+        task.probe_test_labels, log_path=log_path, schedule=schedule, l2_grid=cfg.l2_grid,
+        n_bootstrap=cfg.n_bootstrap, tol=cfg.probe_tol, seed=cfg.seed, pool=cfg.pool,
+        val_inputs=task.probe_val_x, val_labels=task.probe_val_labels)
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, prep, batch: int = 1024) -> float:
+    was = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, x.shape[0], batch):
+        out = model(prep(x[i:i + batch], None))
+        correct += int((out.argmax(1).cpu() == y[i:i + batch]).sum())
+    model.train(was)
+    return correct / x.shape[0]
+
+
+class _Run:
+    """One training run: its task, optimiser, plan and tracker, resumable from its checkpoint."""
+
+    def __init__(self, cfg: RunConfig, files: RunDir, resume: bool):
+        self.cfg, self.files = cfg, files
+        torch.manual_seed(cfg.seed)
+        self.task = get_task(cfg.task).build(cfg)
+        self.plan = Plan(cfg, self.task.train_x.shape[0])
+        self.opt = torch.optim.SGD(self.task.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay)
+        self.resumed = resume and os.path.exists(files.checkpoint)
+        self.start, self.elapsed, measured = self._restore() if self.resumed else (0, 0.0, 0.0)
+        self.tracker = None
+        if cfg.track:
+            if resume:  # rows after the checkpoint belong to steps that will run again
+                JsonlLog(files.log).truncate_after(self.start if self.resumed else -1)
+            self.tracker = make_tracker(cfg, self.task, files.log)
+            self.tracker.measure_seconds = measured
+        self.t0 = time.perf_counter()
+
+    def _restore(self) -> tuple[int, float, float]:
+        state = torch.load(self.files.checkpoint, map_location=torch.device(self.cfg.device), weights_only=False)
+        self.task.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        return state["step"], state["elapsed"], state["measure_seconds"]
+
+    def wall(self) -> float:
+        return self.elapsed + time.perf_counter() - self.t0
+
+    def measured(self) -> float:
+        return self.tracker.measure_seconds if self.tracker else 0.0
+
+    def checkpoint(self, step: int) -> None:
+        save_checkpoint({"model": self.task.model.state_dict(), "optimizer": self.opt.state_dict(), "step": step,
+                         "elapsed": self.wall(), "measure_seconds": self.measured()}, self.files.checkpoint)
+
+    def measure_if_due(self, step: int) -> bool:
+        """Measures (and checkpoints) when the schedule or the run's end says so."""
+        if self.tracker is None or (self.resumed and step == self.start):
+            return False  # a resumed run's first step was measured before the kill
+        if not (self.tracker.schedule.due(step) or step == self.plan.total_steps):
+            return False
+        self.tracker.measure(step, epoch=self.plan.epoch(step))
+        self.checkpoint(step)
+        return True
+
+    def loop(self, progress: bool) -> None:
+        """Trains from the start (or checkpoint) step to the end of the plan."""
+        total = self.plan.total_steps
+        bar = tqdm(range(self.start, total + 1), initial=self.start, total=total + 1, desc=self.cfg.task,
+                   unit="step", disable=not progress, dynamic_ncols=True)
+        stats = _TrainStats()
+        for step in bar:
+            if self.measure_if_due(step):
+                bar.set_postfix(stats.postfix(self.tracker, self.task.layers[-1]), refresh=False)
+            if step == total:
+                break
+            out, y, loss = train_step(self.task, self.plan, self.opt, step)
+            if step % 10 == 0:
+                stats.update(step, out, y, loss)
+        bar.close()
+
+    def summary(self) -> dict:
+        task, wall = self.task, self.wall()
+        return {"steps": self.plan.total_steps, "epochs": self.cfg.epochs, "wall_seconds": wall,
+                "measure_seconds": self.measured(), "measure_share": self.measured() / wall if wall > 0 else 0.0,
+                "train_accuracy": _accuracy(task.model, task.train_x[:5000], task.train_y[:5000], task.preprocess),
+                "test_accuracy": _accuracy(task.model, task.test_x, task.test_y, task.preprocess),
+                "task_label": get_task(self.cfg.task).task_label}
+
+
+class _TrainStats:
+    """Smoothed training loss and accuracy for the progress bar; stops a diverged run."""
+
+    def __init__(self):
+        self.loss = self.acc = None
+
+    def update(self, step: int, out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
+        lv, av = float(loss.detach()), float((out.detach().argmax(1) == y).float().mean())
+        if not math.isfinite(lv):
+            raise FloatingPointError(f"training diverged at step {step} (loss {lv}); lower --lr")
+        self.loss = lv if self.loss is None else 0.9 * self.loss + 0.1 * lv
+        self.acc = av if self.acc is None else 0.9 * self.acc + 0.1 * av
+
+    def postfix(self, tracker: UsableInfoTracker, layer: str) -> dict:
+        bits = {lab: f"{tracker.latest(layer, lab)['bits']:.2f}b" for lab in tracker.labels.names}
+        return bits if self.loss is None else {"loss": f"{self.loss:.3f}", "acc": f"{self.acc:.2f}", **bits}
+
+
+def run_experiment(cfg: RunConfig, out_dir: str, *, resume: bool = False, progress: bool = True) -> dict:
+    """Trains and tracks as configured; returns the summary (also written to summary.json)."""
+    files = RunDir(out_dir)
+    files.prepare(cfg, resume)
+    run = _Run(cfg, files, resume)
+    run.task.model.train()
+    run.loop(progress)
+    summary = run.summary()
+    atomic_write_json(files.summary, summary)
+    if run.tracker is not None:
+        from .plots import plot_runs
+
+        plot_runs([out_dir], files.figure)
+    return summary
+
+
+def load_run(run_dir: str) -> tuple[RunConfig, list[dict]]:
+    """(config, log rows) of a run directory."""
+    files = RunDir(run_dir)
+    if not os.path.exists(files.config):
+        raise FileNotFoundError(f"{run_dir} has no config.json; is it a uinfo-fast run directory?")
+    return RunConfig.from_json(json.load(open(files.config))), read_log(files.log)

@@ -1,0 +1,23 @@
+"""The checkerboard task (``task.py``): its trials (``trials.py``) and its network (``network.py``)."""
+from typing import TYPE_CHECKING
+
+from ..._lazy import lazy_exports
+
+_EXPORTS = {
+    "TASK": ".task",
+    "DEFAULT_COHERENCES": ".trials",
+    "LEARNABLE_COHERENCES": ".trials",
+    "CheckerboardTrials": ".trials",
+    "make_checkerboard_trials": ".trials",
+    "split_trials": ".trials",
+    "CheckerboardNet": ".network",
+    "accuracy": ".network",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .network import CheckerboardNet, accuracy
+    from .task import TASK
+    from .trials import (DEFAULT_COHERENCES, LEARNABLE_COHERENCES, CheckerboardTrials, make_checkerboard_trials,
+                         split_trials)

@@ -1,0 +1,25 @@
+"""The image task (``task.py``): its data (``data.py``: the built-in CIFAR-100-shaped set,
+CIFAR-100 with coarse labels, augmentation) and its network (``resnet.py``: CIFAR ResNet-18)."""
+from typing import TYPE_CHECKING
+
+from ..._lazy import lazy_exports
+
+_EXPORTS = {
+    "TASK": ".task",
+    "BatchIterator": ".data",
+    "ImageSplit": ".data",
+    "augment_batch": ".data",
+    "load_cifar100": ".data",
+    "normalize": ".data",
+    "synthetic_cifar": ".data",
+    "CifarResNet": ".resnet",
+    "cifar_resnet18": ".resnet",
+    "feature_layers": ".resnet",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+if TYPE_CHECKING:
+    from .data import BatchIterator, ImageSplit, augment_batch, load_cifar100, normalize, synthetic_cifar
+    from .resnet import CifarResNet, cifar_resnet18, feature_layers
+    from .task import TASK

@@ -1,0 +1,144 @@
+"""Usable information tracked inside any training loop.
+
+    tracker = UsableInfoTracker(model, ["layer2", "layer4"], probe_x, {"coarse": yc, "fine": yf},
+                                test_x, {"coarse": tc, "fine": tf}, log_path="run/log.jsonl",
+                                schedule=Schedule(every=100, early_until=100, early_points=8))
+    for step, (x, y) in enumerate(loader):
+        ...                              # the caller's own training step
+        tracker.step(step, epoch=epoch)  # measures when the schedule says so
+
+Each measurement captures the layers' features on fixed probe inputs (eval mode, no grad),
+fits every (layer, label set, penalty) probe through the probe engine, warm-started from the
+previous measurement, and appends one JSON row per (layer, label set) to the log, flushed and
+fsynced before training goes on: a run killed at any point keeps every row already written.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..engine.estimator import DEFAULT_L2_GRID, EstimatorOptions, Features, Labels, check_label_splits, estimate
+from ..engine.results import UsableInformation
+from ..engine.params import Integer, check_param
+from ..engine.validation import label_sets
+from .capture import FeatureCapture
+from .log import JsonlLog
+from .schedule import Schedule
+
+
+def _inputs(x, name: str, device, minimum: int) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] < minimum:
+        raise ValueError(f"{name} must be a tensor [N, ...] with N >= {minimum}")
+    return x.to(device)
+
+
+def _labels_on(labels, name: str, device) -> dict[str, torch.Tensor]:
+    """Label sets moved to the model's device (a bare tensor is one set called "label")."""
+    sets = label_sets({"label": labels} if isinstance(labels, torch.Tensor) else labels, name)
+    return {k: y.to(device) if isinstance(y, torch.Tensor) else y for k, y in sets.items()}
+
+
+class UsableInfoTracker:
+    """Measures usable information of ``layers`` about every label set on a schedule.
+
+    Args:
+        model: any ``nn.Module``; ``layers`` name its submodules (see :class:`FeatureCapture`).
+        train_inputs, train_labels: fixed probe-training inputs [N, ...] and {name: [N] int64};
+            a validation share (``val_fraction``) is carved out of them to pick the penalty.
+        test_inputs, test_labels: fixed probe-test inputs and labels, scored for I_u.
+        val_inputs, val_labels: optional fixed inputs, disjoint from the test ones, to choose the
+            penalty on (see :func:`estimate_usable_information`); without them ``val_fraction``
+            of the train inputs is held out instead. Prefer them when the train inputs come from
+            the network's own training set.
+        log_path: JSONL file the rows are appended to (None: keep them in memory only).
+        schedule: when :meth:`step` measures.
+        l2_grid, n_bootstrap, confidence, val_fraction, max_iter, tol: the estimator's options.
+        pool, project_to, autocast_dtype, batch_size: the capture's options.
+        seed: validation split, bootstrap and projections.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[str], train_inputs: torch.Tensor, train_labels,
+                 test_inputs: torch.Tensor, test_labels, *, log_path: str | os.PathLike | None = None,
+                 schedule: Schedule = Schedule(), l2_grid=DEFAULT_L2_GRID, n_bootstrap: int = 200,
+                 confidence: float = 0.95, val_fraction: float = 0.2, max_iter: int = 1000, tol: float = 1e-5,
+                 pool: str = "avg", project_to: int | None = None, autocast_dtype: torch.dtype | None = None,
+                 batch_size: int = 256, seed: int = 0, val_inputs: torch.Tensor | None = None, val_labels=None):
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a uinfo_fast.Schedule, got {type(schedule).__name__}")
+        self.options = EstimatorOptions(l2_grid=l2_grid, n_bootstrap=n_bootstrap, confidence=confidence,
+                                        val_fraction=val_fraction, max_iter=max_iter, tol=tol, seed=seed)
+        self.batch_size = check_param("batch_size", batch_size, Integer(1))
+        self.capture = FeatureCapture(model, layers, pool=pool, project_to=project_to, seed=seed,
+                                      autocast_dtype=autocast_dtype)
+        device = next(iter(model.parameters()), torch.empty(0)).device
+        self._set_inputs(device, train_inputs, test_inputs, val_inputs, val_labels)
+        self.labels = self._checked_labels(device, train_labels, test_labels, val_labels)
+        self.schedule = schedule
+        self.log = JsonlLog(log_path) if log_path is not None else None
+        self.rows: list[dict] = []
+        self.last: UsableInformation | None = None
+        self.measure_seconds = 0.0
+        self._started = time.perf_counter()
+
+    def _set_inputs(self, device, train_inputs, test_inputs, val_inputs, val_labels) -> None:
+        if (val_inputs is None) != (val_labels is None):
+            raise ValueError("val_inputs and val_labels go together: give both or neither")
+        self.train_inputs = _inputs(train_inputs, "train_inputs", device, 2)
+        self.test_inputs = _inputs(test_inputs, "test_inputs", device, 2)
+        self.val_inputs = None if val_inputs is None else _inputs(val_inputs, "val_inputs", device, 1)
+
+    def _checked_labels(self, device, train_labels, test_labels, val_labels) -> Labels:
+        """The labels, validated once; class counts are fixed from every split here, so that
+        each measurement lays out the same probes (warm starts)."""
+        rows = {"train": self.train_inputs.shape[0], "test": self.test_inputs.shape[0],
+                "val": 0 if self.val_inputs is None else self.val_inputs.shape[0]}
+        val = None if val_labels is None else _labels_on(val_labels, "val_labels", device)
+        return check_label_splits(_labels_on(train_labels, "train_labels", device),
+                                  _labels_on(test_labels, "test_labels", device), val, None, rows, device,
+                                  self.options.val_fraction, self.options.seed, rows_of="inputs",
+                                  train_name="train_labels")
+
+    @property
+    def layers(self) -> list[str]:
+        return self.capture.layers
+
+    def step(self, step: int, epoch: float | None = None) -> list[dict] | None:
+        """Measures if the schedule says so at ``step``; returns the new rows or None."""
+        if not self.schedule.due(step):
+            return None
+        return self.measure(step, epoch)
+
+    def capture_features(self) -> Features:
+        """The layers' features on the fixed probe inputs, at the model's current weights."""
+        val = None if self.val_inputs is None else self.capture(self.val_inputs, self.batch_size)
+        return Features(self.capture(self.train_inputs, self.batch_size), val,
+                        self.capture(self.test_inputs, self.batch_size))
+
+    def measure(self, step: int, epoch: float | None = None) -> list[dict]:
+        """Measures now: one row per (layer, label set), appended to the log before returning."""
+        t0 = time.perf_counter()
+        res = estimate(self.capture_features(), self.labels, self.options, warm_start=self.last)
+        self.last = res
+        seconds = time.perf_counter() - t0
+        rows = [{"step": int(step), "epoch": None if epoch is None else float(epoch), **r.row(), "seconds": seconds}
+                for r in res.results]
+        if self.log is not None:
+            self.log.append(rows)
+        self.rows.extend(rows)
+        self.measure_seconds += time.perf_counter() - t0
+        return rows
+
+    def overhead(self) -> float:
+        """Share of the wall time since the tracker was made that went into measuring."""
+        total = time.perf_counter() - self._started
+        return self.measure_seconds / total if total > 0 else 0.0
+
+    def latest(self, feature_set: str, label_set: str) -> dict | None:
+        for r in reversed(self.rows):
+            if r["feature_set"] == feature_set and r["label_set"] == label_set:
+                return r
+        return None
