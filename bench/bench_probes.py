@@ -28,11 +28,11 @@ import torch
 from tqdm import tqdm
 
 import uinfo_fast as uf
-from uinfo_fast.reference import fit_probe_lbfgs
-from uinfo_fast.synthetic import layered_features
-from uinfo_fast.usable_information import DEFAULT_L2_GRID, _split, standardisation
+from uinfo_fast.engine import DEFAULT_L2_GRID, standardisation, validation_split
+from uinfo_fast.engine.reference import fit_probe_lbfgs
+from uinfo_fast.tasks import layered_features
 
-from _machine import machine_name  # noqa: E402  (bench/, the script's folder)
+from _harness import machine_name  # noqa: E402  (bench/, the script's folder)
 
 SIZES = {
     "full": dict(n=50_000, m=10_000, d=512, f=4),
@@ -66,7 +66,7 @@ def run_uinfo(xtr, ytr, xte, yte, args, device, dtype):
 
 
 def standardised_splits(xtr, xte, n_train):
-    fit_idx, val_idx = _split(n_train, 0.2, 0)
+    fit_idx, val_idx = validation_split(n_train, 0.2, 0)
     data = {}
     for name in xtr:
         x = xtr[name].to(torch.float32)

@@ -21,7 +21,7 @@ import tempfile
 
 import torch
 
-from uinfo_fast.experiment import RunConfig, run_experiment
+from uinfo_fast.experiments import RunConfig, run_experiment
 
 SIZES = {
     # the default `uinfo-fast run` configuration

@@ -6,7 +6,7 @@ with targets known, that gives the direction) and the direction information it l
 """
 import math
 
-from uinfo_fast.checkerboard import DEFAULT_COHERENCES, LEARNABLE_COHERENCES, make_checkerboard_trials
+from uinfo_fast.tasks.checkerboard import DEFAULT_COHERENCES, LEARNABLE_COHERENCES, make_checkerboard_trials
 
 
 def binary_entropy(p: float) -> float:

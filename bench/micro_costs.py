@@ -16,7 +16,7 @@ import time
 import torch
 
 import uinfo_fast as uf
-from uinfo_fast._ops import ops
+from uinfo_fast.engine import ops
 
 
 def softmax_ns_per_logit(repeats: int = 50) -> float:
@@ -43,8 +43,8 @@ def softmax_ns_per_logit(repeats: int = 50) -> float:
 
 
 def bookkeeping_ms_per_iteration(generic: bool) -> float:
-    from uinfo_fast.synthetic import layered_features
-    from uinfo_fast.usable_information import DEFAULT_L2_GRID, standardisation
+    from uinfo_fast.engine import DEFAULT_L2_GRID, standardisation
+    from uinfo_fast.tasks import layered_features
 
     if generic:
         os.environ["UINFO_FAST_GENERIC_LBFGS"] = "1"
@@ -67,16 +67,13 @@ def bookkeeping_ms_per_iteration(generic: bool) -> float:
 
 
 def measurement_split(train_steps: int = 100, repeats: int = 3) -> tuple[float, float]:
-    from uinfo_fast.experiment import Plan, RunConfig, build_task, train_step
-    from uinfo_fast.tracker import UsableInfoTracker
+    from uinfo_fast.experiments import RunConfig, make_tracker, train_step
+
+    from _harness import training_setup
 
     cfg = RunConfig(layers=["layer2", "layer3", "layer4"])
-    task = build_task(cfg)
-    model, plan = task.model, Plan(cfg, task.train_x.shape[0])
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    tracker = UsableInfoTracker(model, task.layers, task.probe_train_x, task.probe_train_labels, task.probe_test_x,
-                                task.probe_test_labels, l2_grid=cfg.l2_grid, n_bootstrap=cfg.n_bootstrap,
-                                tol=cfg.probe_tol, val_inputs=task.probe_val_x, val_labels=task.probe_val_labels)
+    task, plan, opt = training_setup(cfg)
+    tracker = make_tracker(cfg, task, None)
     capture, total = [], []
     for step in range(train_steps + repeats * 20):
         if step >= train_steps and (step - train_steps) % 20 == 0:  # warm-started, as in a run

@@ -37,11 +37,9 @@ import traceback
 
 import torch
 
-from uinfo_fast._ops import ops
-from uinfo_fast.probes import _meta, probe_layout
-from uinfo_fast.usable_information import DEFAULT_L2_GRID
+from uinfo_fast.engine import DEFAULT_L2_GRID, ops, probe_layout
 
-from _machine import machine_name  # noqa: E402  (bench/, the script's folder)
+from _harness import machine_name  # noqa: E402  (bench/, the script's folder)
 
 SIZES = {
     "full": dict(n=40_000, d=512),  # the fit split (80%) of 50,000 train rows
@@ -219,7 +217,7 @@ def run_passes(device, args, size, model, out: list) -> None:
     c = offsets[-1]
     groups = groups_of(offsets, label_col)
     op = ops.probe_objective
-    off_t, col_t = _meta(offsets, device), _meta(label_col, device)
+    off_t, col_t = (torch.tensor(v, dtype=torch.int64, device=device) for v in (offsets, label_col))
     l2_t = torch.tensor(l2_per_probe, dtype=torch.float64, device=device)
     col2probe = torch.repeat_interleave(torch.arange(len(label_col), device=device), off_t.diff())
     l2_col = l2_t[col2probe]

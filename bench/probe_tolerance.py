@@ -10,10 +10,10 @@ difference to the tightest tolerance and the time of each measurement.
 import argparse
 import time
 
-import torch
+from uinfo_fast.experiments import RunConfig, train_step
+from uinfo_fast.tracking import UsableInfoTracker
 
-from uinfo_fast.experiment import Plan, RunConfig, build_task, train_step
-from uinfo_fast.tracker import UsableInfoTracker
+from _harness import training_setup
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--steps", type=int, default=200)
@@ -21,9 +21,8 @@ p.add_argument("--tols", default="1e-5,1e-4,3e-4,1e-3")
 args = p.parse_args()
 
 cfg = RunConfig(layers=["layer2", "layer3", "layer4"])
-task = build_task(cfg)
-model, plan = task.model, Plan(cfg, task.train_x.shape[0])
-opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+task, plan, opt = training_setup(cfg)
+model = task.model
 for step in range(args.steps):
     train_step(task, plan, opt, step)
 
@@ -35,7 +34,7 @@ for tol in tols:
                                 val_inputs=task.probe_val_x, val_labels=task.probe_val_labels)
     t0 = time.perf_counter()
     rows = tracker.measure(args.steps)
-    results[tol] = (time.perf_counter() - t0, {(r["layer"], r["label_set"]): r["bits"] for r in rows})
+    results[tol] = (time.perf_counter() - t0, {(r["feature_set"], r["label_set"]): r["bits"] for r in rows})
 ref = results[min(tols)][1]
 print(f"after {args.steps} steps; usable information per (layer, label set) in bits")
 print("| tol | seconds | largest |difference| to tol " + f"{min(tols):g} (bits) |")

@@ -14,8 +14,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import uinfo_fast as uf
-from uinfo_fast.synthetic import layered_features
-from uinfo_fast.usable_information import DEFAULT_L2_GRID, standardisation
+from uinfo_fast.engine import DEFAULT_L2_GRID, standardisation
+from uinfo_fast.tasks import layered_features
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--rows", type=int, default=8000)

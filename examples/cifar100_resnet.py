@@ -8,7 +8,7 @@ The same as `uinfo-fast run --dataset cifar100 ...`; this script shows the Pytho
 """
 import argparse
 
-from uinfo_fast.experiment import RunConfig, run_experiment
+from uinfo_fast.experiments import RunConfig, run_experiment
 
 p = argparse.ArgumentParser()
 p.add_argument("--data-dir", default=None, help="directory holding (or to receive) cifar-100-python/")

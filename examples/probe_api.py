@@ -6,7 +6,7 @@ then the lower-level batched fit for people who manage probes themselves.
 import torch
 
 import uinfo_fast as uf
-from uinfo_fast.synthetic import layered_features
+from uinfo_fast.tasks import layered_features
 
 # Stand-ins for cached activations: name -> [N, D] tensors, labels name -> [N] int64.
 train_x, train_y, test_x, test_y = layered_features(n_train=4000, n_test=2000, d=64, n_sets=2)

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from uinfo_fast import Schedule, UsableInfoTracker
-from uinfo_fast.datasets import augment_batch, normalize, synthetic_cifar
-from uinfo_fast.plots import plot_runs
+from uinfo_fast.experiments import plot_runs
+from uinfo_fast.tasks.images import augment_batch, normalize, synthetic_cifar
 
 torch.manual_seed(0)
 train, test = synthetic_cifar(n_train=6000, n_test=1000, seed=0)

@@ -1,8 +1,11 @@
 import json
 
+import pytest
+
 from uinfo_fast.experiments.cli import main
 
 
+@pytest.mark.slow
 def test_demo_writes_table_json_and_plot(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--n-train", "1500", "--n-test", "600", "--dim", "24", "--layers", "2", "--out", str(out)]) == 0
@@ -21,6 +24,7 @@ _TINY_IMAGES = ["--n-train", "512", "--n-test", "128", "--width", "4", "--epochs
                 "--layers", "layer2,layer4", "--l2-grid", "1e-3,1e-1", "--n-bootstrap", "20", "--quiet"]
 
 
+@pytest.mark.slow
 def test_run_images_then_plot_two_runs(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["run", *_TINY_IMAGES, "--out", str(a)]) == 0
@@ -36,6 +40,7 @@ def test_run_images_then_plot_two_runs(tmp_path, capsys):
     assert (tmp_path / "both.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_config_of_the_run(tmp_path, capsys):
     a = tmp_path / "a"
     assert main(["run", *_TINY_IMAGES, "--out", str(a)]) == 0
@@ -44,6 +49,7 @@ def test_resume_keeps_the_config_of_the_run(tmp_path, capsys):
     assert main(["run", "--resume", "--out", str(a), "--quiet"]) == 0  # a finished run resumes to its end
 
 
+@pytest.mark.slow
 def test_errors_are_named_on_the_command_line(tmp_path, capsys):
     assert main(["run", *_TINY_IMAGES, "--layers", "layer2,block9", "--out", str(tmp_path / "x")]) == 2
     assert "'block9' is not a module" in capsys.readouterr().err

@@ -117,6 +117,7 @@ def _linear_probe(x_train, y_train, x_test, num_classes):
         return (x_test @ w + b).argmax(1)
 
 
+@pytest.mark.slow
 def test_synthetic_learnable(synth):
     """A linear probe on 8x8 thumbnails: the coarse class is far above chance (5%), and so is the
     fine class among images whose coarse class it gets right (chance 20%)."""
@@ -130,6 +131,7 @@ def test_synthetic_learnable(synth):
     assert (fine_pred == test.fine)[right_coarse].float().mean() > 0.25
 
 
+@pytest.mark.slow
 def test_synthetic_details_visible_to_conv_features(synth):
     """The fine details are textures: random zero-mean 5x5 filters, ReLU and a global max-pool (a
     stand-in for a first conv layer) make the fine class linearly decodable."""

@@ -24,6 +24,7 @@ def _keys(rows):
     return [(r["step"], r["feature_set"], r["label_set"]) for r in rows]
 
 
+@pytest.mark.slow
 def test_run_writes_config_log_summary_and_plot(tmp_path):
     out = str(tmp_path / "run")
     summary = run_experiment(_cfg(), out, progress=False)
@@ -43,6 +44,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["before_checkpoint", "mid_training"])
 def test_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path, monkeypatch, where):
     ref_dir, out = str(tmp_path / "ref"), str(tmp_path / "killed")
@@ -86,6 +88,7 @@ def test_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path, monkeypatc
     assert rows[:len(partial) - 6 * (where == "before_checkpoint")] == partial[:len(partial) - 6 * (where == "before_checkpoint")]
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_config_and_a_fresh_run_refuses_an_old_dir(tmp_path):
     out = str(tmp_path / "run")
     run_experiment(_cfg(), out, progress=False)

@@ -14,6 +14,7 @@ def _base(**kw):
     return RunConfig.for_task("checkerboard", **{**base, **kw})
 
 
+@pytest.mark.slow
 def test_sweep_runs_each_cell_once_and_skips_finished_runs(tmp_path, monkeypatch):
     calls = []
     real = sweeps.run_experiment
@@ -41,6 +42,7 @@ def test_sweep_runs_each_cell_once_and_skips_finished_runs(tmp_path, monkeypatch
     assert calls == [("lr0.1_bs32_s1", True)]
 
 
+@pytest.mark.slow
 def test_sweep_refuses_a_finished_run_of_another_config(tmp_path):
     out = str(tmp_path / "sweep")
     run_sweep(_base(), out, [0.1], [32], [0], progress=False, log=lambda *_: None)
@@ -59,6 +61,7 @@ def test_curve_stats_peak_final_and_drop():
         curve_stats(rows, "h", "other")
 
 
+@pytest.mark.slow
 def test_perturbation_runs_baseline_and_perturbed_per_seed(tmp_path):
     out = str(tmp_path / "pert")
     summary = run_perturbation(_base(early_steps=3, early_lr=0.5), out, [0, 1], progress=False, log=lambda *_: None)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..tasks.registry import TaskData, get_task
+from ..tasks.registry import TaskData, build_task, get_task
 from ..tracking.log import JsonlLog, atomic_write, atomic_write_json, read_log
 from ..tracking.schedule import Schedule
 from ..tracking.tracker import UsableInfoTracker
@@ -95,7 +95,7 @@ class _Run:
     def __init__(self, cfg: RunConfig, files: RunDir, resume: bool):
         self.cfg, self.files = cfg, files
         torch.manual_seed(cfg.seed)
-        self.task = get_task(cfg.task).build(cfg)
+        self.task = build_task(cfg)
         self.plan = Plan(cfg, self.task.train_x.shape[0])
         self.opt = torch.optim.SGD(self.task.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay)

@@ -9,6 +9,7 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "Task": ".registry",
     "TaskData": ".registry",
+    "build_task": ".registry",
     "get_task": ".registry",
     "register_task": ".registry",
     "task_names": ".registry",
@@ -19,4 +20,4 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from .features import layered_features
-    from .registry import Task, TaskData, get_task, register_task, task_names
+    from .registry import Task, TaskData, build_task, get_task, register_task, task_names

@@ -82,6 +82,11 @@ def get_task(name: str) -> Task:
     return _REGISTERED[name]
 
 
+def build_task(cfg) -> TaskData:
+    """The data, network and probe sets of the task ``cfg.task``, built as ``cfg`` says."""
+    return get_task(cfg.task).build(cfg)
+
+
 def probe_indices(cfg, n_train: int, n_test: int):
     """Fixed probe subsets, chosen once from the seed: train rows, and disjoint test and
     validation rows of the test split (validation None when ``cfg.probe_val`` is 0)."""

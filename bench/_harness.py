@@ -1,7 +1,11 @@
-"""The machine a benchmark ran on, for the header of its table (shared by the bench scripts)."""
+"""What the bench scripts share: the machine's name for table headers, and the default run's
+network, data and optimiser set up as ``uinfo-fast run`` sets them up."""
 import platform
 
 import torch
+
+from uinfo_fast.experiments import Plan, RunConfig
+from uinfo_fast.tasks import build_task
 
 
 def machine_name(device: torch.device) -> str:
@@ -18,3 +22,11 @@ def machine_name(device: torch.device) -> str:
     except OSError:
         pass
     return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def training_setup(cfg: RunConfig):
+    """(task data, plan, SGD optimiser) of a run of ``cfg``, before its first step."""
+    task = build_task(cfg)
+    plan = Plan(cfg, task.train_x.shape[0])
+    opt = torch.optim.SGD(task.model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return task, plan, opt
