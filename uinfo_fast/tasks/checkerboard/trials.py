@@ -44,10 +44,9 @@ __all__ = ["DEFAULT_COHERENCES", "LEARNABLE_COHERENCES", "CheckerboardTrials", "
 DEFAULT_COHERENCES = (0.04, 0.10, 0.20, 0.40, 0.60, 0.90)
 # The training experiments' levels (`uinfo-fast run --task checkerboard`). The paper's network
 # ends with about 1 bit of direction information, so its task is close to noise-free. At the
-# monkey-style levels above, an ideal observer is right on about 90% of trials (about 0.54 bits),
-# and a network trained for 20 epochs on 9,000 trials memorises the noise (lr 0.2, batch 16: test
-# accuracy 0.87 at train accuracy 1.0). From 0.3 up, the ideal observer errs on under 0.1% of
-# trials (bench/checkerboard_ideal_observer.py); docs/RESULTS.md compares the two.
+# monkey-style levels above even an ideal observer errs on many trials and a network memorises
+# the board noise; from 0.3 up the ideal observer is almost never wrong. The figures are in
+# docs/RESULTS.md, from bench/checkerboard_ideal_observer.py and the sweeps.
 LEARNABLE_COHERENCES = (0.30, 0.45, 0.60, 0.75, 0.90)
 
 
