@@ -74,7 +74,7 @@ def test_tracker_in_a_training_loop_writes_rows_on_schedule(tmp_path):
     assert {(r["feature_set"], r["label_set"]) for r in rows} == {("1", "four"), ("1", "parity"), ("2", "four"),
                                                            ("2", "parity")}
     keys = {"step", "epoch", "feature_set", "label_set", "bits", "ci_low", "ci_high", "test_ce_nats", "entropy_bits",
-            "l2", "num_classes", "converged", "seconds"}
+            "l2", "num_classes", "converged", "unseen_test_rows", "warning", "seconds"}
     assert all(set(r) == keys for r in rows)
     last = tracker.latest("2", "four")
     assert last["step"] == 40 and last["epoch"] == 2.0

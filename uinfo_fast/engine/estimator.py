@@ -14,7 +14,7 @@ clamped: a useless representation can give a slightly negative I_u.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -22,14 +22,18 @@ from tqdm.auto import tqdm
 
 from .fit import (SCHEDULES, FitOptions, ProbeFit, compatible_init, fit_validated, log_likelihood_of, standardisation,
                   standardise)
+from .inputs import Features, Labels, check_feature_splits, check_label_splits, validation_split
 from .results import LN2, UsableInformation, UsableInformationResult
 from .params import Boolean, Choice, Integer, Real, validate_params
-from .validation import check_features, check_l2, check_labels, feature_sets, label_sets, same_names
+from .validation import check_l2
 
 # Penalties for standardised features: scikit-learn's default C = 1 is l2 = 1 / N, about 2e-5
 # at N = 50,000; the grid spans four decades around and above it.
 DEFAULT_L2_GRID = tuple(float(v) for v in torch.logspace(-5, -1, 8, dtype=torch.float64))
 _OPEN_UNIT = Real(0.0, 1.0, low_open=True, high_open=True)
+# Fewer train rows than this per class, on average, and a probe's test cross-entropy, hence I_u,
+# is dominated by the classes it barely saw: the result carries a warning.
+MIN_ROWS_PER_CLASS = 10
 
 
 @dataclass(frozen=True)
@@ -59,118 +63,6 @@ class EstimatorOptions:
         return FitOptions(max_iter=self.max_iter, tol=self.tol, schedule=self.schedule)
 
 
-@dataclass(frozen=True)
-class Labels:
-    """Validated labels: name -> [rows] per split, class counts, and the validation rows.
-
-    ``train`` holds the rows the probes are fitted on. When the validation split was carved out
-    of the train rows, ``carve`` is (fit rows, validation rows) of the train features.
-    """
-
-    train: dict[str, torch.Tensor]
-    val: dict[str, torch.Tensor]
-    test: dict[str, torch.Tensor]
-    num_classes: dict[str, int]
-    carve: tuple[torch.Tensor, torch.Tensor] | None
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.train)
-
-    def stacked(self, split: str) -> torch.Tensor:
-        """The labels of ``split`` ("train", "val" or "test") as one [rows, L] tensor."""
-        return torch.stack(list(getattr(self, split).values()), 1)
-
-
-@dataclass(frozen=True)
-class Features:
-    """Validated features: name -> [rows, D] per split (``val`` None when carved from train)."""
-
-    train: dict[str, torch.Tensor]
-    val: dict[str, torch.Tensor] | None
-    test: dict[str, torch.Tensor]
-
-
-def validation_split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fit rows, validation rows) of ``n`` train rows: a ``val_fraction`` share, drawn from ``seed``."""
-    n_val = int(round(n * val_fraction))
-    if n_val < 1 or n - n_val < 2:
-        raise ValueError(f"{n} train rows are too few to carve a validation split of fraction {val_fraction}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[n_val:], perm[:n_val]
-
-
-# ---------------------------------------------------------------------------------------------
-# validate
-
-
-def check_feature_splits(features, test_features, val_features=None) -> Features:
-    """Features of the three splits, each feature set checked once: type, shape, finite values,
-    the same width and device in every split."""
-    splits = {"features": feature_sets(features, "features"),
-              "test_features": feature_sets(test_features, "test_features")}
-    if val_features is not None:
-        splits["val_features"] = feature_sets(val_features, "val_features")
-    train = splits["features"]
-    for arg, sets in splits.items():
-        same_names(train, sets, "feature sets", "features", arg)
-        for name, x in sets.items():
-            check_features(x, f"{arg}[{name!r}]")
-    for arg, sets in splits.items():
-        for name, x in sets.items():
-            ref = train[name]
-            if x.shape[1] != ref.shape[1] or x.device != ref.device:
-                raise ValueError(f"{arg}[{name!r}] has {x.shape[1]} columns on {x.device}, features[{name!r}] has "
-                                 f"{ref.shape[1]} on {ref.device}")
-    return Features(train, splits.get("val_features"), splits["test_features"])
-
-
-def check_label_splits(labels, test_labels, val_labels, num_classes, rows: Mapping[str, int], device,
-                       val_fraction: float, seed: int, *, rows_of: str = "features",
-                       train_name: str = "labels") -> Labels:
-    """Labels of the three splits, each label set checked once against its split's row count
-    (``rows`` by split: "train", "test", "val"), the device and its class count; the validation
-    split carved from the train rows when no validation labels are given. Errors call the train
-    labels ``train_name`` and the others test_labels and val_labels."""
-    given = {"train": label_sets(labels, train_name), "test": label_sets(test_labels, "test_labels")}
-    if val_labels is not None:
-        given["val"] = label_sets(val_labels, "val_labels")
-    arg = {"train": train_name, "test": "test_labels", "val": "val_labels"}
-    for split, sets in given.items():
-        same_names(given["train"], sets, "label sets", train_name, arg[split])
-        for n, y in sets.items():
-            check_labels(y, f"{arg[split]}[{n!r}]", rows[split], device, rows_of=rows_of)
-    counts = _class_counts(given, num_classes)
-    for split, sets in given.items():
-        for n, y in sets.items():
-            check_labels(y, f"{arg[split]}[{n!r}]", rows[split], device, counts[n], rows_of=rows_of)
-    train, val, carve = given["train"], given.get("val"), None
-    if val is None:
-        carve = tuple(i.to(device) for i in validation_split(rows["train"], val_fraction, seed))
-        val = {n: y.index_select(0, carve[1]) for n, y in train.items()}
-        train = {n: y.index_select(0, carve[0]) for n, y in train.items()}
-    return Labels(train, val, given["test"], counts, carve)
-
-
-def _class_counts(given: dict, num_classes) -> dict[str, int]:
-    """Classes per label set: ``num_classes`` (an int or a mapping), else max label + 1 over
-    every split; at least 2."""
-    counts = {}
-    for n in given["train"]:
-        if isinstance(num_classes, Mapping):
-            if n not in num_classes:
-                raise ValueError(f"num_classes has no entry for label set {n!r}; it names {sorted(num_classes)}")
-            c = num_classes[n]
-        else:
-            c = num_classes
-        if c is None:
-            c = max(int(sets[n].max()) for sets in given.values()) + 1
-        if not isinstance(c, int) or isinstance(c, bool) or c < 2:
-            raise ValueError(f"label set {n!r} needs at least 2 classes, got num_classes={c!r}")
-        counts[n] = c
-    return counts
-
-
 # ---------------------------------------------------------------------------------------------
 # fit, select, score
 
@@ -185,7 +77,14 @@ def fit_feature_set(x: torch.Tensor, labels: Labels, options: EstimatorOptions,
     grid = list(options.l2_grid)
     init = warm if (warm is not None and warm.label_names == names and
                     compatible_init(warm, counts, grid, x.shape[1])) else None
-    return fit_validated(x_fit, labels.stacked("train"), names, counts, grid, init, options.fit, scaling)
+    return fit_validated(x_fit, labels.stacked("train"), names, counts, grid, init, options.fit, scaling,
+                         classes=[labels.classes[n] for n in names])
+
+
+def mean_nll(ll: torch.Tensor, fit: ProbeFit, seen: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
+    """Mean negative log-likelihood [K] of every probe over the rows whose class its label set has."""
+    mask = torch.stack([seen[names[j]] for j in fit.label_col], 1).to(ll.dtype)  # [rows, K]
+    return -(ll * mask).sum(0) / mask.sum(0)
 
 
 def select_penalty(fit: ProbeFit, val_ce: torch.Tensor, label_index: int) -> int:
@@ -193,22 +92,43 @@ def select_penalty(fit: ProbeFit, val_ce: torch.Tensor, label_index: int) -> int
     return min(fit.probes_of(label_index), key=lambda k: float(val_ce[k]))
 
 
+def log_baseline(labels: Labels, name: str) -> torch.Tensor:
+    """log of the baseline predictor of label set ``name``: its train marginal with one
+    pseudo-count per class that occurs there (absent classes have no share), [K] float64."""
+    prior = torch.bincount(labels.train[name], minlength=labels.num_classes[name]).to(torch.float64) + 1.0
+    return (prior / prior.sum()).log()
+
+
 def score(fit: ProbeFit, best: int, j: int, name: str, test_ll: torch.Tensor, val_ce: torch.Tensor,
           labels: Labels, options: EstimatorOptions) -> UsableInformationResult:
-    """I_u of the chosen probe ``best`` of label set ``j`` (called ``name``) on the test split:
-    the mean of the pointwise gains over the smoothed train marginal, with its bootstrap CI."""
+    """I_u of the chosen probe ``best`` of label set ``j`` (called ``name``) on the test rows of
+    classes that occur in the train split: the mean of the pointwise gains over the baseline,
+    with its bootstrap CI."""
     label = labels.names[j]
-    prior = torch.bincount(labels.train[label], minlength=labels.num_classes[label]).to(torch.float64) + 1.0
-    log_prior = (prior / prior.sum()).log().to(test_ll.device)
-    y_test = labels.test[label]
-    pointwise = (test_ll[:, best] - log_prior[y_test]) / LN2
+    seen = labels.test_seen[label]
+    log_prior = log_baseline(labels, label).to(test_ll.device)
+    y_test, ll = labels.test[label][seen], test_ll[seen, best]
+    pointwise = (ll - log_prior[y_test]) / LN2
     ci = bootstrap(pointwise, options.n_bootstrap, options.confidence, options.seed)
+    unseen = int(seen.numel() - seen.sum())
     return UsableInformationResult(
         feature_set=name, label_set=label, bits=float(pointwise.mean()), ci_low=ci[0], ci_high=ci[1],
-        test_ce_nats=float(-test_ll[:, best].mean()), entropy_bits=float(-log_prior[y_test].mean()) / LN2,
+        test_ce_nats=float(-ll.mean()), entropy_bits=float(-log_prior[y_test].mean()) / LN2,
         l2=fit.l2[best], num_classes=labels.num_classes[label],
         val_ce_nats={fit.l2[k]: float(val_ce[k]) for k in fit.probes_of(j)},
-        converged=bool(fit.converged[best]), pointwise_bits=pointwise.cpu())
+        converged=bool(fit.converged[best]), pointwise_bits=pointwise.cpu(), unseen_test_rows=unseen,
+        warning=probe_set_warning(labels.train[label].numel(), labels.num_classes[label], unseen))
+
+
+def probe_set_warning(n_train: int, n_classes: int, unseen: int) -> str | None:
+    """What makes a result less trustworthy than its CI says, or None: few train rows per class
+    (under :data:`MIN_ROWS_PER_CLASS` on average bias I_u low), test rows left out."""
+    notes = []
+    if n_train < MIN_ROWS_PER_CLASS * n_classes:
+        notes.append(f"{n_train / n_classes:.1f} train rows per class, under {MIN_ROWS_PER_CLASS}: I_u is biased low")
+    if unseen:
+        notes.append(f"{unseen} test rows of classes absent from the train split left out")
+    return "; ".join(notes) or None
 
 
 def bootstrap(pointwise: torch.Tensor, n_bootstrap: int, confidence: float, seed: int) -> tuple[float, float]:
@@ -236,7 +156,8 @@ def measure_feature_set(name: str, features: Features, labels: Labels, options: 
     else:
         x_train, x_val = x, features.val[name]
     fit = fit_feature_set(x_train, labels, options, warm)
-    val_ce = -log_likelihood_of(fit, x_val, labels.stacked("val")).to(torch.float64).mean(0)
+    val_ll = log_likelihood_of(fit, x_val, labels.stacked("val")).to(torch.float64)
+    val_ce = mean_nll(val_ll, fit, labels.val_seen, labels.names)
     test_ll = log_likelihood_of(fit, features.test[name], labels.stacked("test")).to(torch.float64)
     results = [score(fit, select_penalty(fit, val_ce, j), j, name, test_ll, val_ce, labels, options)
                for j in range(len(labels.names))]
@@ -311,4 +232,8 @@ def estimate_usable_information(
     rows = {split: x.shape[0] for split, x in first.items()}
     device = first["train"].device
     labs = check_label_splits(labels, test_labels, val_labels, num_classes, rows, device, val_fraction, seed)
-    return estimate(feats, labs, options, warm_start, progress)
+    result = estimate(feats, labs, options, warm_start, progress)
+    for r in result.results:
+        if r.warning:
+            warnings.warn(f"usable information of {r.feature_set}/{r.label_set}: {r.warning}", stacklevel=2)
+    return result

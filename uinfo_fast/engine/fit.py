@@ -50,7 +50,9 @@ class ProbeFit:
     Probe k predicts label set ``label_names[label_col[k]]`` with penalty ``l2[k]`` and owns
     columns ``offsets[k]:offsets[k+1]`` of ``weight`` [D, C] and ``bias`` [C].
     ``standardize`` is the (mean, std) the features were scaled with before the fit, applied
-    again to the features given to :meth:`log_likelihood`, or None.
+    again to the features given to :meth:`log_likelihood`, or None. ``classes`` (fits made by the
+    estimator) holds, per label set, the original class value of each probe column: labels given
+    to :meth:`log_likelihood` are then original values, renumbered the same way.
     """
 
     weight: torch.Tensor
@@ -66,6 +68,7 @@ class ProbeFit:
     status: torch.Tensor  # [K] int64: FitStatus codes
     tol: float
     standardize: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    classes: list[torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def n_probes(self) -> int:
@@ -119,8 +122,18 @@ class ProbeFit:
         missing = [n for n in self.label_names if n not in sets]
         if missing:
             raise ValueError(f"labels lack the label sets {missing} that the probes predict")
-        cols = [check_labels(sets[n], f"labels[{n!r}]", x.shape[0], x.device, c)
-                for n, c in zip(self.label_names, self.num_classes)]
+        cols = []
+        for j, n in enumerate(self.label_names):
+            y = sets[n]
+            if self.classes is None:
+                cols.append(check_labels(y, f"labels[{n!r}]", x.shape[0], x.device, self.num_classes[j]))
+                continue
+            check_labels(y, f"labels[{n!r}]", x.shape[0], x.device)
+            idx = torch.searchsorted(self.classes[j], y).clamp_(max=self.num_classes[j] - 1)
+            if not bool((self.classes[j][idx] == y).all()):
+                raise ValueError(f"labels[{n!r}] holds classes the probes were not fitted on; they know "
+                                 f"{self.classes[j].tolist()}")
+            cols.append(idx)
         return x, torch.stack(cols, 1)
 
 
@@ -237,9 +250,9 @@ def compatible_init(init: ProbeFit, counts: list[int], l2_values: list[float], w
 
 
 def fit_validated(x, y_all, names, counts, l2_values, init, options: FitOptions,
-                  standardize=None) -> ProbeFit:
-    """fit_probes on validated arguments (``init`` compatible or None); ``standardize`` is
-    recorded in the result for scoring."""
+                  standardize=None, classes=None) -> ProbeFit:
+    """fit_probes on validated arguments (``init`` compatible or None); ``standardize`` and
+    ``classes`` are recorded in the result for scoring."""
     layout = probe_layout(counts, l2_values)
     work = FitWork.start(x, layout, init)
     schedule = options.schedule if options.schedule != "auto" else ("batched" if init is not None else "path")
@@ -248,4 +261,4 @@ def fit_validated(x, y_all, names, counts, l2_values, init, options: FitOptions,
     else:
         fit_path(work, x, y_all, l2_values, options)
     return ProbeFit(work.weight, work.bias, layout.offsets, layout.label_col, layout.l2, names, counts,
-                    work.objective, work.grad_max, work.n_iter, work.status, options.tol, standardize)
+                    work.objective, work.grad_max, work.n_iter, work.status, options.tol, standardize, classes)

@@ -12,7 +12,7 @@ LN2 = math.log(2.0)
 # estimator's rows and in every log row (the tracker adds step, epoch and seconds around them).
 # Units are in the names: bits unless a name says nats.
 MEASUREMENT_FIELDS = ("feature_set", "label_set", "bits", "ci_low", "ci_high", "entropy_bits", "test_ce_nats",
-                      "l2", "num_classes", "converged")
+                      "l2", "num_classes", "converged", "unseen_test_rows", "warning")
 
 
 def json_value(v):
@@ -38,6 +38,8 @@ class UsableInformationResult:
     val_ce_nats: dict[float, float]
     converged: bool
     pointwise_bits: torch.Tensor = field(repr=False)
+    unseen_test_rows: int = 0     # test rows of classes absent from the train split, left out
+    warning: str | None = None    # why the result may be less trustworthy than its CI says
 
     def row(self) -> dict:
         """The measurement as a row of :data:`MEASUREMENT_FIELDS`."""

@@ -1,0 +1,86 @@
+"""Numbers a measurement tool can be trusted with: absent classes, tiny probe sets, bad inputs."""
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import uinfo_fast as uf
+
+MU = torch.randn(5, 16, generator=torch.Generator().manual_seed(123)) * 0.5
+
+
+def _data(seed, n=600):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 5, (n,), generator=g)
+    return MU[y] + torch.randn(n, 16, generator=g), y
+
+
+def _estimate(x, y, xt, yt, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return uf.estimate_usable_information(x, y, xt, yt, n_bootstrap=0, **kw).results[0]
+
+
+def test_declared_but_absent_classes_do_not_inflate_usable_information():
+    (x, y), (xt, yt) = _data(0), _data(1)
+    clean = _estimate(x, y, xt, yt)
+    generous = _estimate(x, y, xt, yt, num_classes=1000)
+    stray_t = yt.clone()
+    stray_t[0] = 999
+    stray = _estimate(x, y, xt, stray_t)
+    assert abs(clean.entropy_bits - math.log2(5)) < 0.05
+    for r in (generous, stray):
+        assert abs(r.entropy_bits - clean.entropy_bits) <= 0.01 and abs(r.bits - clean.bits) <= 0.01
+        assert r.num_classes == 5 and r.bits <= math.log2(5) + 0.05
+    assert (clean.unseen_test_rows, generous.unseen_test_rows, stray.unseen_test_rows) == (0, 0, 1)
+    assert "1 test rows of classes absent" in stray.warning and clean.warning is None
+    assert stray.pointwise_bits.shape == (599,)
+
+
+def test_gaps_in_the_label_values_are_classes_that_do_not_exist():
+    (x, y), (xt, yt) = _data(0), _data(1)
+    values = torch.tensor([0, 7, 20, 300, 999])
+    res = uf.estimate_usable_information(x, values[y], xt, values[yt], n_bootstrap=0)
+    same = _estimate(x, y, xt, yt)
+    assert abs(res.results[0].bits - same.bits) < 1e-9
+    fit = res.fits["features"]
+    assert fit.num_classes == [5] and fit.classes[0].tolist() == values.tolist()
+    # the fit scores original label values, renumbered the way it was fitted
+    torch.testing.assert_close(fit.log_likelihood(xt, values[yt]), fit.log_likelihood(xt, [values[yt]]))
+    with pytest.raises(ValueError, match="classes the probes were not fitted on"):
+        fit.log_likelihood(xt, torch.full_like(yt, 8))
+
+
+def test_the_tracker_ignores_a_test_label_of_a_class_it_never_trains_on():
+    (x, y), (xt, yt) = _data(0, 400), _data(1, 300)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU())
+    stray = yt.clone()
+    stray[5] = 1000
+    bits = []
+    for test in (yt, stray):
+        tracker = uf.UsableInfoTracker(model, ["1"], x, {"y": y}, xt, {"y": test}, l2_grid=[1e-3, 1e-1], n_bootstrap=0)
+        bits.append(tracker.measure(0)[0])
+    assert abs(bits[0]["bits"] - bits[1]["bits"]) <= 0.01 and bits[1]["num_classes"] == 5
+    assert bits[1]["unseen_test_rows"] == 1 and "absent" in bits[1]["warning"]
+
+
+def test_few_rows_per_class_are_flagged_in_the_result_the_warning_and_the_log_row(tmp_path):
+    g = torch.Generator().manual_seed(4)
+    y = torch.arange(40) % 20  # 2 rows per class
+    x = torch.randn(40, 8, generator=g) + torch.nn.functional.one_hot(y % 8, 8).float()
+    with pytest.warns(UserWarning, match="train rows per class, under 10"):
+        r = uf.estimate_usable_information(x, y, x, y, n_bootstrap=0, val_features=x, val_labels=y).results[0]
+    assert "train rows per class" in r.warning
+    tracker = uf.UsableInfoTracker(nn.Sequential(nn.Identity()), ["0"], x, {"y": y}, x, {"y": y}, val_inputs=x,
+                                   val_labels={"y": y}, l2_grid=[1e-2], n_bootstrap=0, log_path=tmp_path / "log.jsonl")
+    row = tracker.measure(0)[0]
+    assert "train rows per class" in row["warning"]
+
+
+def test_a_label_set_with_one_class_in_the_train_split_is_an_error():
+    x, y = _data(0, 100)
+    with pytest.raises(ValueError, match="has 1 class in the train split"):
+        uf.estimate_usable_information(x, torch.zeros_like(y), x, y, n_bootstrap=0)
