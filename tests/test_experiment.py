@@ -5,6 +5,7 @@ is exercised in test_cli.py on a tiny configuration.
 """
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -119,3 +120,64 @@ def test_plan_perturbed_early_steps_cover_the_same_examples():
 def test_bad_config_is_named(kw, match):
     with pytest.raises(ValueError, match=match):
         RunConfig(**kw)
+
+
+def _killed_run(tmp_path, name="run", **kw):
+    """A run killed after its 5th measurement's checkpoint, with its reference: (dir, ref dir)."""
+    out = str(tmp_path / name)
+    real_save, calls = experiment.save_checkpoint, {"n": 0}
+
+    def dying_save(obj, path):
+        real_save(obj, path)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise Killed()
+
+    experiment.save_checkpoint = dying_save
+    try:
+        with pytest.raises(Killed):
+            run_experiment(_cfg(**kw), out, progress=False)
+    finally:
+        experiment.save_checkpoint = real_save
+    return out
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_missing_or_short_log(tmp_path):
+    out = _killed_run(tmp_path)
+    log = os.path.join(out, "log.jsonl")
+    rows = read_log(log)
+    with open(log, "w") as fh:  # the last measurement's rows gone
+        fh.write("".join(json.dumps(r) + "\n" for r in rows[:-6]))
+    with pytest.raises(ValueError, match="holds 24 rows, but .* was written after 30 rows"):
+        run_experiment(_cfg(), out, resume=True, progress=False)
+    os.remove(log)
+    with pytest.raises(ValueError, match="log.jsonl is missing"):
+        run_experiment(_cfg(), out, resume=True, progress=False)
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
+    out, other, twin = _killed_run(tmp_path), _killed_run(tmp_path, "other", lr=0.5), _killed_run(tmp_path, "twin")
+    shutil.copy(os.path.join(other, "checkpoint.pt"), out)
+    with pytest.raises(ValueError, match=r"belongs to another run \(its config differs in \['lr'\]\)"):
+        run_experiment(_cfg(), out, resume=True, progress=False)
+    # a run of the same config elsewhere: its checkpoint was written after other rows (timings differ)
+    shutil.copy(os.path.join(twin, "checkpoint.pt"), out)
+    with pytest.raises(ValueError, match="are not the ones"):
+        run_experiment(_cfg(), out, resume=True, progress=False)
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_truncated_checkpoint_in_one_line(tmp_path, capsys):
+    from uinfo_fast.experiments.cli import main
+
+    out = _killed_run(tmp_path)
+    path = os.path.join(out, "checkpoint.pt")
+    with open(path, "r+b") as fh:
+        fh.truncate(os.path.getsize(path) // 2)
+    with pytest.raises(ValueError, match="cannot be read .*damaged or truncated"):
+        run_experiment(_cfg(), out, resume=True, progress=False)
+    assert main(["run", "--resume", "--out", out, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "damaged or truncated" in err and len(err.splitlines()) == 1

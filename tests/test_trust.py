@@ -84,3 +84,33 @@ def test_a_label_set_with_one_class_in_the_train_split_is_an_error():
     x, y = _data(0, 100)
     with pytest.raises(ValueError, match="has 1 class in the train split"):
         uf.estimate_usable_information(x, torch.zeros_like(y), x, y, n_bootstrap=0)
+
+
+def _tracker(tmp_path, **kw):
+    (x, y), (xt, yt) = _data(0, 200), _data(1, 100)
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU())
+    return uf.UsableInfoTracker(model, ["1"], x, {"y": y}, xt, {"y": yt}, l2_grid=[1e-2], n_bootstrap=0,
+                                log_path=tmp_path / "log.jsonl", **kw)
+
+
+def test_a_step_that_goes_backwards_is_an_error_not_a_duplicated_row(tmp_path):
+    tracker = _tracker(tmp_path)
+    tracker.measure(10)
+    for step in (10, 3):
+        with pytest.raises(ValueError, match=f"step {step} is not after step 10"):
+            tracker.measure(step)
+    # a new tracker on the same log continues after the log's last step
+    with pytest.raises(ValueError, match="is not after step 10, the last one measured in"):
+        _tracker(tmp_path).measure(0)
+    from uinfo_fast.tracking import read_log
+
+    assert [r["step"] for r in read_log(tmp_path / "log.jsonl")] == [10]
+
+
+def test_an_empty_object_in_the_log_is_an_error_naming_the_line(tmp_path):
+    from uinfo_fast.tracking import read_log
+
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"step": 0, "bits": 1.0}\n{}\n{"step": 1, "bits": 1.0}\n')
+    with pytest.raises(ValueError, match="line 2 is not a log row"):
+        read_log(path)

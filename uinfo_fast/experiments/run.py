@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..tasks.registry import TaskData, build_task, get_task
-from ..tracking.log import JsonlLog, atomic_write, atomic_write_json, read_log
+from ..tracking.log import JsonlLog, atomic_write, atomic_write_json, read_log, rows_digest
 from ..tracking.schedule import Schedule
 from ..tracking.tracker import UsableInfoTracker
 from .config import RunConfig
@@ -68,6 +68,42 @@ def save_checkpoint(state: dict, path: str) -> None:
     atomic_write(path, lambda fh: torch.save(state, fh))
 
 
+def load_checkpoint(path: str, cfg: RunConfig) -> dict:
+    """The checkpoint at ``path``, refused in one line when it cannot be read or belongs to a run
+    of another config."""
+    try:
+        state = torch.load(path, map_location=torch.device(cfg.device), weights_only=False)
+    except Exception as e:  # a truncated or foreign file fails inside torch's reader in many ways
+        raise ValueError(f"--resume: {path} cannot be read ({type(e).__name__}: it is damaged or truncated); "
+                         "delete it to run again from step 0") from None
+    if not isinstance(state, dict) or "model" not in state or "step" not in state:
+        raise ValueError(f"--resume: {path} is not a uinfo-fast checkpoint")
+    if state.get("config", cfg.to_json()) != cfg.to_json():  # checkpoints of 0.1 carry no config
+        diff = sorted(k for k, v in cfg.to_json().items() if state["config"].get(k) != v)
+        raise ValueError(f"--resume: {path} belongs to another run (its config differs in {diff}); "
+                         "put the run's own checkpoint back or delete it to run again from step 0")
+    return state
+
+
+def verified_log_rows(files: RunDir, state: dict | None) -> list[dict]:
+    """The log rows a resume keeps: those written before the checkpoint, after checking that the
+    log still holds them (by count and digest); none without a checkpoint."""
+    if state is None:
+        return []
+    rows = read_log(files.log)
+    if "log_rows" not in state:  # a 0.1 checkpoint: only its step says which rows are its own
+        return [r for r in rows if r["step"] <= state["step"]]
+    n = state["log_rows"]
+    if len(rows) < n:
+        what = "is missing" if not os.path.exists(files.log) else f"holds {len(rows)} rows"
+        raise ValueError(f"--resume: {files.log} {what}, but {files.checkpoint} was written after {n} rows; "
+                         "restore the log, or delete the checkpoint to run again from step 0")
+    if rows_digest(rows[:n]).hexdigest() != state["log_sha256"]:
+        raise ValueError(f"--resume: the first {n} rows of {files.log} are not the ones {files.checkpoint} was "
+                         "written after (another run's log or checkpoint?); restore the run's own files")
+    return rows[:n]
+
+
 def make_tracker(cfg: RunConfig, task: TaskData, log_path: str) -> UsableInfoTracker:
     schedule = Schedule(every=cfg.track_every, early_until=cfg.early_until, early_points=cfg.early_points)
     return UsableInfoTracker(
@@ -100,20 +136,23 @@ class _Run:
         self.opt = torch.optim.SGD(self.task.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay)
         self.resumed = resume and os.path.exists(files.checkpoint)
-        self.start, self.elapsed, measured = self._restore() if self.resumed else (0, 0.0, 0.0)
+        state = self._restore() if self.resumed else None
+        self.start, self.elapsed = (state["step"], state["elapsed"]) if state else (0, 0.0)
         self.tracker = None
         if cfg.track:
-            if resume:  # rows after the checkpoint belong to steps that will run again
-                JsonlLog(files.log).truncate_after(self.start if self.resumed else -1)
+            # Rows after the checkpoint belong to steps that will run again.
+            kept = verified_log_rows(files, state) if resume else []
+            JsonlLog(files.log).rewrite(kept)
+            self.log_rows, self.digest = len(kept), rows_digest(kept)
             self.tracker = make_tracker(cfg, self.task, files.log)
-            self.tracker.measure_seconds = measured
+            self.tracker.measure_seconds = state["measure_seconds"] if state else 0.0
         self.t0 = time.perf_counter()
 
-    def _restore(self) -> tuple[int, float, float]:
-        state = torch.load(self.files.checkpoint, map_location=torch.device(self.cfg.device), weights_only=False)
+    def _restore(self) -> dict:
+        state = load_checkpoint(self.files.checkpoint, self.cfg)
         self.task.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
-        return state["step"], state["elapsed"], state["measure_seconds"]
+        return state
 
     def wall(self) -> float:
         return self.elapsed + time.perf_counter() - self.t0
@@ -122,8 +161,12 @@ class _Run:
         return self.tracker.measure_seconds if self.tracker else 0.0
 
     def checkpoint(self, step: int) -> None:
+        """Everything a resume needs, and what it belongs to: the config and the log rows
+        written so far (their count and digest)."""
+        log = {"log_rows": self.log_rows, "log_sha256": self.digest.hexdigest()} if self.tracker else {}
         save_checkpoint({"model": self.task.model.state_dict(), "optimizer": self.opt.state_dict(), "step": step,
-                         "elapsed": self.wall(), "measure_seconds": self.measured()}, self.files.checkpoint)
+                         "elapsed": self.wall(), "measure_seconds": self.measured(), "config": self.cfg.to_json(),
+                         **log}, self.files.checkpoint)
 
     def measure_if_due(self, step: int) -> bool:
         """Measures (and checkpoints) when the schedule or the run's end says so."""
@@ -131,7 +174,9 @@ class _Run:
             return False  # a resumed run's first step was measured before the kill
         if not (self.tracker.schedule.due(step) or step == self.plan.total_steps):
             return False
-        self.tracker.measure(step, epoch=self.plan.epoch(step))
+        rows = self.tracker.measure(step, epoch=self.plan.epoch(step))
+        self.log_rows += len(rows)
+        rows_digest(rows, self.digest)
         self.checkpoint(step)
         return True
 

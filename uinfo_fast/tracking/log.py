@@ -11,6 +11,7 @@ it, so old runs read and plot as new ones.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -48,6 +49,15 @@ def _lines(rows: Sequence[dict]) -> str:
     return "".join(json.dumps(r) + "\n" for r in rows)
 
 
+def rows_digest(rows: Sequence[dict], digest=None):
+    """A sha256 over ``rows`` in a canonical JSON form (sorted keys), so that a log rewritten or
+    read back gives the same digest; pass ``digest`` to extend a running one."""
+    digest = digest if digest is not None else hashlib.sha256()
+    for r in rows:
+        digest.update((json.dumps(r, sort_keys=True) + "\n").encode("utf-8"))
+    return digest
+
+
 class JsonlLog:
     """Append-only JSON-lines log; each append is flushed and fsynced before it returns."""
 
@@ -71,8 +81,12 @@ class JsonlLog:
     def truncate_after(self, step: int) -> int:
         """Keeps the rows of steps <= ``step`` (and drops a torn last line); returns rows kept."""
         rows = [r for r in self.read() if r["step"] <= step]
-        atomic_write(self.path, lambda fh: fh.write(_lines(rows).encode("utf-8")))
+        self.rewrite(rows)
         return len(rows)
+
+    def rewrite(self, rows: Sequence[dict]) -> None:
+        """Replaces the log by ``rows``, atomically."""
+        atomic_write(self.path, lambda fh: fh.write(_lines(rows).encode("utf-8")))
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:
@@ -87,9 +101,12 @@ def read_log(path: str | os.PathLike) -> list[dict]:
         if not line.strip():
             continue
         try:
-            rows.append(upgrade_row(json.loads(line)))
+            row = json.loads(line)
         except json.JSONDecodeError:
             if i >= len(lines) - 2:  # only the last line can be torn
                 break
             raise ValueError(f"{path}: line {i + 1} is not JSON") from None
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            raise ValueError(f"{path}: line {i + 1} is not a log row (a JSON object with an integer 'step')")
+        rows.append(upgrade_row(row))
     return rows

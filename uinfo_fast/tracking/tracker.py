@@ -79,6 +79,8 @@ class UsableInfoTracker:
         self.labels = self._checked_labels(device, train_labels, test_labels, val_labels)
         self.schedule = schedule
         self.log = JsonlLog(log_path) if log_path is not None else None
+        # Steps only move forward: a log that already holds rows continues after its last step.
+        self.last_step = max((r["step"] for r in self.log.read()), default=None) if self.log else None
         self.rows: list[dict] = []
         self.last: UsableInformation | None = None
         self.measure_seconds = 0.0
@@ -120,6 +122,9 @@ class UsableInfoTracker:
 
     def measure(self, step: int, epoch: float | None = None) -> list[dict]:
         """Measures now: one row per (layer, label set), appended to the log before returning."""
+        if self.last_step is not None and step <= self.last_step:
+            raise ValueError(f"step {step} is not after step {self.last_step}, the last one measured"
+                             + (f" in {self.log.path}" if self.log else "") + "; steps must increase")
         t0 = time.perf_counter()
         res = estimate(self.capture_features(), self.labels, self.options, warm_start=self.last)
         self.last = res
@@ -129,6 +134,7 @@ class UsableInfoTracker:
         if self.log is not None:
             self.log.append(rows)
         self.rows.extend(rows)
+        self.last_step = int(step)
         self.measure_seconds += time.perf_counter() - t0
         return rows
 
