@@ -1,5 +1,6 @@
 """Numbers a measurement tool can be trusted with: absent classes, tiny probe sets, bad inputs."""
 import math
+import re
 import warnings
 
 import pytest
@@ -114,3 +115,42 @@ def test_an_empty_object_in_the_log_is_an_error_naming_the_line(tmp_path):
     path.write_text('{"step": 0, "bits": 1.0}\n{}\n{"step": 1, "bits": 1.0}\n')
     with pytest.raises(ValueError, match="line 2 is not a log row"):
         read_log(path)
+
+
+def test_features_that_require_grad_are_used_as_data():
+    (x, y), (xt, yt) = _data(0, 300), _data(1, 200)
+    want = _estimate(x, y, xt, yt)
+    got = _estimate(x.clone().requires_grad_(True), y, xt.clone().requires_grad_(True), yt)
+    assert got.bits == want.bits
+    fit = uf.fit_probes(x.clone().requires_grad_(True), y, 1e-2)
+    assert not fit.weight.requires_grad
+
+
+@pytest.mark.parametrize("labels,kwargs,exc,match", [
+    (lambda y: y.tolist(), {}, TypeError, r"labels must be int64 tensors, got a list of int; wrap .*torch.tensor"),
+    (lambda y: {"a": y}, {"num_classes": {"b": 5}}, ValueError, r"num_classes has no entry for the label sets \['a'\]"),
+])
+def test_label_mistakes_get_a_message_that_says_what_to_do(labels, kwargs, exc, match):
+    x, y = _data(0, 100)
+    with pytest.raises(exc, match=match):
+        uf.fit_probes(x, labels(y), **kwargs)
+
+
+def test_the_estimator_names_a_missing_num_classes_entry():
+    (x, y), (xt, yt) = _data(0, 100), _data(1, 100)
+    with pytest.raises(ValueError, match="num_classes has no entry for label set 'a'"):
+        uf.estimate_usable_information(x, {"a": y}, xt, {"a": yt}, num_classes={"b": 5})
+
+
+@pytest.mark.parametrize("option,value,match", [
+    ("--epochs", "inf", "epochs must be a finite number > 0, got inf"),
+    ("--device", "tpu", "device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+    ("--width", "100000", r"width must be an integer in \[1, 1024\], got 100000"),
+    ("--momentum", "1.5", r"momentum must be a number in \[0, 1\), got 1.5"),
+])
+def test_the_cli_refuses_bad_options_in_one_line(tmp_path, capsys, option, value, match):
+    from uinfo_fast.experiments.cli import main
+
+    assert main(["run", option, value, "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(match, err), err

@@ -204,7 +204,8 @@ def fit_probes(
             name -> [N] tensor (one entry per label set).
         l2: one penalty or a grid; the objective is mean cross-entropy + l2/2 ||W||^2 (bias not
             penalised), i.e. scikit-learn's LogisticRegression with C = 1 / (l2 * N).
-        num_classes: int or one per label set; default: max label + 1.
+        num_classes: an int, one per label set (a sequence, or a mapping by name); default:
+            max label + 1.
         init: warm start from an earlier fit with the same label sets and penalties.
         schedule: "batched" fits every probe in one L-BFGS run; "path" fits the penalties from the
             largest down, each warm-started from a secant prediction off the last two (fewer
@@ -229,6 +230,11 @@ def _checked_label_sets(labels, num_classes, x) -> tuple[list[str], list[int], t
     names = list(sets)
     if num_classes is None or isinstance(num_classes, int):
         counts = [num_classes] * len(names)
+    elif isinstance(num_classes, Mapping):
+        missing = [n for n in names if n not in num_classes]
+        if missing:
+            raise ValueError(f"num_classes has no entry for the label sets {missing}; it names {sorted(num_classes)}")
+        counts = [num_classes[n] for n in names]
     else:
         counts = list(num_classes)
         if len(counts) != len(names):

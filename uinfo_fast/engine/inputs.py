@@ -76,11 +76,10 @@ def check_feature_splits(features, test_features, val_features=None) -> Features
               "test_features": feature_sets(test_features, "test_features")}
     if val_features is not None:
         splits["val_features"] = feature_sets(val_features, "val_features")
-    train = splits["features"]
     for arg, sets in splits.items():
-        same_names(train, sets, "feature sets", "features", arg)
-        for name, x in sets.items():
-            check_features(x, f"{arg}[{name!r}]")
+        same_names(splits["features"], sets, "feature sets", "features", arg)
+        splits[arg] = {name: check_features(x, f"{arg}[{name!r}]") for name, x in sets.items()}
+    train = splits["features"]
     for arg, sets in splits.items():
         for name, x in sets.items():
             ref = train[name]

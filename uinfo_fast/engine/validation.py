@@ -56,7 +56,7 @@ def check_features(x, name: str) -> torch.Tensor:
     require_device_support(x.device)
     if not all_finite(x):
         raise ValueError(f"{name} contains NaN or Inf values")
-    return x
+    return x.detach()  # features are data: a probe never differentiates through them
 
 
 def check_labels(y, name: str, n_rows: int, device: torch.device, num_classes: int | None = None, *,
@@ -90,6 +90,9 @@ def label_sets(labels, name: str) -> dict[str, torch.Tensor]:
     elif isinstance(labels, torch.Tensor):
         sets = {"labels": labels}
     elif isinstance(labels, Sequence) and not isinstance(labels, (str, bytes)):
+        if labels and not isinstance(labels[0], torch.Tensor):
+            raise TypeError(f"{name} must be int64 tensors, got a {type(labels).__name__} of "
+                            f"{type(labels[0]).__name__}; wrap class indices in torch.tensor(...)")
         sets = {f"labels{j}": y for j, y in enumerate(labels)}
     else:
         raise TypeError(f"{name} must be a tensor, a sequence of tensors or a mapping name -> tensor, "
