@@ -10,8 +10,8 @@
 #include <cmath>
 #include <vector>
 
-#include "../compact_lbfgs.h"
-#include "../lbfgs_state.h"
+#include "../generic/compact_lbfgs.h"
+#include "../generic/lbfgs_state.h"
 
 namespace uinfo_fast {
 namespace {

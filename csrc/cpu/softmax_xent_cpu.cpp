@@ -17,7 +17,7 @@
 #include <immintrin.h>
 #endif
 
-#include "../softmax_xent.h"
+#include "../generic/softmax_xent.h"
 
 namespace uinfo_fast {
 namespace cpu_detail {

@@ -48,7 +48,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "../fused_pass.h"
+#include "fused_pass.h"
 
 namespace uinfo_fast {
 namespace {

@@ -31,8 +31,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "../compact_lbfgs.h"
-#include "../lbfgs_state.h"
+#include "../generic/compact_lbfgs.h"
+#include "../generic/lbfgs_state.h"
 
 namespace uinfo_fast {
 namespace {

@@ -14,7 +14,7 @@
 #include <cmath>
 #include <limits>
 
-#include "../softmax_xent.h"
+#include "../generic/softmax_xent.h"
 
 namespace uinfo_fast {
 namespace {

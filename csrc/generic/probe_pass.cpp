@@ -8,7 +8,7 @@
 
 #include "softmax_xent.h"
 #ifdef UINFO_FAST_WITH_CUDA
-#include "fused_pass.h"
+#include "../cuda/fused_pass.h"
 #endif
 
 namespace uinfo_fast {

@@ -3,7 +3,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
-#include "probe_layout.h"
+#include "../generic/probe_layout.h"
 
 namespace uinfo_fast {
 
