@@ -52,7 +52,6 @@ def _extension():
         # ATen's parallel_for is a header template: without -fopenmp it runs on one thread.
         cxx_flags.append("-fopenmp")
         link_flags.append("-fopenmp")
-    macros = []
     if with_cuda:
         if "TORCH_CUDA_ARCH_LIST" not in os.environ and not torch.cuda.is_available():
             # No GPU to query: build Ampere and Hopper machine code plus PTX for newer chips.
@@ -61,18 +60,16 @@ def _extension():
         nvcc_flags = ["-O3"]
         if os.environ.get("UINFO_FAST_PTXAS_VERBOSE") == "1":  # registers, shared memory, spills per kernel
             nvcc_flags.append("-Xptxas=-v")
-        macros.append(("UINFO_FAST_WITH_CUDA", None))
         print(f"uinfo_fast: building CPU and CUDA kernels (TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST')})")
         return cpp_extension.CUDAExtension(
             "uinfo_fast._C",
             sources,
-            define_macros=macros,
             extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
             extra_link_args=link_flags,
         )
     print("uinfo_fast: building CPU kernels only")
-    return cpp_extension.CppExtension("uinfo_fast._C", sources, define_macros=macros,
-                                      extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)
+    return cpp_extension.CppExtension("uinfo_fast._C", sources, extra_compile_args={"cxx": cxx_flags},
+                                      extra_link_args=link_flags)
 
 
 setup(

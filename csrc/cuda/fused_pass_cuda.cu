@@ -1,7 +1,7 @@
 // Fused CUDA pass of nll_pass: logits -> log-softmax -> loss -> weight gradient in one kernel,
 // with the logits living only in shared memory.
 //
-// Why: the chunked pass (probe_pass.cpp) writes a logits chunk with cuBLAS, rewrites it in place
+// Why: the chunked pass (generic/probe_pass.cpp) writes a logits chunk with cuBLAS, rewrites it in place
 // as the residual and reads it back for the gradient product: the logits cross L2 four times
 // (16 N C bytes a pass) in three launches per chunk. Here a block computes a 128 x 128 logits
 // tile in registers and keeps it in shared memory for the softmax and for the gradient product;
@@ -48,7 +48,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "fused_pass.h"
+#include "cuda_kernels.h"
 
 namespace uinfo_fast {
 namespace {

@@ -28,72 +28,16 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <string>
+#include <memory>
 #include <vector>
 
+#include "backend.h"
 #include "lbfgs_state.h"
 #include "probe_layout.h"
 #include "probe_pass.h"
 
-#ifdef UINFO_FAST_WITH_CUDA
-#include <ATen/cuda/CUDAGraph.h>  // not CUDAContext.h/CUDAEvent.h: they need the cuSPARSE headers
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
-
-#include <memory>
-#endif
-
 namespace uinfo_fast {
 namespace {
-
-#ifdef UINFO_FAST_WITH_CUDA
-// A CUDA graph of one block of fused iterations (the ones between two host checks). An
-// iteration is some 50 small launches around the pass; issued one by one from the host, their
-// launch and dispatch cost matters when passes are short, while a replayed graph issues them
-// all at once. A graph bakes in every tensor address and kernel argument, so it is valid only
-// for the running set it was captured with (compaction makes new tensors) and for the same
-// starting history slot; the fused update changes the state in place, which is what makes an
-// iteration capturable at all.
-class IterationGraph {
- public:
-  bool matches(int64_t version, int64_t newest) const {
-    return graph_ != nullptr && version_ == version && newest_ == newest;
-  }
-  template <typename Body>
-  void capture(int64_t version, int64_t newest, Body&& body) {
-    graph_.reset();
-    graph_ = std::make_unique<at::cuda::CUDAGraph>();
-    // Capture needs a side stream; it runs nothing, so only ordering with the main stream matters.
-    const c10::cuda::CUDAStream main = c10::cuda::getCurrentCUDAStream();
-    const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool();
-    order(main, side);
-    {
-      const c10::cuda::CUDAStreamGuard guard(side);
-      graph_->capture_begin();
-      body();
-      graph_->capture_end();
-    }
-    order(side, main);
-    version_ = version;
-    newest_ = newest;
-  }
-  void replay() { graph_->replay(); }  // on the current stream
-
- private:
-  static void order(const c10::cuda::CUDAStream& before, const c10::cuda::CUDAStream& after) {
-    cudaEvent_t event;
-    C10_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
-    C10_CUDA_CHECK(cudaEventRecord(event, before.stream()));
-    C10_CUDA_CHECK(cudaStreamWaitEvent(after.stream(), event, 0));
-    C10_CUDA_CHECK(cudaEventDestroy(event));
-  }
-
-  std::unique_ptr<at::cuda::CUDAGraph> graph_;
-  int64_t version_ = -1, newest_ = -1;
-};
-#endif
 
 // Column lists of each preconditioner among the running probes.
 void build_groups(FitState& st, int64_t n_groups) {
@@ -229,10 +173,9 @@ FitState select_probes(const FitState& st, const std::vector<int64_t>& keep) {
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fit_probes(
-    const at::Tensor& x, const at::Tensor& labels, const at::Tensor& weight, const at::Tensor& bias,
-    const at::Tensor& probe_offsets, const at::Tensor& probe_label_col, const at::Tensor& l2, int64_t max_iter,
-    double tol, int64_t history, int64_t check_every) {
+FitResult fit_probes(const at::Tensor& x, const at::Tensor& labels, const at::Tensor& weight, const at::Tensor& bias,
+                     const at::Tensor& probe_offsets, const at::Tensor& probe_label_col, const at::Tensor& l2,
+                     int64_t max_iter, double tol, int64_t history, int64_t check_every, const Switches& sw) {
   const ProbeLayout layout = check_probe_args(x, labels, weight, bias, probe_offsets, probe_label_col, l2);
   TORCH_CHECK_VALUE(max_iter >= 0, "uinfo_fast: max_iter must be >= 0, got ", max_iter);
   TORCH_CHECK_VALUE(tol > 0, "uinfo_fast: tol must be > 0, got ", tol);
@@ -270,7 +213,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   st.l2 = l2.to(at::kDouble);
   st.params = params_out.clone();
   st.grad = at::empty_like(st.params);
-  st.f = penalised_objective(xc, yc, st.params, st.layout, st.l2, &st.grad);
+  st.f = penalised_objective(xc, yc, st.params, st.layout, st.l2, &st.grad, sw);
   st.gmax = seg_absmax(st.grad, st.layout);
   st.done = st.gmax.le(tol);
   st.status = st.done.to(at::kLong);
@@ -300,14 +243,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     status_out.index_copy_(0, ids, s.status);
   };
 
-  // The per-iteration bookkeeping runs fused, one kernel per iteration (lbfgs_update_cpu, and
-  // lbfgs_update_cuda when the CUDA kernels are built); UINFO_FAST_GENERIC_LBFGS selects the
-  // device-generic ATen formulation below instead, so tests can hold them together.
-  const bool generic = std::getenv("UINFO_FAST_GENERIC_LBFGS") != nullptr;
-  const bool fused_cpu = xc.is_cpu() && !generic;
-#ifdef UINFO_FAST_WITH_CUDA
-  const bool fused_cuda = xc.is_cuda() && !generic;
-#endif
+  // The per-iteration bookkeeping runs fused, the device's update kernels (Backend::lbfgs_update);
+  // UINFO_FAST_GENERIC_LBFGS=1 selects the device-generic ATen formulation below instead, so
+  // tests can hold them together.
+  const Backend& backend = backend_for(xc.device());
+  const bool fused = !sw.generic_lbfgs;
   // The trial point of every running probe, params + t dir, with its objective, gradient and
   // preconditioned gradient. P grad at the trial gives P y = P grad_trial - P grad, and the next
   // P grad if accepted; both come from fresh products, so float32 rounding never accumulates.
@@ -320,21 +260,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     tr.t_act = st.t * tr.active;
     tr.params = st.params + st.dir * per_col(tr.t_act, st.layout, dt);
     tr.grad = at::empty_like(tr.params);
-    tr.f = penalised_objective(xc, yc, tr.params, st.layout, st.l2, &tr.grad);
+    tr.f = penalised_objective(xc, yc, tr.params, st.layout, st.l2, &tr.grad, sw);
     tr.pgrad = precondition(precond, st, tr.grad);
     return tr;
   };
-#ifdef UINFO_FAST_WITH_CUDA
-  // With UINFO_FAST_CUDA_GRAPHS=1, blocks of check_every fused iterations run as one CUDA graph
-  // once the history is full (so every block sees the same `count`) when check_every is a
-  // multiple of the history (so every block starts at the same slot and one graph serves them
-  // all until the next compaction). Off by default: on an H200 the full-size benchmark ran
-  // slower with graphs (1.17 s against 1.01 s, bench/RESULTS.md), its passes already keep the
-  // GPU busy and every compaction costs a new capture.
-  const char* graphs_env = std::getenv("UINFO_FAST_CUDA_GRAPHS");
-  const bool use_graphs = fused_cuda && graphs_env != nullptr && std::string(graphs_env) == "1";
-  IterationGraph graph;
-#endif
+  // With UINFO_FAST_CUDA_GRAPHS=1, blocks of check_every fused iterations run as one recording
+  // (a CUDA graph, cuda/cuda_graph_runner.cpp) once the history is full (so every block sees the
+  // same `count`) when check_every is a multiple of the history (so every block starts at the
+  // same slot and one recording serves them all until the next compaction). The recording needs
+  // the fused update: the ATen one makes new state tensors.
+  const std::unique_ptr<IterationBlockRunner> graph =
+      (fused && sw.cuda_graphs && backend.make_block_runner) ? backend.make_block_runner() : nullptr;
   int64_t running_set = 0;  // changes whenever compaction rebuilds the state's tensors
   for (int64_t it = 0; it < max_iter;) {
     if (it % check_every == 0) {  // the only host synchronisation of the loop
@@ -350,22 +286,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         ++running_set;
       }
     }
-#ifdef UINFO_FAST_WITH_CUDA
-    if (use_graphs && count == history && check_every % history == 0 && it % check_every == 0 &&
+    if (graph != nullptr && count == history && check_every % history == 0 && it % check_every == 0 &&
         it + check_every <= max_iter) {
-      if (!graph.matches(running_set, newest))
-        graph.capture(running_set, newest, [&] {
+      if (!graph->matches(running_set, newest))
+        graph->capture(running_set, newest, [&] {
           for (int64_t j = 1; j <= check_every; ++j) {
             const Trial tr = evaluate_trial();
-            lbfgs_update_cuda(st, tr.params, tr.grad, tr.pgrad, tr.f, (newest + j) % history, history, tol, ftol);
+            backend.lbfgs_update(st, tr.params, tr.grad, tr.pgrad, tr.f, (newest + j) % history, history, tol,
+                                 ftol);
           }
         });
-      graph.replay();
+      graph->replay();
       newest = (newest + check_every) % history;
       it += check_every;
       continue;
     }
-#endif
     ++it;
     const ProbeLayout& lay = st.layout;
     const Trial tr = evaluate_trial();
@@ -373,16 +308,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
                      &pgrad_trial = tr.pgrad, &f_trial = tr.f;
     newest = (newest + 1) % history;
     count = std::min(count + 1, history);
-    if (fused_cpu) {
-      lbfgs_update_cpu(st, trial, grad_trial, pgrad_trial, f_trial, newest, count, tol, ftol);
+    if (fused) {
+      backend.lbfgs_update(st, trial, grad_trial, pgrad_trial, f_trial, newest, count, tol, ftol);
       continue;
     }
-#ifdef UINFO_FAST_WITH_CUDA
-    if (fused_cuda) {
-      lbfgs_update_cuda(st, trial, grad_trial, pgrad_trial, f_trial, newest, count, tol, ftol);
-      continue;
-    }
-#endif
 
     const at::Tensor ok = active & f_trial.isfinite() & f_trial.le(st.f + kArmijo * t_act * st.gd);
     const at::Tensor ok_cols = per_col(ok, lay, at::kBool);
