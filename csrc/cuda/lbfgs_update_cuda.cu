@@ -2,7 +2,7 @@
 // twin of cpu/lbfgs_update_cpu.cpp: acceptance, history pair, Gram matrices, step, counters, status and
 // next direction of every probe in three launches, whatever the number of probes.
 //
-// Why three: the ATen formulation (generic/lbfgs_fit.cpp) issues about 300 small operator calls per
+// Why three: the ATen formulation (generic/lbfgs_update.cpp) issues about 300 small operator calls per
 // iteration, whose launch cost alone rivals a full-size pass on a GPU. One block per probe
 // (a first version) put a whole probe's sweeps on one multiprocessor: with the two probes of a
 // penalty-path stage, 2 of 132 SMs worked and the update took twice as long as the pass. Here
@@ -214,7 +214,7 @@ __global__ void scalars_kernel(const double* __restrict__ f_trial, const double*
   sc.fails[k] = ok ? 0 : sc.fails[k] + 1;
   sc.iters[k] += 1;
   // A trial whose objective differs from f only at the rounding level counts towards "flat"
-  // whether or not Armijo accepted it (see generic/lbfgs_fit.cpp).
+  // whether or not Armijo accepted it (see update_status in generic/lbfgs_update.cpp).
   const double rel_change = fabs(f0 - ft) / fmax(fmax(fabs(f0), fabs(ft)), 1.0);
   sc.flat[k] = (finite && rel_change <= ftol) ? sc.flat[k] + 1 : (ok ? 0 : sc.flat[k]);
   if (ok) sc.f[k] = ft;
@@ -227,7 +227,7 @@ __global__ void scalars_kernel(const double* __restrict__ f_trial, const double*
   sc.done[k] = converged || is_flat || failed;
   if (!ok) return;
 
-  // Next direction by the compact representation (see lbfgs_direction in generic/lbfgs_fit.cpp):
+  // Next direction by the compact representation (see lbfgs_direction in generic/lbfgs_update.cpp):
   // d = -(gamma P g + S p - gamma (P Y) u), u = R^-1 a, p = R^-T ((D + gamma Y^T P Y) u - gamma b).
   int order[kMaxHistory];
   double a[kMaxHistory], b[kMaxHistory], u[kMaxHistory], p[kMaxHistory];

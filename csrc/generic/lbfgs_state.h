@@ -1,5 +1,5 @@
 // State of the batched L-BFGS fit (lbfgs_fit.cpp), shared by its three updates: the ATen one
-// in lbfgs_fit.cpp and the fused CPU and CUDA ones (cpu/cpu_kernels.h, cuda/cuda_kernels.h).
+// (lbfgs_update.h) and the fused CPU and CUDA ones (cpu/cpu_kernels.h, cuda/cuda_kernels.h).
 #pragma once
 #include <ATen/core/Tensor.h>
 

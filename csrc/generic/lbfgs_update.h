@@ -1,8 +1,8 @@
 // One iteration's bookkeeping after the pass at the trial point, for every probe: acceptance,
 // the history pair and Gram matrices in slot `newest` (of `count` in use), step sizes, counters,
-// status, and the next direction. Each device has a fused one (cpu/cpu_kernels.h,
-// cuda/cuda_kernels.h); the device-generic ATen formulation in lbfgs_fit.cpp is the reference
-// the tests hold them to.
+// status, and the next direction. Written three times with one semantics and one signature:
+// lbfgs_update_generic here (ATen, device generic, the reference the tests hold the others to),
+// lbfgs_update_cpu (cpu/cpu_kernels.h) and lbfgs_update_cuda (cuda/cuda_kernels.h).
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -16,5 +16,11 @@ using LbfgsUpdateFn = void (*)(FitState& st,
                                const at::Tensor& pgrad_trial,  // [D+1, Ca] P grad_trial
                                const at::Tensor& f_trial,      // [Ka] float64
                                int64_t newest, int64_t count, double tol, double ftol);
+
+// Some 300 small operator calls an iteration: on small problems they cost more than the pass,
+// which is why each device has a fused update; this one is the readable reference.
+void lbfgs_update_generic(FitState& st, const at::Tensor& trial, const at::Tensor& grad_trial,
+                          const at::Tensor& pgrad_trial, const at::Tensor& f_trial, int64_t newest, int64_t count,
+                          double tol, double ftol);
 
 }  // namespace uinfo_fast
