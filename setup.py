@@ -37,36 +37,39 @@ def _want_cuda() -> bool:
     return available and mode != "0"
 
 
+def _sources(*patterns):
+    return sorted(path for pattern in patterns for path in glob.glob(os.path.join("csrc", pattern)))
+
+
 def _extension():
     with_cuda = _want_cuda()
-    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    # csrc/ops.cpp holds the schemas, csrc/generic the device-generic ATen code, csrc/cpu and
+    # csrc/cuda each device's kernels and registrations: a CPU-only build leaves csrc/cuda out.
+    sources = _sources("*.cpp", "generic/*.cpp", "cpu/*.cpp")
     cxx_flags = ["-O3"]  # the C++ standard comes from torch (C++20 from torch 2.10 on)
     link_flags = []
     if "OpenMP" in torch.__config__.parallel_info():
         # ATen's parallel_for is a header template: without -fopenmp it runs on one thread.
         cxx_flags.append("-fopenmp")
         link_flags.append("-fopenmp")
-    macros = []
     if with_cuda:
         if "TORCH_CUDA_ARCH_LIST" not in os.environ and not torch.cuda.is_available():
             # No GPU to query: build Ampere and Hopper machine code plus PTX for newer chips.
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
-        sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+        sources += _sources("cuda/*.cu", "cuda/*.cpp")
         nvcc_flags = ["-O3"]
         if os.environ.get("UINFO_FAST_PTXAS_VERBOSE") == "1":  # registers, shared memory, spills per kernel
             nvcc_flags.append("-Xptxas=-v")
-        macros.append(("UINFO_FAST_WITH_CUDA", None))
         print(f"uinfo_fast: building CPU and CUDA kernels (TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST')})")
         return cpp_extension.CUDAExtension(
             "uinfo_fast._C",
             sources,
-            define_macros=macros,
             extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
             extra_link_args=link_flags,
         )
     print("uinfo_fast: building CPU kernels only")
-    return cpp_extension.CppExtension("uinfo_fast._C", sources, define_macros=macros,
-                                      extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)
+    return cpp_extension.CppExtension("uinfo_fast._C", sources, extra_compile_args={"cxx": cxx_flags},
+                                      extra_link_args=link_flags)
 
 
 setup(

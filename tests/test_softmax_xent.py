@@ -72,17 +72,10 @@ def test_opcheck(device):
                           (logits, labels, _meta([0, 3, 8], device), _meta([0, 1], device), 0.5, True))
 
 
-def test_scalar_fallback_matches_reference():
-    """CPUs without AVX2 take the scalar float32 path; force it here and rerun the reference test."""
-    import os
-    import pathlib
-    import subprocess
-    import sys
-
-    env = dict(os.environ, UINFO_FAST_NO_AVX2="1")
-    here = pathlib.Path(__file__)
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(here),
-                          "-k", "test_matches_reference and cpu and float32"],
-                         cwd=here.parent.parent, env=env, capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert " passed" in out.stdout
+@pytest.mark.parametrize("write_residual", [True, False])
+@pytest.mark.parametrize("class_counts", [[2], [20, 100], [3, 37, 5, 64]])
+def test_scalar_fallback_matches_reference(monkeypatch, write_residual, class_counts):
+    """CPUs without AVX2 take the scalar float32 path; UINFO_FAST_NO_AVX2=1 forces it for the call
+    (the switch is read at every op call) and the reference test runs again."""
+    monkeypatch.setenv("UINFO_FAST_NO_AVX2", "1")
+    test_matches_reference(torch.device("cpu"), torch.float32, write_residual, class_counts)

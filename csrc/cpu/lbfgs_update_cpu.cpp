@@ -1,8 +1,7 @@
-// Fused CPU bookkeeping of one batched L-BFGS iteration (see lbfgs_state.h): every probe's
+// Fused CPU bookkeeping of one batched L-BFGS iteration (generic/lbfgs_update.h): every probe's
 // acceptance, history pair, Gram matrices, step, counters, status and next direction in one
-// pass over its own columns, probes in parallel. The ATen formulation in lbfgs_fit.cpp (used on
-// CUDA, and on CPU when UINFO_FAST_GENERIC_LBFGS is set) has the same semantics; the tests hold
-// the two together.
+// pass over its own columns, probes in parallel. The ATen formulation (generic/lbfgs_update.cpp,
+// selected by UINFO_FAST_GENERIC_LBFGS=1) has the same semantics; the tests hold the two together.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
@@ -10,8 +9,8 @@
 #include <cmath>
 #include <vector>
 
-#include "../compact_lbfgs.h"
-#include "../lbfgs_state.h"
+#include "../generic/compact_lbfgs.h"
+#include "cpu_kernels.h"
 
 namespace uinfo_fast {
 namespace {
@@ -116,7 +115,7 @@ void update_probe(FitState& st, int64_t k, const T* trial, const T* grad_trial, 
   fails = ok ? 0 : fails + 1;
   iters += 1;
   // A trial whose objective differs from f only at the rounding level counts towards "flat"
-  // whether or not Armijo accepted it (see lbfgs_fit.cpp).
+  // whether or not Armijo accepted it (see update_status in generic/lbfgs_update.cpp).
   const double rel_change = std::abs(f - f_trial) / std::max({std::abs(f), std::abs(f_trial), 1.0});
   flat = (finite && rel_change <= ftol) ? flat + 1 : (ok ? 0 : flat);
   double g_abs = 0.0;
@@ -140,7 +139,7 @@ void update_probe(FitState& st, int64_t k, const T* trial, const T* grad_trial, 
   done = converged || is_flat || failed;
   if (!ok) return;
 
-  // Next direction by the compact representation (see lbfgs_direction in lbfgs_fit.cpp):
+  // Next direction by the compact representation (see lbfgs_direction in generic/lbfgs_update.cpp):
   // d = -(gamma P g + S p - gamma (P Y) u), u = R^-1 a, p = R^-T ((D + gamma Y^T P Y) u - gamma b).
   std::vector<int64_t> order(count);
   for (int64_t i = 0; i < count; ++i) order[i] = (newest - count + 1 + i + m) % m;

@@ -3,11 +3,9 @@
 #include <ATen/Parallel.h>
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
-#include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <type_traits>
@@ -17,7 +15,8 @@
 #include <immintrin.h>
 #endif
 
-#include "../softmax_xent.h"
+#include "../generic/softmax_xent.h"
+#include "cpu_kernels.h"
 
 namespace uinfo_fast {
 namespace cpu_detail {
@@ -115,15 +114,26 @@ __attribute__((target("avx2,fma"))) float segment_lse_avx2(float* seg, int64_t n
 }
 #endif
 
+// Whether this CPU runs the AVX2 path; UINFO_FAST_NO_AVX2=1 (Switches::no_avx2) turns it off
+// per call, so tests cover the scalar path on AVX2 machines too.
+bool use_avx2(const Switches& sw) {
+#if defined(__x86_64__)
+  static const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has_avx2 && !sw.no_avx2;
+#else
+  (void)sw;
+  return false;
+#endif
+}
+
 // One probe segment of one row, float32: returns log-sum-exp; when write_residual the segment
 // becomes softmax * scale. libm's expf does not vectorise, and GCC does not vectorise a scalar
 // polynomial exp either, hence the intrinsics; the scalar path serves CPUs without AVX2.
-float segment_lse_f32(float* seg, int64_t n_classes, float scale, bool write_residual) {
+float segment_lse_f32(float* seg, int64_t n_classes, float scale, bool write_residual, bool avx2) {
 #if defined(__x86_64__)
-  // UINFO_FAST_NO_AVX2 (any value) forces the scalar path, so tests cover it on AVX2 machines.
-  static const bool has_avx2 =
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && std::getenv("UINFO_FAST_NO_AVX2") == nullptr;
-  if (has_avx2) return segment_lse_avx2(seg, n_classes, scale, write_residual);
+  if (avx2) return segment_lse_avx2(seg, n_classes, scale, write_residual);
+#else
+  (void)avx2;
 #endif
   return segment_lse_scalar(seg, n_classes, scale, write_residual);
 }
@@ -139,7 +149,7 @@ void softmax_xent_rows(scalar_t* logits,              // [B, Ctot]
                        const int64_t* label_col,      // [K]
                        scalar_t* nll,                 // [B, K]
                        int64_t row_begin, int64_t row_end, int64_t ctot, int64_t n_label_cols,
-                       int64_t n_probes, scalar_t grad_scale, bool write_residual) {
+                       int64_t n_probes, scalar_t grad_scale, bool write_residual, bool avx2) {
   for (int64_t i = row_begin; i < row_end; ++i) {
     scalar_t* row = logits + i * ctot;
     for (int64_t k = 0; k < n_probes; ++k) {
@@ -156,7 +166,7 @@ void softmax_xent_rows(scalar_t* logits,              // [B, Ctot]
       if constexpr (std::is_same_v<scalar_t, float>) {
         // The target logit is read before the residual overwrites the segment.
         const float target = valid ? seg[y] : 0.0f;
-        const float lse = cpu_detail::segment_lse_f32(seg, n_classes, grad_scale, write_residual);
+        const float lse = cpu_detail::segment_lse_f32(seg, n_classes, grad_scale, write_residual, avx2);
         // An out-of-range label yields NaN rather than a read outside the probe's classes;
         // the callers validate labels up front, so this only guards direct use of the op.
         nll[i * n_probes + k] = valid ? lse - target : std::numeric_limits<float>::quiet_NaN();
@@ -177,10 +187,13 @@ void softmax_xent_rows(scalar_t* logits,              // [B, Ctot]
   }
 }
 
+}  // namespace
+
 at::Tensor softmax_xent_cpu(const at::Tensor& logits, const at::Tensor& labels,
                             const at::Tensor& probe_offsets, const at::Tensor& probe_label_col,
-                            double grad_scale, bool write_residual) {
+                            double grad_scale, bool write_residual, const Switches& sw) {
   check_softmax_xent_args(logits, labels, probe_offsets, probe_label_col);
+  const bool avx2 = cpu_detail::use_avx2(sw);
   const int64_t rows = logits.size(0), ctot = logits.size(1);
   const int64_t n_probes = probe_label_col.size(0), n_label_cols = labels.size(1);
   at::Tensor nll = at::empty({rows, n_probes}, logits.options());
@@ -196,14 +209,10 @@ at::Tensor softmax_xent_cpu(const at::Tensor& logits, const at::Tensor& labels,
     // Rows are independent; a grain of 64 rows keeps per-task overhead small next to the exps.
     at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
       softmax_xent_rows<scalar_t>(lp, yp, op, cp, np, begin, end, ctot, n_label_cols, n_probes, scale,
-                                  write_residual);
+                                  write_residual, avx2);
     });
   });
   return nll;
 }
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(uinfo_fast, CPU, m) { m.impl("softmax_xent_", &softmax_xent_cpu); }
 
 }  // namespace uinfo_fast

@@ -1,7 +1,7 @@
 // Fused CUDA pass of nll_pass: logits -> log-softmax -> loss -> weight gradient in one kernel,
 // with the logits living only in shared memory.
 //
-// Why: the chunked pass (probe_pass.cpp) writes a logits chunk with cuBLAS, rewrites it in place
+// Why: the chunked pass (generic/probe_pass.cpp) writes a logits chunk with cuBLAS, rewrites it in place
 // as the residual and reads it back for the gradient product: the logits cross L2 four times
 // (16 N C bytes a pass) in three launches per chunk. Here a block computes a 128 x 128 logits
 // tile in registers and keeps it in shared memory for the softmax and for the gradient product;
@@ -32,9 +32,9 @@
 //   tiles' blocks of one row block share it through L2), labels N L * 8, params and grad
 //   (D+1) C * 4 each; no logits. L2 traffic on top: the weight tile, (D+1) * slots * 4 bytes per
 //   row tile, and the gradient atomics, ceil(N / 128) * D * slots * 4 bytes.
-// Measured on an H200 (bench/pass_roofline.py, bench/RESULTS.md): 3.42 ms for N = 40,000,
-// D = 512, 960 columns, 23 TFLOP/s, 2.2x the float32 floor; cuBLAS plus a separate softmax over
-// full logits takes 2.50 ms, so the SIMT products, not memory, are what is in the way.
+// bench/pass_roofline.py measures the pass against these floors and against cuBLAS plus a
+// separate softmax over full logits; by its results (bench/RESULTS.md) the SIMT products, not
+// memory, are what is in the way.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
@@ -48,7 +48,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "../fused_pass.h"
+#include "cuda_kernels.h"
 
 namespace uinfo_fast {
 namespace {

@@ -1,11 +1,11 @@
-// Fused CUDA bookkeeping of one batched L-BFGS iteration (see lbfgs_state.h), the device twin of
-// cpu/lbfgs_update_cpu.cpp: acceptance, history pair, Gram matrices, step, counters, status and
-// next direction of every probe in three launches, whatever the number of probes.
+// Fused CUDA bookkeeping of one batched L-BFGS iteration (generic/lbfgs_update.h), the device
+// twin of cpu/lbfgs_update_cpu.cpp: acceptance, history pair, Gram matrices, step, counters,
+// status and next direction of every probe in three launches, whatever the number of probes.
 //
-// Why three: the ATen formulation in lbfgs_fit.cpp issues about 300 small operator calls per
-// iteration, whose launch cost alone rivals a full-size pass on a GPU. One block per probe
-// (a first version) put a whole probe's sweeps on one multiprocessor: with the two probes of a
-// penalty-path stage, 2 of 132 SMs worked and the update took twice as long as the pass. Here
+// Why three: the ATen formulation (generic/lbfgs_update.cpp) issues about 300 small operator
+// calls per iteration, whose launch cost alone rivals a full-size pass on a GPU. One block per
+// probe (a first version) put a whole probe's sweeps on one multiprocessor: with the two probes
+// of a penalty-path stage, 2 of an H200's 132 SMs worked (bench/RESULTS.md has the profile). Here
 // every sweep spreads over (chunks of a probe's elements) x (probes) blocks:
 //   1. gather: one sweep over the trial point and the history. Writes the new pair (s, y, P y)
 //      into slot `newest`, moves the accepted trial into the state, and accumulates every dot
@@ -19,7 +19,7 @@
 //   3. direction: dir = -gamma P g - sum_i p_i s_i + sum_i gamma u_i (Py)_i (or -P g when that
 //      is not a descent direction), and zeros for a pair that failed the curvature test.
 // Bytes per iteration: the history (3 m (D+1) C floats) read about twice, a few (D+1) C arrays
-// once; 100 MB at full width (D = 512, C = 960, m = 10), some 25 us at the H200's copy rate.
+// once: 100 MB at full width (D = 512, C = 960, m = 10); bench/RESULTS.md has the measured times.
 // The atomic sums make the rounding order, and so the last bits, vary from run to run.
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
@@ -31,8 +31,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "../compact_lbfgs.h"
-#include "../lbfgs_state.h"
+#include "../generic/compact_lbfgs.h"
+#include "cuda_kernels.h"
 
 namespace uinfo_fast {
 namespace {
@@ -214,7 +214,7 @@ __global__ void scalars_kernel(const double* __restrict__ f_trial, const double*
   sc.fails[k] = ok ? 0 : sc.fails[k] + 1;
   sc.iters[k] += 1;
   // A trial whose objective differs from f only at the rounding level counts towards "flat"
-  // whether or not Armijo accepted it (see lbfgs_fit.cpp).
+  // whether or not Armijo accepted it (see update_status in generic/lbfgs_update.cpp).
   const double rel_change = fabs(f0 - ft) / fmax(fmax(fabs(f0), fabs(ft)), 1.0);
   sc.flat[k] = (finite && rel_change <= ftol) ? sc.flat[k] + 1 : (ok ? 0 : sc.flat[k]);
   if (ok) sc.f[k] = ft;
@@ -227,7 +227,7 @@ __global__ void scalars_kernel(const double* __restrict__ f_trial, const double*
   sc.done[k] = converged || is_flat || failed;
   if (!ok) return;
 
-  // Next direction by the compact representation (see lbfgs_direction in lbfgs_fit.cpp):
+  // Next direction by the compact representation (see lbfgs_direction in generic/lbfgs_update.cpp):
   // d = -(gamma P g + S p - gamma (P Y) u), u = R^-1 a, p = R^-T ((D + gamma Y^T P Y) u - gamma b).
   int order[kMaxHistory];
   double a[kMaxHistory], b[kMaxHistory], u[kMaxHistory], p[kMaxHistory];

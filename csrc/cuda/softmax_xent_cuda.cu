@@ -9,12 +9,12 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
 
 #include <cmath>
 #include <limits>
 
-#include "../softmax_xent.h"
+#include "../generic/softmax_xent.h"
+#include "cuda_kernels.h"
 
 namespace uinfo_fast {
 namespace {
@@ -84,9 +84,11 @@ __global__ void softmax_xent_kernel(scalar_t* __restrict__ logits,          // [
   }
 }
 
+}  // namespace
+
 at::Tensor softmax_xent_cuda(const at::Tensor& logits, const at::Tensor& labels,
                              const at::Tensor& probe_offsets, const at::Tensor& probe_label_col,
-                             double grad_scale, bool write_residual) {
+                             double grad_scale, bool write_residual, const Switches& /*sw: none apply*/) {
   check_softmax_xent_args(logits, labels, probe_offsets, probe_label_col);
   const c10::cuda::CUDAGuard guard(logits.device());
   const int64_t rows = logits.size(0), ctot = logits.size(1);
@@ -108,9 +110,5 @@ at::Tensor softmax_xent_cuda(const at::Tensor& logits, const at::Tensor& labels,
   });
   return nll;
 }
-
-}  // namespace
-
-TORCH_LIBRARY_IMPL(uinfo_fast, CUDA, m) { m.impl("softmax_xent_", &softmax_xent_cuda); }
 
 }  // namespace uinfo_fast

@@ -1,4 +1,5 @@
-// State of the batched L-BFGS fit (lbfgs_fit.cpp), shared with its fused CPU update.
+// State of the batched L-BFGS fit (lbfgs_fit.cpp), shared by its three updates: the ATen one
+// (lbfgs_update.h) and the fused CPU and CUDA ones (cpu/cpu_kernels.h, cuda/cuda_kernels.h).
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -27,24 +28,5 @@ struct FitState {
   std::vector<int64_t> group;          // per running probe: index of its penalty's preconditioner
   std::vector<at::Tensor> group_cols;  // per preconditioner: running columns that use it (int64)
 };
-
-// One iteration's bookkeeping after the pass at the trial point, for every probe, in plain loops
-// on the CPU (the ATen formulation in lbfgs_fit.cpp costs ~300 small operator calls an
-// iteration). Same semantics as that formulation: acceptance, history pair and Gram matrices
-// in slot `newest` (of `count` in use), step sizes, counters, status, and the next direction.
-void lbfgs_update_cpu(FitState& st,
-                      const at::Tensor& trial,       // [D+1, Ca] params + t dir
-                      const at::Tensor& grad_trial,  // [D+1, Ca] gradient at trial
-                      const at::Tensor& pgrad_trial, // [D+1, Ca] P grad_trial
-                      const at::Tensor& f_trial,     // [Ka] float64
-                      int64_t newest, int64_t count, double tol, double ftol);
-
-#ifdef UINFO_FAST_WITH_CUDA
-// The same update in three CUDA launches spread over (element chunks) x (probes) blocks
-// (cuda/lbfgs_update_cuda.cu).
-void lbfgs_update_cuda(FitState& st, const at::Tensor& trial, const at::Tensor& grad_trial,
-                       const at::Tensor& pgrad_trial, const at::Tensor& f_trial, int64_t newest, int64_t count,
-                       double tol, double ftol);
-#endif
 
 }  // namespace uinfo_fast

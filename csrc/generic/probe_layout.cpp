@@ -127,6 +127,27 @@ at::Tensor segment_sum(const at::Tensor& per_column, const ProbeLayout& layout) 
   return at::zeros({layout.n_probes}, per_column.options()).index_add_(0, layout.col2probe, per_column);
 }
 
+// Column sums run in the compute dtype (ATen's cascade summation keeps float32 accurate over
+// D+1 terms) and only the [C] or [m, C] results are widened: a float64 sum would first copy the
+// whole product to float64.
+at::Tensor seg_dot(const at::Tensor& a, const at::Tensor& b, const ProbeLayout& layout) {
+  return segment_sum((a * b).sum(0).to(at::kDouble), layout);
+}
+
+at::Tensor seg_dots(const at::Tensor& a, const at::Tensor& v, const ProbeLayout& layout) {
+  const at::Tensor per_col = (a * v).sum(1).to(at::kDouble);  // [m, C]
+  return at::zeros({a.size(0), layout.n_probes}, per_col.options()).index_add_(1, layout.col2probe, per_col);
+}
+
+at::Tensor seg_absmax(const at::Tensor& a, const ProbeLayout& layout) {
+  const at::Tensor col_max = a.abs().amax(0).to(at::kDouble);
+  return at::zeros({layout.n_probes}, col_max.options()).scatter_reduce_(0, layout.col2probe, col_max, "amax");
+}
+
+at::Tensor per_col(const at::Tensor& v, const ProbeLayout& layout, c10::ScalarType dt) {
+  return v.index_select(0, layout.col2probe).to(dt);
+}
+
 namespace {
 
 std::vector<int64_t> to_host(const at::Tensor& t) {

@@ -3,28 +3,11 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 
-#include "softmax_xent.h"
-#ifdef UINFO_FAST_WITH_CUDA
-#include "fused_pass.h"
-#endif
+#include "backend.h"
 
 namespace uinfo_fast {
 namespace {
-
-// UINFO_FAST_PASS selects the CUDA pass: "fused" (the default; also when unset or empty) or
-// "chunked". Read on every pass, so a test or a benchmark can switch it between calls, and
-// validated on every device, so a misspelt value fails on a CPU run too instead of silently
-// meaning the default.
-bool fused_pass_wanted() {
-  const char* v = std::getenv("UINFO_FAST_PASS");
-  if (v == nullptr || *v == '\0' || std::strcmp(v, "fused") == 0) return true;
-  TORCH_CHECK_VALUE(std::strcmp(v, "chunked") == 0, "uinfo_fast: UINFO_FAST_PASS must be 'fused' or 'chunked', got '",
-                    v, "'");
-  return false;
-}
 
 // Rows per chunk: a logits chunk of about 4 MB stays in cache (CPU L2/L3, GPU L2) between the
 // product that writes it, the softmax that rewrites it, and the product that reads it back.
@@ -34,23 +17,11 @@ int64_t chunk_rows(int64_t n_rows, int64_t n_cols) {
   return std::min(n_rows, (rows + 63) / 64 * 64);
 }
 
-}  // namespace
-
-at::Tensor nll_pass(const at::Tensor& x, const at::Tensor& labels, const at::Tensor& params,
-                    const ProbeLayout& layout, at::Tensor* grad, at::Tensor* per_example) {
+at::Tensor chunked_pass(const at::Tensor& x, const at::Tensor& labels, const at::Tensor& params,
+                        const ProbeLayout& layout, at::Tensor* grad, at::Tensor* per_example, const Backend& backend,
+                        const Switches& sw) {
   const int64_t n = x.size(0), d = x.size(1), n_cols = params.size(1);
   const auto cdt = params.scalar_type();
-  const bool fused = fused_pass_wanted();
-#ifdef UINFO_FAST_WITH_CUDA
-  // The fused kernel keeps a probe's classes in one 128-slot tile and computes in float32; it
-  // writes no per-row losses. Everything else (float64, wider probes, log-likelihoods) chunks.
-  const auto xdt = x.scalar_type();
-  if (fused && grad != nullptr && per_example == nullptr && x.is_cuda() && cdt == at::kFloat &&
-      (xdt == at::kFloat || xdt == at::kBFloat16 || xdt == at::kHalf) && layout.fits_tiles)
-    return fused_nll_grad_cuda(x, labels, params, layout, *grad);
-#else
-  (void)fused;
-#endif
   const at::Tensor weight = params.narrow(0, 0, d), bias = params.select(0, d);
   const int64_t step = chunk_rows(n, n_cols);
   at::Tensor buffer = at::empty({step, n_cols}, params.options());
@@ -62,8 +33,8 @@ at::Tensor nll_pass(const at::Tensor& x, const at::Tensor& labels, const at::Ten
     if (xc.scalar_type() != cdt) xc = xc.to(cdt);  // bf16/fp16 features: fp32 arithmetic
     at::Tensor logits = buffer.narrow(0, 0, rows);
     at::addmm_out(logits, bias, xc, weight);
-    at::Tensor nll = call_softmax_xent_(logits, labels.narrow(0, r0, rows), layout.offsets, layout.label_col,
-                                        1.0 / static_cast<double>(n), grad != nullptr);
+    at::Tensor nll = backend.softmax_xent(logits, labels.narrow(0, r0, rows), layout.offsets, layout.label_col,
+                                          1.0 / static_cast<double>(n), grad != nullptr, sw);
     nll_sum.add_(nll.sum(0, /*keepdim=*/false, at::kDouble));
     if (per_example) per_example->narrow(0, r0, rows).copy_(nll);
     if (grad) {
@@ -75,10 +46,23 @@ at::Tensor nll_pass(const at::Tensor& x, const at::Tensor& labels, const at::Ten
   return nll_sum.div_(static_cast<double>(n));
 }
 
+}  // namespace
+
+at::Tensor nll_pass(const at::Tensor& x, const at::Tensor& labels, const at::Tensor& params,
+                    const ProbeLayout& layout, at::Tensor* grad, at::Tensor* per_example, const Switches& sw) {
+  const Backend& backend = backend_for(x.device());
+  // A fused pass writes no per-row losses; the device decides which other inputs it takes.
+  at::Tensor nll;
+  if (sw.pass == Switches::Pass::fused && grad != nullptr && per_example == nullptr &&
+      backend.fused_nll_grad != nullptr && backend.fused_nll_grad(x, labels, params, layout, *grad, nll))
+    return nll;
+  return chunked_pass(x, labels, params, layout, grad, per_example, backend, sw);
+}
+
 at::Tensor penalised_objective(const at::Tensor& x, const at::Tensor& labels, const at::Tensor& params,
-                               const ProbeLayout& layout, const at::Tensor& l2, at::Tensor* grad) {
+                               const ProbeLayout& layout, const at::Tensor& l2, at::Tensor* grad, const Switches& sw) {
   const int64_t d = x.size(1);
-  at::Tensor f = nll_pass(x, labels, params, layout, grad, nullptr);
+  at::Tensor f = nll_pass(x, labels, params, layout, grad, nullptr, sw);
   const at::Tensor weight = params.narrow(0, 0, d);
   const at::Tensor sq = segment_sum(weight.square().sum(0, /*keepdim=*/false, at::kDouble), layout);
   f.add_(l2.mul(sq).mul_(0.5));

@@ -55,4 +55,13 @@ c10::ScalarType compute_dtype(const at::Tensor& x);
 // Per-probe sums of a per-column quantity: out[k] = sum of v[c] over the columns of probe k.
 at::Tensor segment_sum(const at::Tensor& per_column, const ProbeLayout& layout);
 
+// <a_k, b_k> per probe for [R, C] matrices a and b: [K] float64.
+at::Tensor seg_dot(const at::Tensor& a, const at::Tensor& b, const ProbeLayout& layout);
+// <a_i, v> per probe for every slot i of a history a [m, R, C]: [m, K] float64.
+at::Tensor seg_dots(const at::Tensor& a, const at::Tensor& v, const ProbeLayout& layout);
+// max |a| over each probe's columns of an [R, C] matrix: [K] float64.
+at::Tensor seg_absmax(const at::Tensor& a, const ProbeLayout& layout);
+// Per-probe values [K] spread over that probe's columns, [C], in dtype `dt`.
+at::Tensor per_col(const at::Tensor& v, const ProbeLayout& layout, c10::ScalarType dt);
+
 }  // namespace uinfo_fast

@@ -1,0 +1,28 @@
+// Batched L-BFGS for many softmax probes at once, every decision taken on the device.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <tuple>
+
+#include "switches.h"
+
+namespace uinfo_fast {
+
+// (weight [D, C], bias [C], objective [K] float64, grad_max [K] float64, n_iter [K] int64,
+// status [K] int64)
+using FitResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// Minimises f_k(W_k, b_k) = mean NLL_k + l2_k / 2 ||W_k||^2 for every probe k, starting from
+// (weight, bias). Status: 0 stopped at max_iter, 1 max |gradient| <= tol, 2 objective flat at
+// the working precision (three trials changed it by under machine epsilon, relative, with no
+// real decrease in between), 3 line search failed 25 times running. 1 and 2 count as converged.
+FitResult fit_probes(const at::Tensor& x,                // [N, D] float32/bfloat16/float16/float64
+                     const at::Tensor& labels,           // [N, L] int64
+                     const at::Tensor& weight,           // [D, C] initial weights (compute dtype)
+                     const at::Tensor& bias,             // [C] initial bias
+                     const at::Tensor& probe_offsets,    // [K+1] int64
+                     const at::Tensor& probe_label_col,  // [K] int64
+                     const at::Tensor& l2,               // [K] penalties, >= 0
+                     int64_t max_iter, double tol, int64_t history, int64_t check_every, const Switches& sw);
+
+}  // namespace uinfo_fast

@@ -1,0 +1,60 @@
+#include "probe_ops.h"
+
+#include <ATen/ATen.h>
+
+#include <tuple>
+
+#include "lbfgs_fit.h"
+#include "probe_layout.h"
+#include "probe_pass.h"
+#include "switches.h"
+
+namespace uinfo_fast {
+namespace {
+
+at::Tensor params_of(const at::Tensor& weight, const at::Tensor& bias) {
+  return at::cat({weight, bias.unsqueeze(0)}, 0).contiguous();
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> probe_objective(const at::Tensor& x, const at::Tensor& labels,
+                                                               const at::Tensor& weight, const at::Tensor& bias,
+                                                               const at::Tensor& probe_offsets,
+                                                               const at::Tensor& probe_label_col,
+                                                               const at::Tensor& l2) {
+  const Switches sw = read_switches();
+  const ProbeLayout layout = check_probe_args(x, labels, weight, bias, probe_offsets, probe_label_col, l2);
+  const at::Tensor params = params_of(weight, bias);
+  at::Tensor grad = at::empty_like(params);
+  const at::Tensor f =
+      penalised_objective(x.contiguous(), labels.contiguous(), params, layout, l2.to(at::kDouble), &grad, sw);
+  const int64_t d = x.size(1);
+  return {f.to(weight.scalar_type()), grad.narrow(0, 0, d).clone(), grad.select(0, d).clone()};
+}
+
+at::Tensor probe_log_likelihood(const at::Tensor& x, const at::Tensor& labels, const at::Tensor& weight,
+                                const at::Tensor& bias, const at::Tensor& probe_offsets,
+                                const at::Tensor& probe_label_col) {
+  const Switches sw = read_switches();
+  const ProbeLayout layout = check_probe_args(x, labels, weight, bias, probe_offsets, probe_label_col, at::Tensor());
+  at::Tensor per_example = at::empty({x.size(0), layout.n_probes}, weight.options());
+  nll_pass(x.contiguous(), labels.contiguous(), params_of(weight, bias), layout, nullptr, &per_example, sw);
+  return per_example.neg_();
+}
+
+FitResult fit_probes_op(const at::Tensor& x, const at::Tensor& labels, const at::Tensor& weight,
+                        const at::Tensor& bias, const at::Tensor& probe_offsets, const at::Tensor& probe_label_col,
+                        const at::Tensor& l2, int64_t max_iter, double tol, int64_t history, int64_t check_every) {
+  const Switches sw = read_switches();
+  return fit_probes(x, labels, weight, bias, probe_offsets, probe_label_col, l2, max_iter, tol, history, check_every,
+                    sw);
+}
+
+}  // namespace
+
+void impl_generic_ops(torch::Library& m) {
+  m.impl("probe_objective", &probe_objective);
+  m.impl("probe_log_likelihood", &probe_log_likelihood);
+  m.impl("fit_probes", &fit_probes_op);
+}
+
+}  // namespace uinfo_fast

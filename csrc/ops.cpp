@@ -1,0 +1,31 @@
+// The schemas of the uinfo_fast ops. The Python side (uinfo_fast/_ops.py) registers fake kernels
+// and autograd against them; cpu/ and cuda/ register each device's kernels.
+#include <Python.h>
+
+#include <torch/library.h>
+
+// The extension is loaded as a Python module only to run the static registrations.
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(uinfo_fast, m) {
+  // logits [B, C] float32/64 is overwritten with (softmax - onehot) * grad_scale per probe segment
+  // when write_residual; returns the NLL [B, K] of every row under every probe.
+  m.def("softmax_xent_(Tensor(a!) logits, Tensor labels, Tensor probe_offsets, Tensor probe_label_col, "
+        "float grad_scale, bool write_residual) -> Tensor");
+  // (objective [K], grad_weight [D, C], grad_bias [C]) of mean NLL + l2/2 ||W||^2.
+  m.def("probe_objective(Tensor x, Tensor labels, Tensor weight, Tensor bias, Tensor probe_offsets, "
+        "Tensor probe_label_col, Tensor l2) -> (Tensor, Tensor, Tensor)");
+  // log q(y_i | x_i) [N, K] under every probe.
+  m.def("probe_log_likelihood(Tensor x, Tensor labels, Tensor weight, Tensor bias, Tensor probe_offsets, "
+        "Tensor probe_label_col) -> Tensor");
+  // (weight [D, C], bias [C], objective [K] f64, grad_max [K] f64, n_iter [K] i64, status [K] i64)
+  // after batched L-BFGS; status is explained in generic/lbfgs_fit.h.
+  m.def("fit_probes(Tensor x, Tensor labels, Tensor weight, Tensor bias, Tensor probe_offsets, "
+        "Tensor probe_label_col, Tensor l2, int max_iter, float tol, int history, int check_every) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+}
