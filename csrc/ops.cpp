@@ -1,4 +1,4 @@
-// The schemas of the uinfo_fast ops. The Python side (uinfo_fast/_ops.py) registers fake kernels
+// The schemas of the uinfo_fast ops. The Python side (uinfo_fast/engine/extension.py) registers fake kernels
 // and autograd against them; cpu/ and cuda/ register each device's kernels.
 #include <Python.h>
 
