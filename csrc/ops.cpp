@@ -17,15 +17,19 @@ TORCH_LIBRARY(uinfo_fast, m) {
   // when write_residual; returns the NLL [B, K] of every row under every probe.
   m.def("softmax_xent_(Tensor(a!) logits, Tensor labels, Tensor probe_offsets, Tensor probe_label_col, "
         "float grad_scale, bool write_residual) -> Tensor");
+  // The ops below always check shapes, dtypes, devices and the probe layout. With check_inputs
+  // (the default) they also check that labels lie in range and x is finite, passes over the data
+  // that a caller who validated its inputs once (the Python API) turns off.
+  //
   // (objective [K], grad_weight [D, C], grad_bias [C]) of mean NLL + l2/2 ||W||^2.
   m.def("probe_objective(Tensor x, Tensor labels, Tensor weight, Tensor bias, Tensor probe_offsets, "
-        "Tensor probe_label_col, Tensor l2) -> (Tensor, Tensor, Tensor)");
+        "Tensor probe_label_col, Tensor l2, bool check_inputs=True) -> (Tensor, Tensor, Tensor)");
   // log q(y_i | x_i) [N, K] under every probe.
   m.def("probe_log_likelihood(Tensor x, Tensor labels, Tensor weight, Tensor bias, Tensor probe_offsets, "
-        "Tensor probe_label_col) -> Tensor");
+        "Tensor probe_label_col, bool check_inputs=True) -> Tensor");
   // (weight [D, C], bias [C], objective [K] f64, grad_max [K] f64, n_iter [K] i64, status [K] i64)
   // after batched L-BFGS; status is explained in generic/lbfgs_fit.h.
   m.def("fit_probes(Tensor x, Tensor labels, Tensor weight, Tensor bias, Tensor probe_offsets, "
-        "Tensor probe_label_col, Tensor l2, int max_iter, float tol, int history, int check_every) "
-        "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+        "Tensor probe_label_col, Tensor l2, int max_iter, float tol, int history, int check_every, "
+        "bool check_inputs=True) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

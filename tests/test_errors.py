@@ -69,3 +69,48 @@ def test_cuda_tensor_on_cpu_only_build_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(_ops, "cuda_kernels_built", lambda: False)
     with pytest.raises(RuntimeError, match="built without its CUDA kernels"):
         _ops.require_device_support(torch.device("cuda"))
+
+
+def test_ops_skip_the_value_checks_only_when_asked():
+    from uinfo_fast.engine import ops
+    off, col = torch.tensor([0, 3]), torch.tensor([0])
+    w, b, l2 = torch.zeros(5, 3), torch.zeros(3), torch.tensor([0.1])
+    bad = X.clone()
+    bad[7, 2] = float("nan")
+    with pytest.raises(ValueError, match="x contains NaN or Inf"):
+        ops.probe_objective(bad, Y[:, None], w, b, off, col, l2)
+    f, _, _ = ops.probe_objective(bad, Y[:, None], w, b, off, col, l2, False)  # the caller vouched for x
+    assert not torch.isfinite(f).all()
+    with pytest.raises(ValueError, match="must lie in"):
+        ops.probe_log_likelihood(X, (Y + 3)[:, None], w, b, off, col)
+    with pytest.raises(ValueError, match="probe_offsets must start at 0"):  # structure is always checked
+        ops.probe_log_likelihood(X, Y[:, None], w, b, torch.tensor([0, 2]), col, False)
+
+
+def test_an_estimate_checks_each_label_set_once_and_the_ops_check_nothing_again(monkeypatch):
+    from uinfo_fast.engine import extension, fit, inputs, path
+
+    range_checks, op_checks = [], []
+    real = inputs.check_labels
+
+    def counting(y, name, *args, **kw):
+        if len(args) > 2 and args[2] is not None:
+            range_checks.append(name)
+        return real(y, name, *args, **kw)
+
+    class Ops:
+        def __getattr__(self, op):
+            def call(*args, **kw):
+                op_checks.append(kw.get("check_inputs", args[-1] if isinstance(args[-1], bool) else True))
+                return getattr(extension.ops, op)(*args, **kw)
+            return call
+
+    monkeypatch.setattr(inputs, "check_labels", counting)
+    monkeypatch.setattr(fit, "check_labels", counting)
+    monkeypatch.setattr(path, "ops", Ops())
+    monkeypatch.setattr(fit, "ops", Ops())
+    y2 = {"a": Y, "b": Y % 2}
+    uf.estimate_usable_information({"f1": X, "f2": X[:, :3]}, y2, {"f1": X, "f2": X[:, :3]}, y2, n_bootstrap=0,
+                                   l2_grid=[1e-3, 1e-1])
+    assert sorted(range_checks) == sorted(f"{s}['{n}']" for s in ("labels", "test_labels") for n in ("a", "b"))
+    assert op_checks and not any(op_checks)

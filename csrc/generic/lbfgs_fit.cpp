@@ -310,8 +310,9 @@ struct FitLoop {
 
 FitResult fit_probes(const at::Tensor& x, const at::Tensor& labels, const at::Tensor& weight, const at::Tensor& bias,
                      const at::Tensor& probe_offsets, const at::Tensor& probe_label_col, const at::Tensor& l2,
-                     int64_t max_iter, double tol, int64_t history, int64_t check_every, const Switches& sw) {
-  const ProbeLayout layout = check_probe_args(x, labels, weight, bias, probe_offsets, probe_label_col, l2);
+                     int64_t max_iter, double tol, int64_t history, int64_t check_every, bool check_inputs,
+                     const Switches& sw) {
+  const ProbeLayout layout = check_probe_args(x, labels, weight, bias, probe_offsets, probe_label_col, l2, check_inputs);
   check_fit_args(max_iter, tol, history, check_every);
   const at::Tensor xc = x.contiguous(), yc = labels.contiguous();
   const PenaltyGroups groups = penalty_groups(l2);

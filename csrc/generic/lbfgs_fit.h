@@ -23,6 +23,8 @@ FitResult fit_probes(const at::Tensor& x,                // [N, D] float32/bfloa
                      const at::Tensor& probe_offsets,    // [K+1] int64
                      const at::Tensor& probe_label_col,  // [K] int64
                      const at::Tensor& l2,               // [K] penalties, >= 0
-                     int64_t max_iter, double tol, int64_t history, int64_t check_every, const Switches& sw);
+                     int64_t max_iter, double tol, int64_t history, int64_t check_every,
+                     bool check_inputs,  // label range and finite x (see check_probe_args)
+                     const Switches& sw);
 
 }  // namespace uinfo_fast

@@ -160,11 +160,23 @@ void check_same_device(const at::Tensor& t, const char* name, const at::Tensor& 
                     " but x is on ", x.device(), "; every tensor of a probe op must be on one device");
 }
 
+// Every probe's labels lie in [0, its class count): per label column, the smallest and largest
+// label in one reduction and one host copy.
+void check_label_range(const at::Tensor& labels, const std::vector<int64_t>& off, const std::vector<int64_t>& cols) {
+  const at::Tensor lo = std::get<0>(labels.min(0)).to(at::kCPU), hi = std::get<0>(labels.max(0)).to(at::kCPU);
+  for (size_t k = 0; k < cols.size(); ++k) {
+    const int64_t n_classes = off[k + 1] - off[k];
+    const int64_t ymin = lo[cols[k]].item<int64_t>(), ymax = hi[cols[k]].item<int64_t>();
+    TORCH_CHECK_VALUE(ymin >= 0 && ymax < n_classes, "uinfo_fast: labels[:, ", cols[k], "] must lie in [0, ",
+                      n_classes, ") for probe ", k, ", found values in [", ymin, ", ", ymax, "]");
+  }
+}
+
 }  // namespace
 
 ProbeLayout check_probe_args(const at::Tensor& x, const at::Tensor& labels, const at::Tensor& weight,
                              const at::Tensor& bias, const at::Tensor& probe_offsets,
-                             const at::Tensor& probe_label_col, const at::Tensor& l2) {
+                             const at::Tensor& probe_label_col, const at::Tensor& l2, bool check_values) {
   TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()), "uinfo_fast: x must be a floating tensor, got ",
                    x.scalar_type());
   TORCH_CHECK_VALUE(x.dim() == 2, "uinfo_fast: x must be 2-D [N, D], got shape ", x.sizes());
@@ -209,20 +221,24 @@ ProbeLayout check_probe_args(const at::Tensor& x, const at::Tensor& labels, cons
   TORCH_CHECK_VALUE(off[0] == 0 && off[n_probes] == weight.size(1),
                     "uinfo_fast: probe_offsets must start at 0 and end at C = ", weight.size(1));
   const int64_t n_label_cols = labels.size(1);
-  // Per label column, the smallest and largest label: one reduction, one host copy.
-  const at::Tensor lo = std::get<0>(labels.min(0)).to(at::kCPU), hi = std::get<0>(labels.max(0)).to(at::kCPU);
   for (int64_t k = 0; k < n_probes; ++k) {
     const int64_t n_classes = off[k + 1] - off[k];
     TORCH_CHECK_VALUE(n_classes >= 2, "uinfo_fast: probe ", k, " has ", n_classes,
                       " classes (probe_offsets must grow by at least 2 per probe)");
     TORCH_CHECK_VALUE(cols[k] >= 0 && cols[k] < n_label_cols, "uinfo_fast: probe_label_col[", k, "] = ", cols[k],
                       " is outside [0, ", n_label_cols, ")");
-    const int64_t ymin = lo[cols[k]].item<int64_t>(), ymax = hi[cols[k]].item<int64_t>();
-    TORCH_CHECK_VALUE(ymin >= 0 && ymax < n_classes, "uinfo_fast: labels[:, ", cols[k], "] must lie in [0, ",
-                      n_classes, ") for probe ", k, ", found values in [", ymin, ", ", ymax, "]");
   }
-  TORCH_CHECK_VALUE(x.isfinite().all().item<bool>(), "uinfo_fast: x contains NaN or Inf");
+  if (check_values) check_label_range(labels, off, cols);
+  if (check_values) TORCH_CHECK_VALUE(all_finite(x), "uinfo_fast: x contains NaN or Inf");
   return make_layout(std::move(off), std::move(cols), x.device());
+}
+
+bool all_finite(const at::Tensor& x) {
+  constexpr int64_t kChunkElements = int64_t(1) << 22;
+  const int64_t rows = std::max<int64_t>(1, kChunkElements / std::max<int64_t>(1, x.size(1)));
+  for (int64_t r0 = 0; r0 < x.size(0); r0 += rows)
+    if (!x.narrow(0, r0, std::min(rows, x.size(0) - r0)).isfinite().all().item<bool>()) return false;
+  return true;
 }
 
 }  // namespace uinfo_fast

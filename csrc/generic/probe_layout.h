@@ -40,14 +40,22 @@ struct ProbeLayout {
 ProbeLayout make_layout(std::vector<int64_t> offsets_host, std::vector<int64_t> label_col_host, c10::Device device);
 
 // Validates the arguments every probe op takes and returns their layout. Raises ValueError /
-// TypeError naming the argument. `l2` may be undefined (ops without a penalty).
+// TypeError naming the argument. `l2` may be undefined (ops without a penalty). Shapes, dtypes,
+// devices and the layout are always checked; with `check_values` also the label range and finite
+// x, which take passes over the data: callers that validated those once (the Python API) skip
+// them, and the kernels then trust that labels lie in range.
 ProbeLayout check_probe_args(const at::Tensor& x,              // [N, D] float32/bfloat16/float16/float64
                              const at::Tensor& labels,         // [N, L] int64
                              const at::Tensor& weight,         // [D, C] float32 (float64 when x is)
                              const at::Tensor& bias,           // [C]
                              const at::Tensor& probe_offsets,  // [K+1] int64
                              const at::Tensor& probe_label_col,// [K] int64
-                             const at::Tensor& l2);            // [K] or undefined
+                             const at::Tensor& l2,             // [K] or undefined
+                             bool check_values);
+
+// Whether every element of x is finite, checked in row chunks so that the boolean temporaries
+// stay small next to the features.
+bool all_finite(const at::Tensor& x);
 
 // float64 features compute in float64, every other floating type in float32.
 c10::ScalarType compute_dtype(const at::Tensor& x);

@@ -20,9 +20,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> probe_objective(const at::Tensor&
                                                                const at::Tensor& weight, const at::Tensor& bias,
                                                                const at::Tensor& probe_offsets,
                                                                const at::Tensor& probe_label_col,
-                                                               const at::Tensor& l2) {
+                                                               const at::Tensor& l2, bool check_inputs) {
   const Switches sw = read_switches();
-  const ProbeLayout layout = check_probe_args(x, labels, weight, bias, probe_offsets, probe_label_col, l2);
+  const ProbeLayout layout = check_probe_args(x, labels, weight, bias, probe_offsets, probe_label_col, l2, check_inputs);
   const at::Tensor params = params_of(weight, bias);
   at::Tensor grad = at::empty_like(params);
   const at::Tensor f =
@@ -33,9 +33,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> probe_objective(const at::Tensor&
 
 at::Tensor probe_log_likelihood(const at::Tensor& x, const at::Tensor& labels, const at::Tensor& weight,
                                 const at::Tensor& bias, const at::Tensor& probe_offsets,
-                                const at::Tensor& probe_label_col) {
+                                const at::Tensor& probe_label_col, bool check_inputs) {
   const Switches sw = read_switches();
-  const ProbeLayout layout = check_probe_args(x, labels, weight, bias, probe_offsets, probe_label_col, at::Tensor());
+  const ProbeLayout layout =
+      check_probe_args(x, labels, weight, bias, probe_offsets, probe_label_col, at::Tensor(), check_inputs);
   at::Tensor per_example = at::empty({x.size(0), layout.n_probes}, weight.options());
   nll_pass(x.contiguous(), labels.contiguous(), params_of(weight, bias), layout, nullptr, &per_example, sw);
   return per_example.neg_();
@@ -43,10 +44,11 @@ at::Tensor probe_log_likelihood(const at::Tensor& x, const at::Tensor& labels, c
 
 FitResult fit_probes_op(const at::Tensor& x, const at::Tensor& labels, const at::Tensor& weight,
                         const at::Tensor& bias, const at::Tensor& probe_offsets, const at::Tensor& probe_label_col,
-                        const at::Tensor& l2, int64_t max_iter, double tol, int64_t history, int64_t check_every) {
+                        const at::Tensor& l2, int64_t max_iter, double tol, int64_t history, int64_t check_every,
+                        bool check_inputs) {
   const Switches sw = read_switches();
   return fit_probes(x, labels, weight, bias, probe_offsets, probe_label_col, l2, max_iter, tol, history, check_every,
-                    sw);
+                    check_inputs, sw);
 }
 
 }  // namespace

@@ -38,17 +38,18 @@ def _(logits, labels, probe_offsets, probe_label_col, grad_scale, write_residual
 
 
 @torch.library.register_fake("uinfo_fast::probe_objective")
-def _(x, labels, weight, bias, probe_offsets, probe_label_col, l2):
+def _(x, labels, weight, bias, probe_offsets, probe_label_col, l2, check_inputs=True):
     return weight.new_empty((probe_label_col.shape[0],)), torch.empty_like(weight), torch.empty_like(bias)
 
 
 @torch.library.register_fake("uinfo_fast::probe_log_likelihood")
-def _(x, labels, weight, bias, probe_offsets, probe_label_col):
+def _(x, labels, weight, bias, probe_offsets, probe_label_col, check_inputs=True):
     return weight.new_empty((x.shape[0], probe_label_col.shape[0]))
 
 
 @torch.library.register_fake("uinfo_fast::fit_probes")
-def _(x, labels, weight, bias, probe_offsets, probe_label_col, l2, max_iter, tol, history, check_every):
+def _(x, labels, weight, bias, probe_offsets, probe_label_col, l2, max_iter, tol, history, check_every,
+      check_inputs=True):
     k = probe_label_col.shape[0]
     return (
         torch.empty_like(weight),
@@ -62,7 +63,7 @@ def _(x, labels, weight, bias, probe_offsets, probe_label_col, l2, max_iter, tol
 
 # probe_objective returns its own gradient, so its backward is a scaling of saved outputs.
 def _objective_setup_context(ctx, inputs, output):
-    _, _, _, _, probe_offsets, _, _ = inputs
+    probe_offsets = inputs[4]
     _, grad_w, grad_b = output
     ctx.save_for_backward(grad_w, grad_b, probe_offsets)
 
@@ -71,7 +72,7 @@ def _objective_backward(ctx, grad_f, _grad_gw, _grad_gb):
     grad_w, grad_b, probe_offsets = ctx.saved_tensors
     sizes = probe_offsets.diff()
     per_col = torch.repeat_interleave(grad_f, sizes, output_size=grad_w.shape[1])
-    return None, None, grad_w * per_col, grad_b * per_col, None, None, None
+    return None, None, grad_w * per_col, grad_b * per_col, None, None, None, None
 
 
 torch.library.register_autograd(

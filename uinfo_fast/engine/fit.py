@@ -162,7 +162,7 @@ def standardise(x: torch.Tensor, scaling: tuple[torch.Tensor, torch.Tensor] | No
 def log_likelihood_of(fit: ProbeFit, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """:meth:`ProbeFit.log_likelihood` on validated features and stacked labels [M, L]."""
     return probe_log_likelihood(standardise(x, fit.standardize), labels, fit.weight, fit.bias, fit.offsets,
-                                fit.label_col)
+                                fit.label_col, check_inputs=False)
 
 
 def sklearn_C(l2: float, n_rows: int, num_classes: int) -> float:
@@ -175,11 +175,12 @@ def sklearn_C(l2: float, n_rows: int, num_classes: int) -> float:
     return (2.0 if num_classes == 2 else 1.0) / (l2 * n_rows)
 
 
-def probe_log_likelihood(x, labels, weight, bias, offsets, label_col) -> torch.Tensor:
-    """Raw op access: log-likelihoods [N, K] for probes laid out as in :class:`ProbeFit`."""
+def probe_log_likelihood(x, labels, weight, bias, offsets, label_col, *, check_inputs: bool = True) -> torch.Tensor:
+    """Raw op access: log-likelihoods [N, K] for probes laid out as in :class:`ProbeFit`. The op
+    checks that labels lie in range and x is finite unless ``check_inputs`` is False."""
     dev = x.device
     return ops.probe_log_likelihood(x, labels, weight, bias, torch.tensor(offsets, dtype=torch.int64, device=dev),
-                                    torch.tensor(label_col, dtype=torch.int64, device=dev))
+                                    torch.tensor(label_col, dtype=torch.int64, device=dev), check_inputs)
 
 
 def fit_probes(
@@ -241,11 +242,11 @@ def _checked_label_sets(labels, num_classes, x) -> tuple[list[str], list[int], t
             raise ValueError(f"num_classes has {len(counts)} entries but there are {len(names)} label sets")
     cols = []
     for j, (n, c) in enumerate(zip(names, counts)):
-        y = check_labels(sets[n], f"labels[{n!r}]", x.shape[0], x.device, c)
+        y = check_labels(sets[n], f"labels[{n!r}]", x.shape[0], x.device)
         counts[j] = int(y.max()) + 1 if c is None else c
         if counts[j] < 2:
             raise ValueError(f"label set {n!r} needs at least 2 classes, got num_classes={counts[j]}")
-        cols.append(y)
+        cols.append(check_labels(y, f"labels[{n!r}]", x.shape[0], x.device, counts[j]))
     return names, counts, torch.stack(cols, 1)
 
 

@@ -51,7 +51,7 @@ class FitWork:
         w, b, obj, gmax, n_iter, status = ops.fit_probes(
             x, labels, self.weight.index_select(1, cols), self.bias.index_select(0, cols), meta(sub_offsets, dev),
             meta([lay.label_col[k] for k in probes], dev), l2, options.max_iter, options.tol, options.history,
-            options.check_every_on(dev))
+            options.check_every_on(dev), check_inputs=False)  # validated once, by the caller
         self.weight[:, cols] = w
         self.bias[cols] = b
         idx = torch.tensor(probes, device=dev)
