@@ -52,8 +52,10 @@ def test_ops_reject_bad_arguments_directly():
     w, b, l2 = torch.zeros(5, 3), torch.zeros(3), torch.tensor([0.1])
     with pytest.raises(ValueError, match=r"labels\[:, 0\] must lie in \[0, 3\)"):
         ops.fit_probes(X, (Y + 3)[:, None], w, b, off, col, l2, 10, 1e-5, 5, 5)
-    with pytest.raises(TypeError, match="weight and bias must be Float"):
-        ops.probe_objective(X, Y[:, None], w.double(), b.double(), off, col, l2)
+    with pytest.raises(TypeError, match=r"weight and bias must be Float \(or Double\)"):
+        ops.probe_objective(X, Y[:, None], w.half(), b.half(), off, col, l2)
+    with pytest.raises(TypeError, match="of one dtype"):
+        ops.probe_objective(X, Y[:, None], w.double(), b, off, col, l2)
     with pytest.raises(ValueError, match="x contains NaN or Inf"):
         ops.probe_objective(X / 0, Y[:, None], w, b, off, col, l2)
     with pytest.raises(ValueError, match="probe_offsets must start at 0 and end at C"):

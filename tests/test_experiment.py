@@ -181,3 +181,33 @@ def test_resume_refuses_a_truncated_checkpoint_in_one_line(tmp_path, capsys):
     assert main(["run", "--resume", "--out", out, "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "damaged or truncated" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_resumed_run_measures_the_bits_of_the_uninterrupted_one(tmp_path):
+    """Resumed, the tracker fits cold what the uninterrupted run fitted warm: near-separable fine
+    labels (3 probe rows per class) on bit-identical weights must still give the same bits."""
+    cfg = RunConfig(epochs=2.0, n_train=1000, n_test=600, width=4, probe_train=300, probe_val=100, probe_test=200,
+                    batch_size=50, track_every=4, seed=3, n_bootstrap=0)
+    ref = str(tmp_path / "ref")
+    run_experiment(cfg, ref, progress=False)
+    out = str(tmp_path / "killed")
+    real_save, calls = experiment.save_checkpoint, {"n": 0}
+
+    def dying_save(obj, path):
+        real_save(obj, path)
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise Killed()
+
+    experiment.save_checkpoint = dying_save
+    try:
+        with pytest.raises(Killed):
+            run_experiment(cfg, out, progress=False)
+    finally:
+        experiment.save_checkpoint = real_save
+    run_experiment(cfg, out, resume=True, progress=False)
+    a, b = read_log(os.path.join(ref, "log.jsonl")), read_log(os.path.join(out, "log.jsonl"))
+    assert _keys(a) == _keys(b)
+    worst = max(abs(r["bits"] - s["bits"]) for r, s in zip(a, b))
+    assert worst <= 0.01, worst

@@ -154,3 +154,35 @@ def test_the_cli_refuses_bad_options_in_one_line(tmp_path, capsys, option, value
     assert main(["run", option, value, "--out", str(tmp_path / "r"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and re.search(match, err), err
+
+
+def _near_separable(seed, n=300, classes=100, d=16):
+    """Fine labels with 3 rows per class on average: near separable, the hardest case for a fit."""
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(classes, d, generator=torch.Generator().manual_seed(77)) * 1.5
+    y = torch.randint(0, classes, (n,), generator=g)
+    return means[y] + torch.randn(n, d, generator=g), {"fine": y, "coarse": y // 10}
+
+
+def test_warm_and_cold_fits_of_the_same_features_agree_at_the_same_penalty():
+    (x, y), (xv, yv), (xt, yt) = _near_separable(0), _near_separable(1), _near_separable(2)
+    moved = x + 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(5))  # an earlier checkpoint
+    for grid in ([1e-4], [1e-3], [1e-2], [1e-1], [1e-4, 1e-3, 1e-2, 1e-1]):
+        kw = dict(n_bootstrap=0, tol=1e-4, l2_grid=grid, val_features=xv, val_labels=yv)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # few rows per class, by design
+            earlier = uf.estimate_usable_information(moved, y, xt, yt, **kw)
+            warm = uf.estimate_usable_information(x, y, xt, yt, warm_start=earlier, **kw)
+            cold = uf.estimate_usable_information(x, y, xt, yt, **kw)
+        for w, c in zip(warm.results, cold.results):
+            assert w.l2 == c.l2 and abs(w.bits - c.bits) <= 0.01, (grid, w, c)
+
+
+def test_penalties_within_the_tie_margin_choose_the_largest():
+    from types import SimpleNamespace
+
+    from uinfo_fast.engine.estimator import TIE_NATS, select_penalty
+
+    fit = SimpleNamespace(l2=[1e-4, 1e-3, 1e-2, 1e-1], probes_of=lambda j: [0, 1, 2, 3])
+    assert select_penalty(fit, torch.tensor([1.0, 0.9, 0.9 + TIE_NATS / 2, 1.2]), 0) == 2
+    assert select_penalty(fit, torch.tensor([1.0, 0.9, 0.9 + 2 * TIE_NATS, 1.2]), 0) == 1

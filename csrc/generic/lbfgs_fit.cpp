@@ -92,10 +92,13 @@ at::Tensor precondition(const at::Tensor& precond,  // [G, D+1, D+1]
 // Inverses of Boehning's bound 1/2 E[x~ x~^T] + diag(l2, ..., l2, 0), one per distinct penalty.
 at::Tensor make_preconditioners(const at::Tensor& x, const std::vector<double>& penalties, c10::ScalarType dt) {
   const int64_t n = x.size(0), d = x.size(1);
-  // The second moment in the compute dtype (a preconditioner needs no more than float32, and a
-  // float64 product costs as much as several passes on a CPU), inverted in float64.
-  const at::Tensor xw = x.scalar_type() == dt ? x : x.to(dt);
-  at::Tensor moment = at::empty({d + 1, d + 1}, x.options().dtype(dt));
+  // The second moment in the features' own compute dtype, even when the fit runs in float64 on
+  // float32 features (a preconditioner needs no more than float32, a float64 product costs as
+  // much as several passes on a CPU, and a float64 copy of the features twice their memory),
+  // inverted in float64.
+  const auto mdt = compute_dtype(x);
+  const at::Tensor xw = x.scalar_type() == mdt ? x : x.to(mdt);
+  at::Tensor moment = at::empty({d + 1, d + 1}, x.options().dtype(mdt));
   moment.narrow(0, 0, d).narrow(1, 0, d).copy_(at::mm(xw.t(), xw));
   const at::Tensor col_sum = xw.sum(0);
   moment.narrow(0, d, 1).narrow(1, 0, d).copy_(col_sum.unsqueeze(0));

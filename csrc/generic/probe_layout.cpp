@@ -186,10 +186,12 @@ ProbeLayout check_probe_args(const at::Tensor& x, const at::Tensor& labels, cons
   TORCH_CHECK_VALUE(labels.dim() == 2 && labels.size(0) == x.size(0),
                     "uinfo_fast: labels must be [N, L] with N = x.size(0) = ", x.size(0), ", got shape ",
                     labels.sizes());
-  const auto cdt = compute_dtype(x);
-  TORCH_CHECK_TYPE(weight.scalar_type() == cdt && bias.scalar_type() == cdt, "uinfo_fast: weight and bias must be ",
-                   cdt, " for x of dtype ", x.scalar_type(), ", got ", weight.scalar_type(), " and ",
-                   bias.scalar_type());
+  // The parameters' dtype is the arithmetic's: the features' own compute dtype, or float64 for
+  // any features (their rows are widened a chunk at a time).
+  const auto cdt = compute_dtype(x), wdt = weight.scalar_type();
+  TORCH_CHECK_TYPE((wdt == cdt || wdt == at::kDouble) && bias.scalar_type() == wdt,
+                   "uinfo_fast: weight and bias must be ", cdt, " (or Double) for x of dtype ", x.scalar_type(),
+                   ", and of one dtype; got ", wdt, " and ", bias.scalar_type());
   TORCH_CHECK_VALUE(weight.dim() == 2 && weight.size(0) == x.size(1),
                     "uinfo_fast: weight must be [D, C] with D = x.size(1) = ", x.size(1), ", got shape ",
                     weight.sizes());

@@ -46,7 +46,7 @@ ProbeLayout make_layout(std::vector<int64_t> offsets_host, std::vector<int64_t> 
 // them, and the kernels then trust that labels lie in range.
 ProbeLayout check_probe_args(const at::Tensor& x,              // [N, D] float32/bfloat16/float16/float64
                              const at::Tensor& labels,         // [N, L] int64
-                             const at::Tensor& weight,         // [D, C] float32 (float64 when x is)
+                             const at::Tensor& weight,         // [D, C] compute_dtype(x) or float64
                              const at::Tensor& bias,           // [C]
                              const at::Tensor& probe_offsets,  // [K+1] int64
                              const at::Tensor& probe_label_col,// [K] int64
@@ -57,7 +57,8 @@ ProbeLayout check_probe_args(const at::Tensor& x,              // [N, D] float32
 // stay small next to the features.
 bool all_finite(const at::Tensor& x);
 
-// float64 features compute in float64, every other floating type in float32.
+// The features' own compute dtype: float64 for float64 features, float32 for the other floating
+// types. An op computes in its parameters' dtype, which is this or float64.
 c10::ScalarType compute_dtype(const at::Tensor& x);
 
 // Per-probe sums of a per-column quantity: out[k] = sum of v[c] over the columns of probe k.

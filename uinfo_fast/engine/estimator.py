@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .fit import (SCHEDULES, FitOptions, ProbeFit, compatible_init, fit_validated, log_likelihood_of, standardisation,
-                  standardise)
+from .fit import (SCHEDULES, FitOptions, ProbeFit, compatible_init, fit_validated, log_likelihood_of, polish,
+                  standardisation, standardise)
 from .inputs import Features, Labels, check_feature_splits, check_label_splits, validation_split
 from .results import LN2, UsableInformation, UsableInformationResult
-from .params import Boolean, Choice, Integer, Real, validate_params
+from .params import Boolean, Choice, Integer, NoneOr, Real, validate_params
 from .validation import check_l2
 
 # Penalties for standardised features: scikit-learn's default C = 1 is l2 = 1 / N, about 2e-5
@@ -34,6 +34,17 @@ _OPEN_UNIT = Real(0.0, 1.0, low_open=True, high_open=True)
 # Fewer train rows than this per class, on average, and a probe's test cross-entropy, hence I_u,
 # is dominated by the classes it barely saw: the result carries a warning.
 MIN_ROWS_PER_CLASS = 10
+# Penalties whose validation cross-entropy lies within this of the lowest count as tied (the
+# largest is chosen): far above the differences that stopping points make, far below the
+# differences between neighbouring penalties of a grid.
+TIE_NATS = 1e-3
+# The finalists of each label set (the best few by validation cross-entropy after the grid fit)
+# are fitted on to max |gradient| <= POLISH_TOL, in float64 where float32 stalls on a flat
+# objective first (FitWork.refine), before the choice between them: neither the choice nor the
+# chosen probe's usable information then depends on where the fit started, warm or cold
+# (bench/bench_warm_cold.py).
+FINALISTS = 2
+POLISH_TOL = 3e-6
 
 
 @dataclass(frozen=True)
@@ -49,9 +60,11 @@ class EstimatorOptions:
     max_iter: int = 1000
     tol: float = 1e-5
     schedule: str = "auto"
+    polish_tol: float | None = POLISH_TOL  # finalists fitted on to this; None: choose as the grid fit left them
 
     _CONSTRAINTS = {"val_fraction": _OPEN_UNIT, "standardize": Boolean(), "n_bootstrap": Integer(0),
-                    "confidence": _OPEN_UNIT, "seed": Integer(), "schedule": Choice(SCHEDULES)}
+                    "confidence": _OPEN_UNIT, "seed": Integer(), "schedule": Choice(SCHEDULES),
+                    "polish_tol": NoneOr(Real(0.0, low_open=True))}
 
     def __post_init__(self):
         object.__setattr__(self, "l2_grid", tuple(check_l2(self.l2_grid, "l2_grid")))
@@ -62,23 +75,31 @@ class EstimatorOptions:
     def fit(self) -> FitOptions:
         return FitOptions(max_iter=self.max_iter, tol=self.tol, schedule=self.schedule)
 
+    @property
+    def finalist_fit(self) -> FitOptions | None:
+        """How far the finalists are fitted before the choice between them (see :data:`FINALISTS`)."""
+        if self.polish_tol is None:
+            return None
+        return FitOptions(max_iter=self.max_iter, tol=min(self.tol, self.polish_tol), schedule=self.schedule)
+
 
 # ---------------------------------------------------------------------------------------------
 # fit, select, score
 
 
 def fit_feature_set(x: torch.Tensor, labels: Labels, options: EstimatorOptions,
-                    warm: ProbeFit | None) -> ProbeFit:
+                    warm: ProbeFit | None) -> tuple[ProbeFit, torch.Tensor]:
     """Every (label set, penalty) probe of one feature set, on its train rows (standardised
-    there), warm-started from ``warm`` when its layout fits."""
+    there), warm-started from ``warm`` when its layout fits; and the features it was fitted on."""
     scaling = standardisation(x) if options.standardize else None
     x_fit = standardise(x, scaling).to(x.dtype) if scaling is not None else x
     names, counts = labels.names, [labels.num_classes[n] for n in labels.names]
     grid = list(options.l2_grid)
     init = warm if (warm is not None and warm.label_names == names and
                     compatible_init(warm, counts, grid, x.shape[1])) else None
-    return fit_validated(x_fit, labels.stacked("train"), names, counts, grid, init, options.fit, scaling,
-                         classes=[labels.classes[n] for n in names])
+    fit = fit_validated(x_fit, labels.stacked("train"), names, counts, grid, init, options.fit, scaling,
+                        classes=[labels.classes[n] for n in names])
+    return fit, x_fit
 
 
 def mean_nll(ll: torch.Tensor, fit: ProbeFit, seen: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
@@ -87,9 +108,25 @@ def mean_nll(ll: torch.Tensor, fit: ProbeFit, seen: dict[str, torch.Tensor], nam
     return -(ll * mask).sum(0) / mask.sum(0)
 
 
+def validation_ce(fit: ProbeFit, x_val: torch.Tensor, labels: Labels) -> torch.Tensor:
+    """[K] float64: every probe's mean cross-entropy on the validation rows of classes it knows."""
+    val_ll = log_likelihood_of(fit, x_val, labels.stacked("val")).to(torch.float64)
+    return mean_nll(val_ll, fit, labels.val_seen, labels.names)
+
+
+def finalists_of(fit: ProbeFit, val_ce: torch.Tensor, label_index: int) -> list[int]:
+    """The :data:`FINALISTS` probes of a label set with the lowest validation cross-entropy as
+    the grid fit left them: polished, they decide the choice between them."""
+    return sorted(fit.probes_of(label_index), key=lambda k: float(val_ce[k]))[:FINALISTS]
+
+
 def select_penalty(fit: ProbeFit, val_ce: torch.Tensor, label_index: int) -> int:
-    """The probe of label set ``label_index`` with the lowest validation cross-entropy."""
-    return min(fit.probes_of(label_index), key=lambda k: float(val_ce[k]))
+    """The probe of label set ``label_index`` with the lowest validation cross-entropy; penalties
+    within :data:`TIE_NATS` of it count as tied, and the largest of those (the simplest probe)
+    is chosen, so that fits that differ only by their stopping point choose alike."""
+    probes = fit.probes_of(label_index)
+    best = min(float(val_ce[k]) for k in probes)
+    return max((k for k in probes if float(val_ce[k]) <= best + TIE_NATS), key=lambda k: fit.l2[k])
 
 
 def log_baseline(labels: Labels, name: str) -> torch.Tensor:
@@ -155,12 +192,15 @@ def measure_feature_set(name: str, features: Features, labels: Labels, options: 
         x_train, x_val = x.index_select(0, labels.carve[0]), x.index_select(0, labels.carve[1])
     else:
         x_train, x_val = x, features.val[name]
-    fit = fit_feature_set(x_train, labels, options, warm)
-    val_ll = log_likelihood_of(fit, x_val, labels.stacked("val")).to(torch.float64)
-    val_ce = mean_nll(val_ll, fit, labels.val_seen, labels.names)
+    fit, x_fit = fit_feature_set(x_train, labels, options, warm)
+    val_ce = validation_ce(fit, x_val, labels)
+    if options.finalist_fit is not None:
+        finalists = [k for j in range(len(labels.names)) for k in finalists_of(fit, val_ce, j)]
+        fit = polish(fit, x_fit, labels.stacked("train"), finalists, options.finalist_fit)
+        val_ce = validation_ce(fit, x_val, labels)
+    chosen = [select_penalty(fit, val_ce, j) for j in range(len(labels.names))]
     test_ll = log_likelihood_of(fit, features.test[name], labels.stacked("test")).to(torch.float64)
-    results = [score(fit, select_penalty(fit, val_ce, j), j, name, test_ll, val_ce, labels, options)
-               for j in range(len(labels.names))]
+    results = [score(fit, k, j, name, test_ll, val_ce, labels, options) for j, k in enumerate(chosen)]
     return fit, results
 
 

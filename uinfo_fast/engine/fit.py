@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -254,6 +254,18 @@ def compatible_init(init: ProbeFit, counts: list[int], l2_values: list[float], w
     """Whether ``init`` has the layout these label sets and penalties give, on ``width`` features."""
     layout = probe_layout(counts, l2_values)
     return init.offsets == layout.offsets and init.label_col == layout.label_col and init.weight.shape[0] == width
+
+
+def polish(fit: ProbeFit, x: torch.Tensor, y_all: torch.Tensor, probes: list[int], options: FitOptions) -> ProbeFit:
+    """``fit`` with the ``probes`` listed fitted further, to ``options.tol``, on the features
+    and labels they were fitted on, in float64 where float32 goes flat first (see
+    :meth:`FitWork.refine`)."""
+    work = FitWork.of(fit)
+    if options.tol < fit.tol:
+        work.run(x, y_all, probes, options)
+    work.refine(x, y_all, probes, options)
+    return replace(fit, weight=work.weight, bias=work.bias, objective=work.objective, grad_max=work.grad_max,
+                   n_iter=work.n_iter, status=work.status)
 
 
 def fit_validated(x, y_all, names, counts, l2_values, init, options: FitOptions,

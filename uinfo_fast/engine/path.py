@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .layout import ProbeLayout, meta
+from .layout import FitStatus, ProbeLayout, meta
 from .extension import ops
 
 
@@ -39,24 +39,51 @@ class FitWork:
         return cls(layout, weight, bias, torch.empty(k, **f64), torch.empty(k, **f64),
                    torch.zeros(k, dtype=torch.int64, device=dev), torch.zeros(k, dtype=torch.int64, device=dev))
 
-    def run(self, x: torch.Tensor, labels: torch.Tensor, probes: list[int], options) -> None:
+    def run(self, x: torch.Tensor, labels: torch.Tensor, probes: list[int], options,
+            dtype: torch.dtype | None = None) -> None:
         """Fits the ``probes`` listed (indices into the layout) with one op call, from their
-        current parameters."""
+        current parameters, in ``dtype`` arithmetic (default: the work's own)."""
         lay, dev = self.layout, x.device
         cols = torch.cat([torch.arange(lay.offsets[k], lay.offsets[k + 1]) for k in probes]).to(dev)
         sub_offsets = [0]
         for k in probes:
             sub_offsets.append(sub_offsets[-1] + lay.offsets[k + 1] - lay.offsets[k])
         l2 = torch.tensor([lay.l2[k] for k in probes], dtype=torch.float64, device=dev)
+        dt = dtype or self.weight.dtype
         w, b, obj, gmax, n_iter, status = ops.fit_probes(
-            x, labels, self.weight.index_select(1, cols), self.bias.index_select(0, cols), meta(sub_offsets, dev),
-            meta([lay.label_col[k] for k in probes], dev), l2, options.max_iter, options.tol, options.history,
-            options.check_every_on(dev), check_inputs=False)  # validated once, by the caller
-        self.weight[:, cols] = w
-        self.bias[cols] = b
+            x, labels, self.weight.index_select(1, cols).to(dt), self.bias.index_select(0, cols).to(dt),
+            meta(sub_offsets, dev), meta([lay.label_col[k] for k in probes], dev), l2, options.max_iter, options.tol,
+            options.history, options.check_every_on(dev), check_inputs=False)  # validated once, by the caller
+        self.weight[:, cols] = w.to(self.weight.dtype)
+        self.bias[cols] = b.to(self.bias.dtype)
         idx = torch.tensor(probes, device=dev)
-        for out, new in ((self.objective, obj), (self.grad_max, gmax), (self.n_iter, n_iter), (self.status, status)):
+        self.n_iter.index_add_(0, idx, n_iter)  # a probe refined in float64 counts both runs
+        for out, new in ((self.objective, obj), (self.grad_max, gmax), (self.status, status)):
             out.index_copy_(0, idx, new)
+
+    @classmethod
+    def of(cls, fit) -> FitWork:
+        """The work a finished :class:`ProbeFit` holds, copied, to fit some of its probes further."""
+        return cls(ProbeLayout(fit.offsets, fit.label_col, fit.l2), fit.weight.clone(), fit.bias.clone(),
+                   fit.objective.clone(), fit.grad_max.clone(), fit.n_iter.clone(), fit.status.clone())
+
+    def refine(self, x: torch.Tensor, labels: torch.Tensor, probes: list[int], options) -> None:
+        """Continues in float64 those of ``probes`` whose float32 objective went flat before
+        their gradient reached ``options.tol``.
+
+        Near the optimum of a near-separable probe (small penalty, few rows per class) float32
+        rounding of the logits makes the objective noisy at about 1e-6 relative: the line search
+        stops on a flat objective while the weights can still be far along a valley of low
+        curvature, far enough to move the test cross-entropy by hundredths of a bit, and to stop
+        warm and cold fits of the same features at different points. Float64 has no such floor;
+        the features are widened a row chunk at a time, never copied whole.
+        """
+        if self.weight.dtype == torch.float64:
+            return
+        stalled = ((self.status == int(FitStatus.FLAT)) & (self.grad_max > options.tol)).tolist()
+        stalled = [k for k in probes if stalled[k]]
+        if stalled:
+            self.run(x, labels, stalled, options, dtype=torch.float64)
 
 
 def secant_ratio(l2_values: list[float], done: list[int], new: int) -> float:

@@ -35,7 +35,7 @@ class UsableInformationResult:
     entropy_bits: float
     l2: float
     num_classes: int
-    val_ce_nats: dict[float, float]
+    val_ce_nats: dict[float, float]   # per penalty, of the probes the choice was made between
     converged: bool
     pointwise_bits: torch.Tensor = field(repr=False)
     unseen_test_rows: int = 0     # test rows of classes absent from the train split, left out

@@ -49,7 +49,7 @@ class RunConfig:
     l2_grid: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1])
     n_bootstrap: int = 200
     pool: str = "avg"                 # how conv maps become probe features: avg, max or flatten
-    probe_tol: float = 1e-4           # max |gradient| of the probes (bench/probe_tolerance.py)
+    probe_tol: float = 1e-5           # max |gradient| of every probe; the chosen ones are polished further
     seed: int = 0
     device: str = "cpu"
 
