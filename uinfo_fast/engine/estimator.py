@@ -87,12 +87,13 @@ class EstimatorOptions:
 # fit, select, score
 
 
-def fit_feature_set(x: torch.Tensor, labels: Labels, options: EstimatorOptions,
-                    warm: ProbeFit | None) -> tuple[ProbeFit, torch.Tensor]:
+def fit_feature_set(x: torch.Tensor, labels: Labels, options: EstimatorOptions, warm: ProbeFit | None,
+                    owned: bool = False) -> tuple[ProbeFit, torch.Tensor]:
     """Every (label set, penalty) probe of one feature set, on its train rows (standardised
-    there), warm-started from ``warm`` when its layout fits; and the features it was fitted on."""
+    there, in place when ``owned``: a copy nobody else holds), warm-started from ``warm`` when
+    its layout fits; and the features it was fitted on."""
     scaling = standardisation(x) if options.standardize else None
-    x_fit = standardise(x, scaling).to(x.dtype) if scaling is not None else x
+    x_fit = standardise(x, scaling, in_place=owned).to(x.dtype) if scaling is not None else x
     names, counts = labels.names, [labels.num_classes[n] for n in labels.names]
     grid = list(options.l2_grid)
     init = warm if (warm is not None and warm.label_names == names and
@@ -192,7 +193,7 @@ def measure_feature_set(name: str, features: Features, labels: Labels, options: 
         x_train, x_val = x.index_select(0, labels.carve[0]), x.index_select(0, labels.carve[1])
     else:
         x_train, x_val = x, features.val[name]
-    fit, x_fit = fit_feature_set(x_train, labels, options, warm)
+    fit, x_fit = fit_feature_set(x_train, labels, options, warm, owned=labels.carve is not None)
     val_ce = validation_ce(fit, x_val, labels)
     if options.finalist_fit is not None:
         finalists = [k for j in range(len(labels.names)) for k in finalists_of(fit, val_ce, j)]

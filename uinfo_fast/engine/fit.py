@@ -151,12 +151,15 @@ def standardisation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return xf.mean(0), std.masked_fill(constant, float("inf"))
 
 
-def standardise(x: torch.Tensor, scaling: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-    """``x`` scaled by a :func:`standardisation` (in its dtype), or ``x`` itself for None."""
+def standardise(x: torch.Tensor, scaling: tuple[torch.Tensor, torch.Tensor] | None,
+                in_place: bool = False) -> torch.Tensor:
+    """``x`` scaled by a :func:`standardisation` (in its dtype), or ``x`` itself for None: in one
+    new tensor, or in ``x`` itself when ``in_place`` and the dtypes allow (a copy the caller owns)."""
     if scaling is None:
         return x
     mean, std = scaling
-    return (x.to(mean.dtype) - mean) / std
+    out = x if in_place and x.dtype == mean.dtype else x.to(mean.dtype, copy=True)
+    return out.sub_(mean).div_(std)
 
 
 def log_likelihood_of(fit: ProbeFit, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -103,6 +103,7 @@ _RUN_OPTIONS = [
     ("--early-points", "early_points", int, "how many log-spaced extra measurements"),
     ("--l2-grid", "l2_grid", _floats, "comma-separated probe penalties"),
     ("--n-bootstrap", "n_bootstrap", int, "bootstrap resamples for the confidence interval"),
+    ("--probe-tol", "probe_tol", float, "max |gradient| every probe is fitted to (default 1e-5)"),
     ("--pool", "pool", str, "conv maps to probe features: avg (default), max or flatten"),
     ("--coherences", "coherences", _floats, "checkerboard: comma-separated colour coherence levels"),
     ("--seed", "seed", int, "seed of data, model, batches and probes"),
