@@ -27,9 +27,12 @@ TORCH_LIBRARY(uinfo_fast, m) {
   // log q(y_i | x_i) [N, K] under every probe.
   m.def("probe_log_likelihood(Tensor x, Tensor labels, Tensor weight, Tensor bias, Tensor probe_offsets, "
         "Tensor probe_label_col, bool check_inputs=True) -> Tensor");
-  // (weight [D, C], bias [C], objective [K] f64, grad_max [K] f64, n_iter [K] i64, status [K] i64)
-  // after batched L-BFGS; status is explained in generic/lbfgs_fit.h.
-  m.def("fit_probes(Tensor x, Tensor labels, Tensor weight, Tensor bias, Tensor probe_offsets, "
-        "Tensor probe_label_col, Tensor l2, int max_iter, float tol, int history, int check_every, "
-        "bool check_inputs=True) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Batched L-BFGS for the probes of several feature sets at once (layers of different widths,
+  // the same rows and labels [N, L]): every list holds one entry per feature set s, x[s] [N, D_s]
+  // and its probes' starting weight [D_s, C_s], bias [C_s], offsets [K_s+1], label columns [K_s]
+  // and penalties [K_s]. Returns, per set, (weight, bias, objective [K_s] f64, grad_max [K_s] f64,
+  // n_iter [K_s] i64, status [K_s] i64); status is explained in generic/lbfgs_fit.h.
+  m.def("fit_probes(Tensor[] x, Tensor labels, Tensor[] weight, Tensor[] bias, Tensor[] probe_offsets, "
+        "Tensor[] probe_label_col, Tensor[] l2, int max_iter, float tol, int history, int check_every, "
+        "bool check_inputs=True) -> (Tensor[], Tensor[], Tensor[], Tensor[], Tensor[], Tensor[])");
 }

@@ -51,7 +51,7 @@ def test_ops_reject_bad_arguments_directly():
     off, col = torch.tensor([0, 3]), torch.tensor([0])
     w, b, l2 = torch.zeros(5, 3), torch.zeros(3), torch.tensor([0.1])
     with pytest.raises(ValueError, match=r"labels\[:, 0\] must lie in \[0, 3\)"):
-        ops.fit_probes(X, (Y + 3)[:, None], w, b, off, col, l2, 10, 1e-5, 5, 5)
+        ops.fit_probes([X], (Y + 3)[:, None], [w], [b], [off], [col], [l2], 10, 1e-5, 5, 5)
     with pytest.raises(TypeError, match=r"weight and bias must be Float \(or Double\)"):
         ops.probe_objective(X, Y[:, None], w.half(), b.half(), off, col, l2)
     with pytest.raises(TypeError, match="of one dtype"):
@@ -63,7 +63,9 @@ def test_ops_reject_bad_arguments_directly():
     with pytest.raises(ValueError, match="l2 penalties must be finite and >= 0"):
         ops.probe_objective(X, Y[:, None], w, b, off, col, torch.tensor([-1.0]))
     with pytest.raises(ValueError, match="tol must be > 0"):
-        ops.fit_probes(X, Y[:, None], w, b, off, col, l2, 10, 0.0, 5, 5)
+        ops.fit_probes([X], Y[:, None], [w], [b], [off], [col], [l2], 10, 0.0, 5, 5)
+    with pytest.raises(ValueError, match="one x, weight, bias, probe_offsets, probe_label_col and l2 per feature set"):
+        ops.fit_probes([X, X], Y[:, None], [w], [b], [off], [col], [l2], 10, 1e-5, 5, 5)
 
 
 def test_cuda_tensor_on_cpu_only_build_is_a_clear_error(monkeypatch):

@@ -68,7 +68,13 @@ def test_opcheck_objective_and_log_likelihood(device):
 def test_opcheck_fit(device):
     args, _ = _problem(device, n=31, d=4, class_counts=(2, 3))
     x, labels, w, b, off, cols, l2 = args
-    torch.library.opcheck(ops.fit_probes.default, (x, labels, w, b, off, cols, l2, 20, 1e-6, 5, 5),
+    torch.library.opcheck(ops.fit_probes.default, ([x], labels, [w], [b], [off], [cols], [l2], 20, 1e-6, 5, 5),
+                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    # two feature sets of different widths in one call, the second with its own layout
+    x2, w2 = x[:, :2].contiguous() * 2, w[:2].clone()
+    torch.library.opcheck(ops.fit_probes.default,
+                          ([x, x2], labels, [w, w2], [b, b.clone()], [off, off.clone()], [cols, cols.clone()],
+                           [l2, l2 * 3], 20, 1e-6, 5, 5, False),
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
 

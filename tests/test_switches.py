@@ -44,7 +44,8 @@ def _call(op):
         return tuple(ops.probe_objective(x, labels, w, b, off, cols, l2))
     if op == "probe_log_likelihood":
         return (ops.probe_log_likelihood(x, labels, w, b, off, cols),)
-    return tuple(ops.fit_probes(x, labels, torch.zeros_like(w), torch.zeros_like(b), off, cols, l2, 15, 1e-6, 10, 1))
+    outs = ops.fit_probes([x], labels, [torch.zeros_like(w)], [torch.zeros_like(b)], [off], [cols], [l2], 15, 1e-6, 10, 1)
+    return tuple(o[0] for o in outs)
 
 
 OPS = ["softmax_xent_", "probe_objective", "probe_log_likelihood", "fit_probes"]

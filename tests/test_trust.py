@@ -181,8 +181,9 @@ def test_warm_and_cold_fits_of_the_same_features_agree_at_the_same_penalty():
 def test_penalties_within_the_tie_margin_choose_the_largest():
     from types import SimpleNamespace
 
-    from uinfo_fast.engine.estimator import TIE_NATS, select_penalty
+    from uinfo_fast.engine.scoring import TIE_NATS, choose
 
-    fit = SimpleNamespace(l2=[1e-4, 1e-3, 1e-2, 1e-1], probes_of=lambda j: [0, 1, 2, 3])
-    assert select_penalty(fit, torch.tensor([1.0, 0.9, 0.9 + TIE_NATS / 2, 1.2]), 0) == 2
-    assert select_penalty(fit, torch.tensor([1.0, 0.9, 0.9 + 2 * TIE_NATS, 1.2]), 0) == 1
+    fit = SimpleNamespace(l2=[1e-4, 1e-3, 1e-2, 1e-1], label_names=["y"], probes_of=lambda j: [0, 1, 2, 3])
+    val = torch.tensor([1.0, 0.9, 0.9 + TIE_NATS / 2, 1.2], dtype=torch.float64)
+    assert choose(fit, val).tolist() == [2]
+    assert choose(fit, torch.tensor([1.0, 0.9, 0.9 + 2 * TIE_NATS, 1.2], dtype=torch.float64)).tolist() == [1]

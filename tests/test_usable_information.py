@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import uinfo_fast as uf
-from uinfo_fast.engine.estimator import TIE_NATS
+from uinfo_fast.engine.scoring import TIE_NATS
 
 
 def _clusters(n, d=16, seed=0, noise=1.0):

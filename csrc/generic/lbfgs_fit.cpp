@@ -224,9 +224,9 @@ struct Trial {
 
 // The iterations of one fit, on the running set `st`.
 struct FitLoop {
-  const at::Tensor& x;
-  const at::Tensor& labels;
-  const at::Tensor& precond;
+  at::Tensor x;
+  at::Tensor labels;
+  at::Tensor precond;
   const Switches& sw;
   double tol, ftol;
   int64_t history, check_every;
@@ -277,60 +277,113 @@ struct FitLoop {
     newest = (newest + check_every) % history;
   }
 
-  // The only host synchronisation of the loop. Returns false when every probe is done;
-  // otherwise drops the finished ones from the running set, their results into `out`.
-  bool compact(FitOutputs& out) {
-    const at::Tensor done_h = st.done.to(at::kCPU);
-    const bool* dp = done_h.data_ptr<bool>();
+  // The iterations between two host checks: one recorded block when one is due, else `round`
+  // iterations one by one.
+  void run_round(int64_t it, int64_t round, int64_t max_iter) {
+    if (round == check_every && block_due(it, max_iter)) {
+      run_block();
+      return;
+    }
+    for (int64_t j = 0; j < round; ++j) iterate();
+  }
+
+  // After a host check: drops the finished probes (`done_h`: the running set's done flags, on the
+  // host) from the running set, their results into `out`. Returns false when none is left.
+  bool compact(const bool* done_h, FitOutputs& out) {
     std::vector<int64_t> keep;
     for (int64_t k = 0; k < st.layout.n_probes; ++k)
-      if (!dp[k]) keep.push_back(k);
+      if (!done_h[k]) keep.push_back(k);
+    if (static_cast<int64_t>(keep.size()) < st.layout.n_probes) out.write_back(st);
     if (keep.empty()) return false;
     if (static_cast<int64_t>(keep.size()) < st.layout.n_probes) {
-      out.write_back(st);
       st = select_probes(st, keep);
       ++running_set;
     }
     return true;
   }
-
-  void run(int64_t max_iter, FitOutputs& out) {
-    for (int64_t it = 0; it < max_iter;) {
-      if (it % check_every == 0 && !compact(out)) break;
-      if (block_due(it, max_iter)) {
-        run_block();
-        it += check_every;
-      } else {
-        iterate();
-        ++it;
-      }
-    }
-    out.write_back(st);
-  }
 };
 
-}  // namespace
+// One feature set's fit: its outputs and its loop; `running` until its last probe finishes.
+struct SetFit {
+  FitOutputs out;
+  FitLoop loop;
+  bool running = true;
+};
 
-FitResult fit_probes(const at::Tensor& x, const at::Tensor& labels, const at::Tensor& weight, const at::Tensor& bias,
-                     const at::Tensor& probe_offsets, const at::Tensor& probe_label_col, const at::Tensor& l2,
-                     int64_t max_iter, double tol, int64_t history, int64_t check_every, bool check_inputs,
-                     const Switches& sw) {
-  const ProbeLayout layout = check_probe_args(x, labels, weight, bias, probe_offsets, probe_label_col, l2, check_inputs);
-  check_fit_args(max_iter, tol, history, check_every);
-  const at::Tensor xc = x.contiguous(), yc = labels.contiguous();
-  const PenaltyGroups groups = penalty_groups(l2);
-  const at::Tensor precond = make_preconditioners(xc, groups.values, weight.scalar_type());
-  FitOutputs out(weight, bias, layout.n_probes);
-  const Backend& backend = backend_for(x.device());
+// The host check of every running set, with one host synchronisation for all of them: their
+// done flags copied in one piece. Returns false when no set has a probe left.
+bool check_all(std::vector<SetFit>& sets) {
+  std::vector<at::Tensor> flags;
+  for (const SetFit& s : sets)
+    if (s.running) flags.push_back(s.loop.st.done);
+  if (flags.empty()) return false;
+  const at::Tensor done_h = at::cat(flags).to(at::kCPU);
+  const bool* dp = done_h.data_ptr<bool>();
+  bool any = false;
+  for (SetFit& s : sets) {
+    if (!s.running) continue;
+    const int64_t n = s.loop.st.layout.n_probes;
+    s.running = s.loop.compact(dp, s.out);
+    dp += n;
+    any = any || s.running;
+  }
+  return any;
+}
+
+// The iterations of every set in lockstep rounds of check_every: each set's sequence of
+// iterations is the one it would run alone, and a check costs one synchronisation for all.
+void run_sets(std::vector<SetFit>& sets, int64_t max_iter, int64_t check_every) {
+  for (int64_t it = 0; it < max_iter;) {
+    const int64_t round = std::min(check_every, max_iter - it);
+    if (!check_all(sets)) break;
+    for (SetFit& s : sets)
+      if (s.running) s.loop.run_round(it, round, max_iter);
+    it += round;
+  }
+  for (SetFit& s : sets)
+    if (s.running) s.out.write_back(s.loop.st);
+}
+
+// A set's fit from its (checked) arguments, ready to run.
+SetFit prepare_set(const FitSet& set, const ProbeLayout& layout, const at::Tensor& labels, const Switches& sw,
+                   double tol, int64_t history, int64_t check_every) {
+  const at::Tensor xc = set.x.contiguous();
+  const PenaltyGroups groups = penalty_groups(set.l2);
+  const at::Tensor precond = make_preconditioners(xc, groups.values, set.weight.scalar_type());
+  FitOutputs out(set.weight, set.bias, layout.n_probes);
+  const Backend& backend = backend_for(xc.device());
   const bool fused = !sw.generic_lbfgs;
-  FitLoop loop{xc, yc, precond, sw, tol, flat_tolerance(weight.scalar_type()), history, check_every,
+  FitLoop loop{xc, labels, precond, sw, tol, flat_tolerance(set.weight.scalar_type()), history, check_every,
                fused ? backend.lbfgs_update : &lbfgs_update_generic,
                // The recorded blocks need the fused update: the ATen one makes new state tensors.
                (fused && sw.cuda_graphs && backend.make_block_runner) ? backend.make_block_runner() : nullptr,
-               initial_state(xc, yc, layout, out.params, l2, groups, precond, tol, sw), history - 1};
+               initial_state(xc, labels, layout, out.params, set.l2, groups, precond, tol, sw), history - 1};
   reset_counters_and_history(loop.st, history);
-  loop.run(max_iter, out);
-  return out.result();
+  return SetFit{std::move(out), std::move(loop)};
+}
+
+}  // namespace
+
+std::vector<FitResult> fit_probe_sets(const std::vector<FitSet>& sets, const at::Tensor& labels, int64_t max_iter,
+                                      double tol, int64_t history, int64_t check_every, bool check_inputs,
+                                      const Switches& sw) {
+  TORCH_CHECK_VALUE(!sets.empty(), "uinfo_fast: fit_probes needs at least one feature set");
+  check_fit_args(max_iter, tol, history, check_every);
+  const at::Tensor yc = labels.contiguous();
+  std::vector<SetFit> fits;
+  fits.reserve(sets.size());
+  for (const FitSet& set : sets) {
+    TORCH_CHECK_VALUE(set.x.device() == sets[0].x.device(), "uinfo_fast: every feature set of a fit must be on ",
+                      sets[0].x.device(), ", found one on ", set.x.device());
+    const ProbeLayout layout =
+        check_probe_args(set.x, labels, set.weight, set.bias, set.probe_offsets, set.probe_label_col, set.l2,
+                         check_inputs);
+    fits.push_back(prepare_set(set, layout, yc, sw, tol, history, check_every));
+  }
+  run_sets(fits, max_iter, check_every);
+  std::vector<FitResult> out;
+  for (const SetFit& f : fits) out.push_back(f.out.result());
+  return out;
 }
 
 }  // namespace uinfo_fast

@@ -3,6 +3,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <tuple>
+#include <vector>
 
 #include "switches.h"
 
@@ -12,19 +13,25 @@ namespace uinfo_fast {
 // status [K] int64)
 using FitResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-// Minimises f_k(W_k, b_k) = mean NLL_k + l2_k / 2 ||W_k||^2 for every probe k, starting from
-// (weight, bias). Status: 0 stopped at max_iter, 1 max |gradient| <= tol, 2 objective flat at
-// the working precision (three trials changed it by under machine epsilon, relative, with no
-// real decrease in between), 3 line search failed 25 times running. 1 and 2 count as converged.
-FitResult fit_probes(const at::Tensor& x,                // [N, D] float32/bfloat16/float16/float64
-                     const at::Tensor& labels,           // [N, L] int64
-                     const at::Tensor& weight,           // [D, C] initial weights (compute dtype)
-                     const at::Tensor& bias,             // [C] initial bias
-                     const at::Tensor& probe_offsets,    // [K+1] int64
-                     const at::Tensor& probe_label_col,  // [K] int64
-                     const at::Tensor& l2,               // [K] penalties, >= 0
-                     int64_t max_iter, double tol, int64_t history, int64_t check_every,
-                     bool check_inputs,  // label range and finite x (see check_probe_args)
-                     const Switches& sw);
+// One feature set of a fit: its features and its probes' starting parameters, layout and penalties.
+struct FitSet {
+  at::Tensor x;                // [N, D] float32/bfloat16/float16/float64
+  at::Tensor weight;           // [D, C] initial weights (compute dtype, or float64)
+  at::Tensor bias;             // [C] initial bias
+  at::Tensor probe_offsets;    // [K+1] int64
+  at::Tensor probe_label_col;  // [K] int64
+  at::Tensor l2;               // [K] penalties, >= 0
+};
+
+// Minimises f_k(W_k, b_k) = mean NLL_k + l2_k / 2 ||W_k||^2 for every probe k of every feature
+// set, each from its starting parameters, on the shared labels [N, L] int64. The sets iterate in
+// lockstep, each exactly as it would alone, and a host check (every `check_every` iterations)
+// costs one synchronisation for all of them. Status: 0 stopped at max_iter, 1 max |gradient| <=
+// tol, 2 objective flat at the working precision (three trials changed it by under machine
+// epsilon, relative, with no real decrease in between), 3 line search failed 25 times running. 1
+// and 2 count as converged. `check_inputs`: label range and finite x (see check_probe_args).
+std::vector<FitResult> fit_probe_sets(const std::vector<FitSet>& sets, const at::Tensor& labels, int64_t max_iter,
+                                      double tol, int64_t history, int64_t check_every, bool check_inputs,
+                                      const Switches& sw);
 
 }  // namespace uinfo_fast

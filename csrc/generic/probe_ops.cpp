@@ -42,13 +42,40 @@ at::Tensor probe_log_likelihood(const at::Tensor& x, const at::Tensor& labels, c
   return per_example.neg_();
 }
 
-FitResult fit_probes_op(const at::Tensor& x, const at::Tensor& labels, const at::Tensor& weight,
-                        const at::Tensor& bias, const at::Tensor& probe_offsets, const at::Tensor& probe_label_col,
-                        const at::Tensor& l2, int64_t max_iter, double tol, int64_t history, int64_t check_every,
-                        bool check_inputs) {
+using TensorVector = std::vector<at::Tensor>;
+using FitSetsResult = std::tuple<TensorVector, TensorVector, TensorVector, TensorVector, TensorVector, TensorVector>;
+
+// fit_probes takes one list entry per feature set; this pairs the lists up into FitSets.
+std::vector<FitSet> fit_sets(at::TensorList x, at::TensorList weight, at::TensorList bias, at::TensorList offsets,
+                             at::TensorList label_col, at::TensorList l2) {
+  const size_t n = x.size();
+  TORCH_CHECK_VALUE(weight.size() == n && bias.size() == n && offsets.size() == n && label_col.size() == n &&
+                        l2.size() == n,
+                    "uinfo_fast: fit_probes takes one x, weight, bias, probe_offsets, probe_label_col and l2 per "
+                    "feature set; got lists of ", n, ", ", weight.size(), ", ", bias.size(), ", ", offsets.size(), ", ",
+                    label_col.size(), " and ", l2.size());
+  std::vector<FitSet> sets;
+  for (size_t s = 0; s < n; ++s) sets.push_back(FitSet{x[s], weight[s], bias[s], offsets[s], label_col[s], l2[s]});
+  return sets;
+}
+
+FitSetsResult fit_probes_op(at::TensorList x, const at::Tensor& labels, at::TensorList weight, at::TensorList bias,
+                            at::TensorList probe_offsets, at::TensorList probe_label_col, at::TensorList l2,
+                            int64_t max_iter, double tol, int64_t history, int64_t check_every, bool check_inputs) {
   const Switches sw = read_switches();
-  return fit_probes(x, labels, weight, bias, probe_offsets, probe_label_col, l2, max_iter, tol, history, check_every,
-                    check_inputs, sw);
+  const std::vector<FitResult> fits =
+      fit_probe_sets(fit_sets(x, weight, bias, probe_offsets, probe_label_col, l2), labels, max_iter, tol, history,
+                     check_every, check_inputs, sw);
+  FitSetsResult out;
+  for (const FitResult& r : fits) {
+    std::get<0>(out).push_back(std::get<0>(r));
+    std::get<1>(out).push_back(std::get<1>(r));
+    std::get<2>(out).push_back(std::get<2>(r));
+    std::get<3>(out).push_back(std::get<3>(r));
+    std::get<4>(out).push_back(std::get<4>(r));
+    std::get<5>(out).push_back(std::get<5>(r));
+  }
+  return out;
 }
 
 }  // namespace

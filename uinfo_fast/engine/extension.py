@@ -50,14 +50,14 @@ def _(x, labels, weight, bias, probe_offsets, probe_label_col, check_inputs=True
 @torch.library.register_fake("uinfo_fast::fit_probes")
 def _(x, labels, weight, bias, probe_offsets, probe_label_col, l2, max_iter, tol, history, check_every,
       check_inputs=True):
-    k = probe_label_col.shape[0]
+    ks = [c.shape[0] for c in probe_label_col]
     return (
-        torch.empty_like(weight),
-        torch.empty_like(bias),
-        weight.new_empty((k,), dtype=torch.float64),
-        weight.new_empty((k,), dtype=torch.float64),
-        weight.new_empty((k,), dtype=torch.int64),
-        weight.new_empty((k,), dtype=torch.int64),
+        [torch.empty_like(w) for w in weight],
+        [torch.empty_like(b) for b in bias],
+        [w.new_empty((k,), dtype=torch.float64) for w, k in zip(weight, ks)],
+        [w.new_empty((k,), dtype=torch.float64) for w, k in zip(weight, ks)],
+        [w.new_empty((k,), dtype=torch.int64) for w, k in zip(weight, ks)],
+        [w.new_empty((k,), dtype=torch.int64) for w, k in zip(weight, ks)],
     )
 
 

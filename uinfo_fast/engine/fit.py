@@ -12,7 +12,7 @@ import torch
 
 from .layout import CONVERGED_CODES, FitStatus, probe_layout
 from .extension import ops
-from .path import FitWork, fit_path
+from .path import FitWork, fit_grid, run
 from .params import Choice, Integer, NoneOr, Real, validate_params
 from .validation import check_features, check_l2, check_labels, label_sets
 
@@ -259,28 +259,45 @@ def compatible_init(init: ProbeFit, counts: list[int], l2_values: list[float], w
     return init.offsets == layout.offsets and init.label_col == layout.label_col and init.weight.shape[0] == width
 
 
-def polish(fit: ProbeFit, x: torch.Tensor, y_all: torch.Tensor, probes: list[int], options: FitOptions) -> ProbeFit:
-    """``fit`` with the ``probes`` listed fitted further, to ``options.tol``, on the features
-    and labels they were fitted on, in float64 where float32 goes flat first (see
-    :meth:`FitWork.refine`)."""
-    work = FitWork.of(fit)
-    if options.tol < fit.tol:
-        work.run(x, y_all, probes, options)
-    work.refine(x, y_all, probes, options)
-    return replace(fit, weight=work.weight, bias=work.bias, objective=work.objective, grad_max=work.grad_max,
-                   n_iter=work.n_iter, status=work.status)
+def polish(fits: dict[str, ProbeFit], xs: dict[str, torch.Tensor], y_all: torch.Tensor,
+           probes: dict[str, list[int]], options: FitOptions) -> dict[str, ProbeFit]:
+    """``fits`` with ``probes[name]`` fitted further, to ``options.tol``, in float64 and in one
+    op call for every feature set, on the features (``xs``) and labels they were fitted on.
+
+    Near the optimum of a near-separable probe (small penalty, few rows per class) float32
+    rounding of the logits makes the objective noisy at about 1e-6 relative: a float32 line search
+    stops on a flat objective while the weights can still be far along a valley of low curvature,
+    far enough to move the test cross-entropy by hundredths of a bit, and to stop warm and cold
+    fits of the same features at different points. Float64 has no such floor; the features are
+    widened a row chunk at a time, never copied whole.
+    """
+    names = list(fits)
+    works = [FitWork.of(fits[n], xs[n]) for n in names]
+    run(works, [probes.get(n, []) for n in names], y_all, options, dtype=torch.float64)
+    return {n: replace(fits[n], weight=w.weight, bias=w.bias, objective=w.objective, grad_max=w.grad_max,
+                       n_iter=w.n_iter, status=w.status) for n, w in zip(names, works)}
 
 
 def fit_validated(x, y_all, names, counts, l2_values, init, options: FitOptions,
                   standardize=None, classes=None) -> ProbeFit:
-    """fit_probes on validated arguments (``init`` compatible or None); ``standardize`` and
-    ``classes`` are recorded in the result for scoring."""
+    """fit_probes on validated arguments (``init`` compatible or None): one feature set of
+    :func:`fit_feature_sets`."""
+    return fit_feature_sets({"": x}, y_all, names, counts, l2_values, {"": init}, options,
+                            {"": standardize}, classes)[""]
+
+
+def fit_feature_sets(xs: dict[str, torch.Tensor], y_all, names, counts, l2_values, inits: dict, options: FitOptions,
+                     standardize: dict | None = None, classes=None) -> dict[str, ProbeFit]:
+    """Every (label set, penalty) probe of every feature set, on validated arguments, in as few
+    op calls as the schedule allows: one from warm starts (``inits[name]``, compatible or None),
+    one per penalty on the path from a cold start. ``standardize[name]`` and ``classes`` are
+    recorded in the results for scoring."""
     layout = probe_layout(counts, l2_values)
-    work = FitWork.start(x, layout, init)
-    schedule = options.schedule if options.schedule != "auto" else ("batched" if init is not None else "path")
-    if schedule == "batched" or len(l2_values) == 1:
-        work.run(x, y_all, list(range(layout.n_probes)), options)
-    else:
-        fit_path(work, x, y_all, l2_values, options)
-    return ProbeFit(work.weight, work.bias, layout.offsets, layout.label_col, layout.l2, names, counts,
-                    work.objective, work.grad_max, work.n_iter, work.status, options.tol, standardize, classes)
+    works = [FitWork.start(x, layout, inits.get(n)) for n, x in xs.items()]
+    auto = [inits.get(n) is None for n in xs]
+    on_path = auto if options.schedule == "auto" else [options.schedule == "path"] * len(xs)
+    fit_grid(works, on_path, y_all, l2_values, options)
+    scaling = standardize or {}
+    return {n: ProbeFit(w.weight, w.bias, layout.offsets, layout.label_col, layout.l2, names, counts, w.objective,
+                        w.grad_max, w.n_iter, w.status, options.tol, scaling.get(n), classes)
+            for n, w in zip(xs, works)}

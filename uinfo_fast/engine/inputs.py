@@ -45,6 +45,8 @@ class Labels:
     val_seen: dict[str, torch.Tensor]
     test_seen: dict[str, torch.Tensor]
     carve: tuple[torch.Tensor, torch.Tensor] | None
+    test_seen_rows: dict[str, torch.Tensor]  # indices of the test rows scored, per label set
+    unseen_test_rows: dict[str, int]         # how many test rows are left out, per label set
 
     @property
     def names(self) -> list[str]:
@@ -155,4 +157,6 @@ def _compact(train: dict, val: dict, test: dict, carve) -> Labels:
             out[split][n], out[f"{split}_seen"][n] = _renumber(labels[n], classes[n])
         if not bool(out["test_seen"][n].any()):
             raise ValueError(f"no test row of label set {n!r} has a class that occurs in the train split")
-    return Labels(**out, classes=classes, carve=carve)
+    rows = {n: seen.nonzero().flatten() for n, seen in out["test_seen"].items()}
+    unseen = {n: int(seen.numel() - r.numel()) for (n, seen), r in zip(out["test_seen"].items(), rows.values())}
+    return Labels(**out, classes=classes, carve=carve, test_seen_rows=rows, unseen_test_rows=unseen)

@@ -1,21 +1,25 @@
-"""A fit in progress: warm starts, runs of the ``fit_probes`` op on groups of probes, and the
-penalty path that orders those runs from a cold start."""
+"""Fits in progress: warm starts, calls of the ``fit_probes`` op on groups of probes of several
+feature sets at once, the penalty path that orders those calls from a cold start, and the
+float64 polish of chosen probes."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from .layout import FitStatus, ProbeLayout, meta
 from .extension import ops
+from .layout import ProbeLayout, meta
 
 
 @dataclass
 class FitWork:
-    """Parameters and per-probe outcomes of a fit, filled in place group by group; every probe
-    of the layout belongs to exactly one group, so the work is complete when the groups are."""
+    """One feature set's parameters and per-probe outcomes, filled in place group by group;
+    every probe of the layout belongs to exactly one group of the grid fit, so the work is
+    complete when the groups are."""
 
+    x: torch.Tensor          # [N, D] the features the probes are fitted on
     layout: ProbeLayout
     weight: torch.Tensor     # [D, C] compute dtype
     bias: torch.Tensor       # [C]
@@ -36,54 +40,55 @@ class FitWork:
             weight = torch.zeros(x.shape[1], n_cols, dtype=cdt, device=dev)
             bias = torch.zeros(n_cols, dtype=cdt, device=dev)
         f64 = dict(dtype=torch.float64, device=dev)
-        return cls(layout, weight, bias, torch.empty(k, **f64), torch.empty(k, **f64),
+        return cls(x, layout, weight, bias, torch.empty(k, **f64), torch.empty(k, **f64),
                    torch.zeros(k, dtype=torch.int64, device=dev), torch.zeros(k, dtype=torch.int64, device=dev))
 
-    def run(self, x: torch.Tensor, labels: torch.Tensor, probes: list[int], options,
-            dtype: torch.dtype | None = None) -> None:
-        """Fits the ``probes`` listed (indices into the layout) with one op call, from their
-        current parameters, in ``dtype`` arithmetic (default: the work's own)."""
-        lay, dev = self.layout, x.device
-        cols = torch.cat([torch.arange(lay.offsets[k], lay.offsets[k + 1]) for k in probes]).to(dev)
-        sub_offsets = [0]
+    @classmethod
+    def of(cls, fit, x: torch.Tensor) -> FitWork:
+        """The work a finished :class:`ProbeFit` holds, copied, to fit some of its probes further."""
+        return cls(x, ProbeLayout(fit.offsets, fit.label_col, fit.l2), fit.weight.clone(), fit.bias.clone(),
+                   fit.objective.clone(), fit.grad_max.clone(), fit.n_iter.clone(), fit.status.clone())
+
+    def columns(self, probes: list[int]) -> torch.Tensor:
+        lay = self.layout
+        return torch.cat([torch.arange(lay.offsets[k], lay.offsets[k + 1]) for k in probes]).to(self.x.device)
+
+    def problem(self, probes: list[int], dtype: torch.dtype) -> tuple:
+        """The op's arguments for ``probes``: (x, weight, bias, offsets, label columns, l2)."""
+        lay, dev, cols = self.layout, self.x.device, self.columns(probes)
+        offsets = [0]
         for k in probes:
-            sub_offsets.append(sub_offsets[-1] + lay.offsets[k + 1] - lay.offsets[k])
-        l2 = torch.tensor([lay.l2[k] for k in probes], dtype=torch.float64, device=dev)
-        dt = dtype or self.weight.dtype
-        w, b, obj, gmax, n_iter, status = ops.fit_probes(
-            x, labels, self.weight.index_select(1, cols).to(dt), self.bias.index_select(0, cols).to(dt),
-            meta(sub_offsets, dev), meta([lay.label_col[k] for k in probes], dev), l2, options.max_iter, options.tol,
-            options.history, options.check_every_on(dev), check_inputs=False)  # validated once, by the caller
+            offsets.append(offsets[-1] + lay.offsets[k + 1] - lay.offsets[k])
+        return (self.x, self.weight.index_select(1, cols).to(dtype), self.bias.index_select(0, cols).to(dtype),
+                meta(offsets, dev), meta([lay.label_col[k] for k in probes], dev),
+                torch.tensor([lay.l2[k] for k in probes], dtype=torch.float64, device=dev))
+
+    def absorb(self, probes: list[int], w, b, obj, gmax, n_iter, status) -> None:
+        """Writes the op's results for ``probes`` back; a probe fitted again counts all its
+        iterations."""
+        cols, idx = self.columns(probes), torch.tensor(probes, device=self.x.device)
         self.weight[:, cols] = w.to(self.weight.dtype)
         self.bias[cols] = b.to(self.bias.dtype)
-        idx = torch.tensor(probes, device=dev)
-        self.n_iter.index_add_(0, idx, n_iter)  # a probe refined in float64 counts both runs
+        self.n_iter.index_add_(0, idx, n_iter)
         for out, new in ((self.objective, obj), (self.grad_max, gmax), (self.status, status)):
             out.index_copy_(0, idx, new)
 
-    @classmethod
-    def of(cls, fit) -> FitWork:
-        """The work a finished :class:`ProbeFit` holds, copied, to fit some of its probes further."""
-        return cls(ProbeLayout(fit.offsets, fit.label_col, fit.l2), fit.weight.clone(), fit.bias.clone(),
-                   fit.objective.clone(), fit.grad_max.clone(), fit.n_iter.clone(), fit.status.clone())
 
-    def refine(self, x: torch.Tensor, labels: torch.Tensor, probes: list[int], options) -> None:
-        """Continues in float64 those of ``probes`` whose float32 objective went flat before
-        their gradient reached ``options.tol``.
-
-        Near the optimum of a near-separable probe (small penalty, few rows per class) float32
-        rounding of the logits makes the objective noisy at about 1e-6 relative: the line search
-        stops on a flat objective while the weights can still be far along a valley of low
-        curvature, far enough to move the test cross-entropy by hundredths of a bit, and to stop
-        warm and cold fits of the same features at different points. Float64 has no such floor;
-        the features are widened a row chunk at a time, never copied whole.
-        """
-        if self.weight.dtype == torch.float64:
-            return
-        stalled = ((self.status == int(FitStatus.FLAT)) & (self.grad_max > options.tol)).tolist()
-        stalled = [k for k in probes if stalled[k]]
-        if stalled:
-            self.run(x, labels, stalled, options, dtype=torch.float64)
+def run(works: Sequence[FitWork], probes: Sequence[list[int]], labels: torch.Tensor, options,
+        dtype: torch.dtype | None = None) -> None:
+    """Fits ``probes[s]`` of every ``works[s]`` from their current parameters, in one op call
+    for all feature sets (those with no probe listed sit it out), in ``dtype`` arithmetic
+    (default: each work's own)."""
+    chosen = [(w, p) for w, p in zip(works, probes) if p]
+    if not chosen:
+        return
+    problems = [w.problem(p, dtype or w.weight.dtype) for w, p in chosen]
+    x, weight, bias, offsets, label_col, l2 = (list(column) for column in zip(*problems))
+    dev = x[0].device
+    results = ops.fit_probes(x, labels, weight, bias, offsets, label_col, l2, options.max_iter, options.tol,
+                             options.history, options.check_every_on(dev), check_inputs=False)  # validated once
+    for s, (w, p) in enumerate(chosen):
+        w.absorb(p, *(r[s] for r in results))
 
 
 def secant_ratio(l2_values: list[float], done: list[int], new: int) -> float:
@@ -115,17 +120,25 @@ def predict_stage(work: FitWork, stage: list[int], last: list[int], before: list
         work.bias[lay.columns(k_new)] = b
 
 
-def fit_path(work: FitWork, x: torch.Tensor, labels: torch.Tensor, l2_values: list[float], options) -> None:
-    """Fits the penalties from the largest (best conditioned) down, each stage (one probe per
-    label set) started from a prediction of its solution off the stages before it."""
+def fit_grid(works: Sequence[FitWork], on_path: Sequence[bool], labels: torch.Tensor, l2_values: list[float],
+             options) -> None:
+    """Every probe of every work. A work ``on_path`` (a cold start) fits the penalties from the
+    largest (best conditioned) down, each stage (one probe per label set) started from a
+    prediction of its solution off the stages before it; the others fit all their probes at
+    once, in the first call. Each call serves every feature set: as many calls as stages."""
     order = sorted(range(len(l2_values)), key=lambda i: -l2_values[i])
-    done: list[int] = []
+    n = len(l2_values)
+    if not any(on_path) or n == 1:
+        order = order[:1]
     stages: list[list[int]] = []
-    for i in order:
-        stage = work.layout.stage(i, len(l2_values))
+    for step, i in enumerate(order):
+        stage = works[0].layout.stage(i, n)
         if stages:
-            predict_stage(work, stage, stages[-1], stages[-2] if len(stages) > 1 else None,
-                          secant_ratio(l2_values, done, i))
-        work.run(x, labels, stage, options)
-        done.append(i)
+            r = secant_ratio(l2_values, order[:step], i)
+            for w, path in zip(works, on_path):
+                if path:
+                    predict_stage(w, stage, stages[-1], stages[-2] if len(stages) > 1 else None, r)
+        everything = list(range(works[0].layout.n_probes))
+        run(works, [stage if (path and n > 1) else (everything if step == 0 else []) for path in on_path], labels,
+            options)
         stages.append(stage)

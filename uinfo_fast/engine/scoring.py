@@ -1,0 +1,143 @@
+"""Choosing and scoring probes on the features' device: the tie rule, the finalists, the
+baseline, pointwise usable information and its bootstrap interval. Everything stays a tensor
+until :func:`score_all` copies every number of a measurement to the host in one transfer."""
+from __future__ import annotations
+
+import torch
+
+from .fit import ProbeFit, log_likelihood_of
+from .inputs import Labels
+from .results import LN2, UsableInformationResult
+
+# Penalties whose validation cross-entropy lies within this of the lowest count as tied (the
+# largest is chosen): far above the differences that stopping points make, far below the
+# differences between neighbouring penalties of a grid.
+TIE_NATS = 1e-3
+# Fewer train rows than this per class, on average, and a probe's test cross-entropy, hence I_u,
+# is dominated by the classes it barely saw: the result carries a warning.
+MIN_ROWS_PER_CLASS = 10
+# Bootstrap resamples drawn at once: bounds the memory of the resample indices.
+_RESAMPLE_CHUNK = 64
+
+
+def mean_nll(ll: torch.Tensor, fit: ProbeFit, seen: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
+    """Mean negative log-likelihood [K] of every probe over the rows whose class its label set has."""
+    mask = torch.stack([seen[names[j]] for j in fit.label_col], 1).to(ll.dtype)  # [rows, K]
+    return -(ll * mask).sum(0) / mask.sum(0)
+
+
+def validation_ce(fit: ProbeFit, x_val: torch.Tensor, labels: Labels) -> torch.Tensor:
+    """[K] float64: every probe's mean cross-entropy on the validation rows of classes it knows."""
+    val_ll = log_likelihood_of(fit, x_val, labels.stacked("val")).to(torch.float64)
+    return mean_nll(val_ll, fit, labels.val_seen, labels.names)
+
+
+def finalists(fits: dict[str, ProbeFit], val_ce: dict[str, torch.Tensor], count: int) -> dict[str, list[int]]:
+    """The ``count`` probes of each (feature set, label set) with the lowest validation
+    cross-entropy, as host indices: one host synchronisation for every feature set."""
+    ranked = {}
+    for name, fit in fits.items():
+        probes = torch.tensor([fit.probes_of(j) for j in range(len(fit.label_names))], device=val_ce[name].device)
+        top = val_ce[name][probes].argsort(dim=1)[:, :count]  # [L, count]
+        ranked[name] = probes.gather(1, top).flatten()
+    flat = torch.cat(list(ranked.values())).tolist()
+    out, start = {}, 0
+    for name, idx in ranked.items():
+        out[name] = flat[start:start + idx.numel()]
+        start += idx.numel()
+    return out
+
+
+def choose(fit: ProbeFit, val_ce: torch.Tensor) -> torch.Tensor:
+    """[L] the chosen probe of every label set, on the device: the lowest validation
+    cross-entropy, penalties within :data:`TIE_NATS` of it counting as tied and the largest of
+    those (the simplest probe) chosen, so that fits that differ only by where they stopped
+    choose alike."""
+    dev = val_ce.device
+    probes = torch.tensor([fit.probes_of(j) for j in range(len(fit.label_names))], device=dev)  # [L, P]
+    vals = val_ce[probes]
+    tied = vals <= vals.min(dim=1, keepdim=True).values + TIE_NATS
+    l2 = torch.tensor(fit.l2, dtype=torch.float64, device=dev)[probes]
+    return probes.gather(1, torch.where(tied, l2, -1.0).argmax(dim=1, keepdim=True)).squeeze(1)
+
+
+def log_baseline(labels: Labels, name: str) -> torch.Tensor:
+    """log of the baseline predictor of label set ``name``: its train marginal with one
+    pseudo-count per class that occurs there (absent classes have no share), [K] float64."""
+    prior = torch.bincount(labels.train[name], minlength=labels.num_classes[name]).to(torch.float64) + 1.0
+    return (prior / prior.sum()).log()
+
+
+def bootstrap(pointwise: torch.Tensor, n_bootstrap: int, confidence: float, seed: int) -> torch.Tensor:
+    """[2] percentile bootstrap interval of the mean over examples, on their device; nan without
+    resamples. Resamples are drawn on the host from ``seed``, so every device draws the same."""
+    if n_bootstrap <= 0:
+        return torch.full((2,), float("nan"), dtype=torch.float64, device=pointwise.device)
+    gen = torch.Generator().manual_seed(seed)
+    values, m = pointwise.to(torch.float64), pointwise.numel()
+    means = []
+    for start in range(0, n_bootstrap, _RESAMPLE_CHUNK):
+        idx = torch.randint(0, m, (min(_RESAMPLE_CHUNK, n_bootstrap - start), m), generator=gen)
+        means.append(values[idx.to(values.device)].mean(1))
+    alpha = (1.0 - confidence) / 2.0
+    return torch.quantile(torch.cat(means), torch.tensor([alpha, 1.0 - alpha], dtype=torch.float64,
+                                                         device=values.device))
+
+
+def pair_numbers(fit: ProbeFit, chosen: torch.Tensor, j: int, test_ll: torch.Tensor, val_ce: torch.Tensor,
+                 labels: Labels, options) -> tuple[torch.Tensor, torch.Tensor]:
+    """(numbers [7 + P], pointwise bits [seen test rows]) of label set ``j`` under its chosen
+    probe, on the device: bits, CI, test CE, H(Y), chosen probe, converged, then the validation
+    CE of its P penalties."""
+    label = labels.names[j]
+    rows = labels.test_seen_rows[label]
+    log_prior = log_baseline(labels, label).to(test_ll.device)[labels.test[label].index_select(0, rows)]
+    ll = test_ll.index_select(0, rows).index_select(1, chosen.view(1)).squeeze(1)
+    pointwise = (ll - log_prior) / LN2
+    ci = bootstrap(pointwise, options.n_bootstrap, options.confidence, options.seed)
+    converged = fit.converged.index_select(0, chosen.view(1)).to(torch.float64)
+    val = val_ce[torch.tensor(fit.probes_of(j), device=val_ce.device)]
+    head = torch.stack([pointwise.mean(), ci[0], ci[1], -ll.mean(), -log_prior.mean() / LN2,
+                        chosen.to(torch.float64), converged[0]])
+    return torch.cat([head, val]), pointwise
+
+
+def score_all(fits: dict[str, ProbeFit], val_ce: dict[str, torch.Tensor], x_test: dict[str, torch.Tensor],
+              labels: Labels, options) -> list[UsableInformationResult]:
+    """Every (feature set, label set) pair scored on the device; its numbers reach the host in
+    one transfer, the one host synchronisation of scoring."""
+    parts, pointwise = [], []
+    for name, fit in fits.items():
+        test_ll = log_likelihood_of(fit, x_test[name], labels.stacked("test")).to(torch.float64)
+        chosen = choose(fit, val_ce[name])
+        for j in range(len(labels.names)):
+            numbers, pw = pair_numbers(fit, chosen[j], j, test_ll, val_ce[name], labels, options)
+            parts.append(numbers)
+            pointwise.append(pw)
+    host = torch.cat(parts + pointwise).cpu().split([p.numel() for p in parts + pointwise])
+    numbers, pws = host[:len(parts)], host[len(parts):]
+    pairs = [(name, j) for name in fits for j in range(len(labels.names))]
+    return [result(fits[name], name, j, nums.tolist(), pw, labels) for (name, j), nums, pw in zip(pairs, numbers, pws)]
+
+
+def result(fit: ProbeFit, name: str, j: int, nums: list[float], pointwise: torch.Tensor,
+           labels: Labels) -> UsableInformationResult:
+    label = labels.names[j]
+    best, unseen = int(nums[5]), labels.unseen_test_rows[label]
+    return UsableInformationResult(
+        feature_set=name, label_set=label, bits=nums[0], ci_low=nums[1], ci_high=nums[2], test_ce_nats=nums[3],
+        entropy_bits=nums[4], l2=fit.l2[best], num_classes=labels.num_classes[label],
+        val_ce_nats={fit.l2[k]: v for k, v in zip(fit.probes_of(j), nums[7:])}, converged=bool(nums[6]),
+        pointwise_bits=pointwise, unseen_test_rows=unseen,
+        warning=probe_set_warning(labels.train[label].numel(), labels.num_classes[label], unseen))
+
+
+def probe_set_warning(n_train: int, n_classes: int, unseen: int) -> str | None:
+    """What makes a result less trustworthy than its CI says, or None: few train rows per class
+    (under :data:`MIN_ROWS_PER_CLASS` on average bias I_u low), test rows left out."""
+    notes = []
+    if n_train < MIN_ROWS_PER_CLASS * n_classes:
+        notes.append(f"{n_train / n_classes:.1f} train rows per class, under {MIN_ROWS_PER_CLASS}: I_u is biased low")
+    if unseen:
+        notes.append(f"{unseen} test rows of classes absent from the train split left out")
+    return "; ".join(notes) or None
