@@ -68,3 +68,68 @@ def test_a_warm_measurement_fits_every_layer_in_one_call_then_polishes_in_one(co
     counting.fits.clear()
     tracker.measure(1)
     assert cold == [4, 4, 4, 4] and counting.fits == [4, 4]  # warm: the grid, then the finalists' polish
+
+
+class _Broken(nn.Module):
+    """A layer that passes its input through, or returns NaNs or zeros when told to."""
+
+    def __init__(self):
+        super().__init__()
+        self.mode = "pass"
+
+    def forward(self, x):
+        if self.mode == "nan":
+            return x * float("nan")
+        return torch.zeros_like(x) if self.mode == "zero" else x
+
+
+def _tracker_with(broken, labels_train, labels_test, **kw):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), broken, nn.Linear(16, 6))
+    (x, _), (xt, _) = _layers(300, 0), _layers(200, 1)
+    return uf.UsableInfoTracker(model, ["1", "2"], x["wide"][:, :12], labels_train, xt["wide"][:, :12], labels_test,
+                                l2_grid=[1e-2, 1e-1], n_bootstrap=0, **kw)
+
+
+@pytest.mark.parametrize("mode,status", [("nan", "nonfinite_features"), ("zero", "constant_features")])
+def test_a_broken_layer_gets_rows_that_say_why_and_the_others_are_measured(tmp_path, mode, status):
+    (_, y), (_, yt) = _layers(300, 0), _layers(200, 1)
+    broken = _Broken()
+    tracker = _tracker_with(broken, y, yt, log_path=tmp_path / "log.jsonl")
+    tracker.measure(0)
+    broken.mode = mode
+    rows = tracker.measure(1)  # no exception: a measurement never stops training
+    by = {(r["feature_set"], r["label_set"]): r for r in rows}
+    assert {by["2", k]["status"] for k in y} == {status} and all(by["2", k]["bits"] is None for k in y)
+    assert all(by["1", k]["status"] == "ok" and by["1", k]["bits"] > 0.1 for k in y)
+    broken.mode = "pass"
+    again = {(r["feature_set"], r["label_set"]): r for r in tracker.measure(2)}
+    assert again["2", "six"]["status"] == "ok"  # recovered: measured again
+    from uinfo_fast.tracking import read_log
+
+    assert [r["status"] for r in read_log(tmp_path / "log.jsonl")].count(status) == 2
+
+
+def test_a_label_set_of_one_class_gets_rows_that_say_so():
+    (_, y), (_, yt) = _layers(300, 0), _layers(200, 1)
+    y, yt = y["six"], yt["six"]
+    one = {"six": y, "same": torch.zeros_like(y)}
+    rows = _tracker_with(_Broken(), one, {"six": yt, "same": torch.zeros_like(yt)}).measure(0)
+    assert {r["status"] for r in rows if r["label_set"] == "same"} == {"single_class"}
+    assert all(r["bits"] > 0.5 for r in rows if r["label_set"] == "six")
+    only = _tracker_with(_Broken(), {"same": torch.zeros_like(y)}, {"same": torch.zeros_like(yt)}).measure(0)
+    assert [r["status"] for r in only] == ["single_class", "single_class"]
+
+
+@pytest.mark.slow
+def test_a_diverging_run_ends_with_its_own_message(tmp_path, capsys):
+    from uinfo_fast.experiments.cli import main
+    from uinfo_fast.tracking import read_log
+
+    out = tmp_path / "run"
+    assert main(["run", "--n-train", "512", "--n-test", "128", "--width", "4", "--epochs", "3", "--batch-size", "64",
+                 "--probe-train", "200", "--probe-val", "28", "--probe-test", "100", "--track-every", "2",
+                 "--early-points", "0", "--layers", "layer2,layer4", "--l2-grid", "1e-3,1e-1", "--n-bootstrap", "0",
+                 "--quiet", "--lr", "50", "--out", str(out)]) == 1
+    assert "training diverged at step" in capsys.readouterr().err
+    assert "nonfinite_features" in {r["status"] for r in read_log(out / "log.jsonl")}

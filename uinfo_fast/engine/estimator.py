@@ -132,23 +132,41 @@ def estimate(features: Features, labels: Labels, options: EstimatorOptions,
              warm_start: UsableInformation | None = None, progress: bool = False) -> UsableInformation:
     """Usable information of every feature set about every label set, on validated inputs:
     fit every probe, polish the finalists, choose, score."""
-    t0 = time.perf_counter()
-    bar = tqdm(total=3, desc="usable information: fit", disable=not progress)
+    clock = _Phases(progress)
     rows = {n: set_rows(n, features, labels, options) for n in features.train}
     fits = fit_all(rows, labels, options, warm_start)
     val_ce = {n: validation_ce(f, rows[n].x_val, labels) for n, f in fits.items()}
-    bar.update()
+    clock.done("fit")
     if options.finalist_fit is not None:
-        bar.set_description("usable information: polish")
         fits = polish(fits, {n: r.x_fit for n, r in rows.items()}, labels.stacked("train"),
                       finalists(fits, val_ce, FINALISTS), options.finalist_fit)
         val_ce = {n: validation_ce(f, rows[n].x_val, labels) for n, f in fits.items()}
-    bar.update()
-    bar.set_description("usable information: score")
+    clock.done("polish")
     results = score_all(fits, val_ce, {n: r.x_test for n, r in rows.items()}, labels, options)
-    bar.update()
-    bar.close()
-    return UsableInformation(results, fits, time.perf_counter() - t0)
+    clock.done("score")
+    return UsableInformation(results, fits, clock.total(), clock.seconds)
+
+
+class _Phases:
+    """Seconds per phase of an estimate (host clock: on a GPU, queued work lands in the phase that
+    waits for it), shown as a progress bar when asked."""
+
+    def __init__(self, progress: bool):
+        self.t0 = self.last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+        self.bar = tqdm(total=3, desc="usable information", disable=not progress)
+
+    def done(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = now - self.last
+        self.last = now
+        self.bar.set_postfix_str(f"{phase} done")
+        self.bar.update()
+        if self.bar.n == self.bar.total:
+            self.bar.close()
+
+    def total(self) -> float:
+        return time.perf_counter() - self.t0
 
 
 def estimate_usable_information(

@@ -11,8 +11,19 @@ LN2 = math.log(2.0)
 # The fields of one measurement of one (feature set, label set) pair, in this order, in the
 # estimator's rows and in every log row (the tracker adds step, epoch and seconds around them).
 # Units are in the names: bits unless a name says nats.
-MEASUREMENT_FIELDS = ("feature_set", "label_set", "bits", "ci_low", "ci_high", "entropy_bits", "test_ce_nats",
-                      "l2", "num_classes", "converged", "unseen_test_rows", "warning")
+MEASUREMENT_FIELDS = ("feature_set", "label_set", "status", "bits", "ci_low", "ci_high", "entropy_bits",
+                      "test_ce_nats", "l2", "num_classes", "converged", "unseen_test_rows", "warning")
+# Why a row may hold no number: the features or labels it would measure (a diverging network,
+# a dead layer, a label set of one class) give nothing a probe could be fitted on.
+STATUSES = ("ok", "nonfinite_features", "constant_features", "single_class")
+
+
+def unmeasured_row(feature_set: str, label_set: str, status: str) -> dict:
+    """A row of :data:`MEASUREMENT_FIELDS` with no number, saying why (one of :data:`STATUSES`)."""
+    if status not in STATUSES[1:]:
+        raise ValueError(f"status must be one of {STATUSES[1:]}, got {status!r}")
+    return {name: None for name in MEASUREMENT_FIELDS} | {"feature_set": feature_set, "label_set": label_set,
+                                                          "status": status}
 
 
 def json_value(v):
@@ -40,6 +51,7 @@ class UsableInformationResult:
     pointwise_bits: torch.Tensor = field(repr=False)
     unseen_test_rows: int = 0     # test rows of classes absent from the train split, left out
     warning: str | None = None    # why the result may be less trustworthy than its CI says
+    status: str = "ok"            # a result always measures; unmeasured rows say why not (STATUSES)
 
     def row(self) -> dict:
         """The measurement as a row of :data:`MEASUREMENT_FIELDS`."""
@@ -53,6 +65,7 @@ class UsableInformation:
     results: list[UsableInformationResult]
     fits: dict = field(repr=False)  # feature set -> ProbeFit
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase: fit, polish, score
 
     def __getitem__(self, key: tuple[str, str]) -> UsableInformationResult:
         for r in self.results:

@@ -187,7 +187,10 @@ def _print_final_rows(out: str) -> None:
     print(f"usable information at step {last} (bits; H(Y) in brackets):")
     for r in rows:
         if r["step"] == last:
-            print(f"  {r['feature_set']:<10}{r['label_set']:<10}{r['bits']:7.3f}  [{r['entropy_bits']:.3f}]")
+            if r["bits"] is None:
+                print(f"  {r['feature_set']:<10}{r['label_set']:<10}   none  ({r['status']})")
+            else:
+                print(f"  {r['feature_set']:<10}{r['label_set']:<10}{r['bits']:7.3f}  [{r['entropy_bits']:.3f}]")
     print(f"wrote {out}/log.jsonl, config.json, summary.json, usable_information.png")
 
 
@@ -301,6 +304,9 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"uinfo-fast {args.command}: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:  # the run's own verdict on a diverging network
+        print(f"uinfo-fast {args.command}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from ..tracking.log import read_log
 
 def _series(rows, layer, label_set, x):
     pts = sorted((r[x] if r[x] is not None else r["step"], r["bits"], r["ci_low"], r["ci_high"], r["entropy_bits"])
-                 for r in rows if r["feature_set"] == layer and r["label_set"] == label_set)
+                 for r in rows if r["feature_set"] == layer and r["label_set"] == label_set and r["bits"] is not None)
     return [list(v) for v in zip(*pts)] if pts else None
 
 
@@ -92,7 +92,8 @@ def plot_sweep(summary: dict, cells: dict, out_path: str) -> str:
             curves = []
             for d in dirs:
                 rows = read_log(os.path.join(d, "log.jsonl"))
-                pts = sorted((r["epoch"], r["bits"]) for r in rows if r["feature_set"] == layer and r["label_set"] == lab)
+                pts = sorted((r["epoch"], r["bits"]) for r in rows
+                             if r["feature_set"] == layer and r["label_set"] == lab and r["bits"] is not None)
                 curves.append(pts)
             n = min(len(c) for c in curves)
             xs = [curves[0][i][0] for i in range(n)]

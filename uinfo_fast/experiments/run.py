@@ -219,7 +219,8 @@ class _TrainStats:
         self.acc = av if self.acc is None else 0.9 * self.acc + 0.1 * av
 
     def postfix(self, tracker: UsableInfoTracker, layer: str) -> dict:
-        bits = {lab: f"{tracker.latest(layer, lab)['bits']:.2f}b" for lab in tracker.labels.names}
+        rows = {lab: tracker.latest(layer, lab) for lab in tracker.label_names}
+        bits = {lab: f"{r['bits']:.2f}b" if r["bits"] is not None else r["status"] for lab, r in rows.items()}
         return bits if self.loss is None else {"loss": f"{self.loss:.3f}", "acc": f"{self.acc:.2f}", **bits}
 
 

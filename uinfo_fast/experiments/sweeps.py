@@ -43,7 +43,7 @@ def _finished(run_dir: str, cfg: RunConfig) -> bool:
 def curve_stats(rows: Sequence[dict], layer: str, label_set: str) -> dict:
     """Peak, final value, and the drop from peak to end (share of the peak) of one curve."""
     pts = sorted((r["step"], r["bits"], r["epoch"], r["entropy_bits"]) for r in rows
-                 if r["feature_set"] == layer and r["label_set"] == label_set)
+                 if r["feature_set"] == layer and r["label_set"] == label_set and r["bits"] is not None)
     if not pts:
         raise ValueError(f"no rows for layer {layer!r}, label set {label_set!r}")
     bits = [p[1] for p in pts]

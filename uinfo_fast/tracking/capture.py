@@ -9,8 +9,9 @@ The probes of usable information see a layer's output as one vector per example:
   Lindenstrauss: linear-probe geometry is roughly kept), drawn once from ``seed``;
 * a tuple or list output contributes its first element (e.g. an RNN's output).
 
-Capture runs in eval mode (batch-norm running statistics, no dropout) and without gradients,
-and puts every submodule back in the mode it was in: the caller's training loop is untouched.
+Capture runs in eval mode (batch-norm running statistics, no dropout) and in inference mode,
+under bfloat16 autocast on CUDA, and puts every submodule back in the mode it was in: the caller's
+training loop is untouched.
 """
 from __future__ import annotations
 
@@ -71,13 +72,18 @@ class FeatureCapture:
         project_to: features wider than this go through a fixed random projection to this width.
         seed: seed of the projections.
         autocast_dtype: run the forward passes under ``torch.autocast`` with this dtype
-            (e.g. ``torch.bfloat16``); captured features are stored as float32 either way.
+            (``torch.bfloat16`` or ``torch.float16``), or None for none; ``"auto"`` (the
+            default) is bfloat16 on CUDA and none on CPU. Captured features are float32 either
+            way.
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str], *, pool: str = "avg",
-                 project_to: int | None = None, seed: int = 0, autocast_dtype: torch.dtype | None = None):
+                 project_to: int | None = None, seed: int = 0, autocast_dtype: torch.dtype | str | None = "auto"):
         check_param("pool", pool, Choice(POOLS))
         check_param("project_to", project_to, NoneOr(Integer(1)))
+        if autocast_dtype not in ("auto", None, torch.bfloat16, torch.float16):
+            raise ValueError(f"autocast_dtype must be 'auto', None, torch.bfloat16 or torch.float16, "
+                             f"got {autocast_dtype!r}")
         self.model = model
         self.modules = resolve_modules(model, layers)
         self.layers = list(self.modules)
@@ -112,7 +118,11 @@ class FeatureCapture:
             out = out @ proj.to(out.device)
         return out
 
-    @torch.no_grad()
+    def autocast_on(self, device: torch.device) -> torch.dtype | None:
+        if self.autocast_dtype == "auto":
+            return torch.bfloat16 if device.type == "cuda" else None
+        return self.autocast_dtype
+
     def __call__(self, inputs: torch.Tensor | Iterable[torch.Tensor], batch_size: int = 512) -> dict[str, torch.Tensor]:
         """Features {layer: [N, D]} (float32, on the model's device) for ``inputs``.
 
@@ -130,14 +140,14 @@ class FeatureCapture:
             lambda _m, _i, out, name=name: captured[name].append(self._reduce(name, out)))
             for name, module in self.modules.items()]
         device = _model_device(self.model)
+        autocast = self.autocast_on(device)
         try:
-            with eval_mode(self.model):
+            # Inference mode: no autograd records at all, cheaper than no_grad. The hooks' pooled
+            # outputs are inference tensors; the torch.cat below, outside, makes ordinary ones.
+            with eval_mode(self.model), torch.inference_mode():
                 for xb in batches:
                     xb = xb.to(device, non_blocking=True)
-                    if self.autocast_dtype is not None:
-                        with torch.autocast(device.type, dtype=self.autocast_dtype):
-                            self.model(xb)
-                    else:
+                    with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
                         self.model(xb)
         finally:
             for h in handles:

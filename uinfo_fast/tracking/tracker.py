@@ -7,13 +7,17 @@
         ...                              # the caller's own training step
         tracker.step(step, epoch=epoch)  # measures when the schedule says so
 
-Each measurement captures the layers' features on fixed probe inputs (eval mode, no grad),
-fits every (layer, label set, penalty) probe through the probe engine, warm-started from the
-previous measurement, and appends one JSON row per (layer, label set) to the log, flushed and
-fsynced before training goes on: a run killed at any point keeps every row already written.
+Each measurement captures the layers' features on fixed probe inputs (eval mode, inference mode),
+fits every (layer, label set, penalty) probe through the probe engine in one call, warm-started
+from the previous measurement, and appends one JSON row per (layer, label set) to the log,
+flushed and fsynced before training goes on: a run killed at any point keeps every row already
+written. A measurement never stops training: a layer whose features are not finite (a diverging
+network) or constant (a dead layer), and a label set with a single class, get rows that say so
+(``status``) and hold no number.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -21,25 +25,52 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..engine.estimator import DEFAULT_L2_GRID, EstimatorOptions, Features, Labels, check_label_splits, estimate
-from ..engine.results import UsableInformation
-from ..engine.params import Integer, check_param
+from ..engine.estimator import DEFAULT_L2_GRID, EstimatorOptions, estimate
+from ..engine.inputs import Features, Labels, check_label_splits
+from ..engine.params import Boolean, Integer, check_param
+from ..engine.results import UsableInformation, unmeasured_row
 from ..engine.validation import label_sets
 from .capture import FeatureCapture
 from .log import JsonlLog
 from .schedule import Schedule
 
+PHASES = ("capture", "fit", "polish", "score", "log")
 
-def _inputs(x, name: str, device, minimum: int) -> torch.Tensor:
+
+def _inputs(x, name: str, device, minimum: int, channels_last: bool) -> torch.Tensor:
+    """Probe inputs on the model's device, once; image batches in channels-last memory format,
+    which the convolutions of a capture run faster on (bench/RESULTS.md)."""
     if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] < minimum:
         raise ValueError(f"{name} must be a tensor [N, ...] with N >= {minimum}")
-    return x.to(device)
+    x = x.to(device)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
 def _labels_on(labels, name: str, device) -> dict[str, torch.Tensor]:
     """Label sets moved to the model's device (a bare tensor is one set called "label")."""
     sets = label_sets({"label": labels} if isinstance(labels, torch.Tensor) else labels, name)
     return {k: y.to(device) if isinstance(y, torch.Tensor) else y for k, y in sets.items()}
+
+
+def screen(features: Features) -> dict[str, str]:
+    """The status of every layer's features: "ok", "nonfinite_features" (NaN or Inf in any
+    split) or "constant_features" (no variation on the train rows): one host synchronisation
+    for all layers."""
+    names = list(features.train)
+    flags = []
+    for n in names:
+        splits = [features.train[n], features.test[n]] + ([features.val[n]] if features.val else [])
+        finite = torch.stack([torch.isfinite(x).all() for x in splits]).all()
+        spread = features.train[n].amax(0) - features.train[n].amin(0)
+        flags.append(torch.stack([finite, (spread > 0).any()]))
+    host = torch.stack(flags).tolist()
+    return {n: "nonfinite_features" if not fin else ("ok" if varies else "constant_features")
+            for n, (fin, varies) in zip(names, host)}
+
+
+def _only(features: Features, names: list[str]) -> Features:
+    pick = lambda d: None if d is None else {n: d[n] for n in names}  # noqa: E731
+    return Features(pick(features.train), pick(features.val), pick(features.test))
 
 
 class UsableInfoTracker:
@@ -57,7 +88,9 @@ class UsableInfoTracker:
         log_path: JSONL file the rows are appended to (None: keep them in memory only).
         schedule: when :meth:`step` measures.
         l2_grid, n_bootstrap, confidence, val_fraction, max_iter, tol: the estimator's options.
-        pool, project_to, autocast_dtype, batch_size: the capture's options.
+        pool, project_to, autocast_dtype, batch_size: the capture's options (``autocast_dtype``
+            "auto": bfloat16 on CUDA, none on CPU); ``channels_last``: keep 4-D probe inputs in
+            channels-last memory format.
         seed: validation split, bootstrap and projections.
     """
 
@@ -65,18 +98,19 @@ class UsableInfoTracker:
                  test_inputs: torch.Tensor, test_labels, *, log_path: str | os.PathLike | None = None,
                  schedule: Schedule = Schedule(), l2_grid=DEFAULT_L2_GRID, n_bootstrap: int = 200,
                  confidence: float = 0.95, val_fraction: float = 0.2, max_iter: int = 1000, tol: float = 1e-5,
-                 pool: str = "avg", project_to: int | None = None, autocast_dtype: torch.dtype | None = None,
-                 batch_size: int = 256, seed: int = 0, val_inputs: torch.Tensor | None = None, val_labels=None):
+                 pool: str = "avg", project_to: int | None = None, autocast_dtype="auto", batch_size: int = 256,
+                 channels_last: bool = True, seed: int = 0, val_inputs: torch.Tensor | None = None, val_labels=None):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a uinfo_fast.Schedule, got {type(schedule).__name__}")
         self.options = EstimatorOptions(l2_grid=l2_grid, n_bootstrap=n_bootstrap, confidence=confidence,
                                         val_fraction=val_fraction, max_iter=max_iter, tol=tol, seed=seed)
         self.batch_size = check_param("batch_size", batch_size, Integer(1))
+        check_param("channels_last", channels_last, Boolean())
         self.capture = FeatureCapture(model, layers, pool=pool, project_to=project_to, seed=seed,
                                       autocast_dtype=autocast_dtype)
         device = next(iter(model.parameters()), torch.empty(0)).device
-        self._set_inputs(device, train_inputs, test_inputs, val_inputs, val_labels)
-        self.labels = self._checked_labels(device, train_labels, test_labels, val_labels)
+        self._set_inputs(device, train_inputs, test_inputs, val_inputs, val_labels, channels_last)
+        self.labels, self.single_class = self._checked_labels(device, train_labels, test_labels, val_labels)
         self.schedule = schedule
         self.log = JsonlLog(log_path) if log_path is not None else None
         # Steps only move forward: a log that already holds rows continues after its last step.
@@ -84,29 +118,40 @@ class UsableInfoTracker:
         self.rows: list[dict] = []
         self.last: UsableInformation | None = None
         self.measure_seconds = 0.0
+        self.phase_seconds = dict.fromkeys(PHASES, 0.0)
         self._started = time.perf_counter()
 
-    def _set_inputs(self, device, train_inputs, test_inputs, val_inputs, val_labels) -> None:
+    def _set_inputs(self, device, train_inputs, test_inputs, val_inputs, val_labels, channels_last) -> None:
         if (val_inputs is None) != (val_labels is None):
             raise ValueError("val_inputs and val_labels go together: give both or neither")
-        self.train_inputs = _inputs(train_inputs, "train_inputs", device, 2)
-        self.test_inputs = _inputs(test_inputs, "test_inputs", device, 2)
-        self.val_inputs = None if val_inputs is None else _inputs(val_inputs, "val_inputs", device, 1)
+        self.train_inputs = _inputs(train_inputs, "train_inputs", device, 2, channels_last)
+        self.test_inputs = _inputs(test_inputs, "test_inputs", device, 2, channels_last)
+        self.val_inputs = None if val_inputs is None else _inputs(val_inputs, "val_inputs", device, 1, channels_last)
 
-    def _checked_labels(self, device, train_labels, test_labels, val_labels) -> Labels:
-        """The labels, validated once; class counts are fixed from every split here, so that
-        each measurement lays out the same probes (warm starts)."""
+    def _checked_labels(self, device, train_labels, test_labels, val_labels) -> tuple[Labels | None, list[str]]:
+        """The labels, validated once, and the label sets of a single train class, which get
+        unmeasured rows. Class counts are fixed here, so that each measurement lays out the same
+        probes (warm starts)."""
+        given = [_labels_on(train_labels, "train_labels", device), _labels_on(test_labels, "test_labels", device),
+                 None if val_labels is None else _labels_on(val_labels, "val_labels", device)]
+        single = [k for k, y in given[0].items() if isinstance(y, torch.Tensor) and y.numel() and
+                  bool((y == y[0]).all())]
+        if len(single) == len(given[0]):
+            return None, single
+        given = [None if g is None else {k: v for k, v in g.items() if k not in single} for g in given]
         rows = {"train": self.train_inputs.shape[0], "test": self.test_inputs.shape[0],
                 "val": 0 if self.val_inputs is None else self.val_inputs.shape[0]}
-        val = None if val_labels is None else _labels_on(val_labels, "val_labels", device)
-        return check_label_splits(_labels_on(train_labels, "train_labels", device),
-                                  _labels_on(test_labels, "test_labels", device), val, None, rows, device,
-                                  self.options.val_fraction, self.options.seed, rows_of="inputs",
-                                  train_name="train_labels")
+        labels = check_label_splits(*given, None, rows, device, self.options.val_fraction, self.options.seed,
+                                    rows_of="inputs", train_name="train_labels")
+        return labels, single
 
     @property
     def layers(self) -> list[str]:
         return self.capture.layers
+
+    @property
+    def label_names(self) -> list[str]:
+        return (self.labels.names if self.labels else []) + self.single_class
 
     def step(self, step: int, epoch: float | None = None) -> list[dict] | None:
         """Measures if the schedule says so at ``step``; returns the new rows or None."""
@@ -126,17 +171,35 @@ class UsableInfoTracker:
             raise ValueError(f"step {step} is not after step {self.last_step}, the last one measured"
                              + (f" in {self.log.path}" if self.log else "") + "; steps must increase")
         t0 = time.perf_counter()
-        res = estimate(self.capture_features(), self.labels, self.options, warm_start=self.last)
-        self.last = res
-        seconds = time.perf_counter() - t0
-        rows = [{"step": int(step), "epoch": None if epoch is None else float(epoch), **r.row(), "seconds": seconds}
-                for r in res.results]
+        features = self.capture_features()
+        self.phase_seconds["capture"] += time.perf_counter() - t0
+        rows = self._measured_rows(features)
+        t1 = time.perf_counter()
+        stamp = {"step": int(step), "epoch": None if epoch is None else float(epoch)}
+        rows = [{**stamp, **r, "seconds": t1 - t0} for r in rows]
         if self.log is not None:
             self.log.append(rows)
         self.rows.extend(rows)
         self.last_step = int(step)
+        self.phase_seconds["log"] += time.perf_counter() - t1
         self.measure_seconds += time.perf_counter() - t0
         return rows
+
+    def _measured_rows(self, features: Features) -> list[dict]:
+        """The measurement rows of every (layer, label set), in that order: measured where the
+        layer's features and the label set allow, unmeasured (with a status) elsewhere."""
+        status = screen(features)
+        ok = [n for n in self.layers if status[n] == "ok"]
+        measured = {}
+        if ok and self.labels is not None:
+            res = estimate(_only(features, ok), self.labels, self.options, warm_start=self.last)
+            # Layers not measured this time keep their last fits, to warm-start from when they recover.
+            self.last = dataclasses.replace(res, fits={**(self.last.fits if self.last else {}), **res.fits})
+            for phase, s in res.timings.items():
+                self.phase_seconds[phase] += s
+            measured = {(r.feature_set, r.label_set): r.row() for r in res.results}
+        return [measured.get((n, k)) or unmeasured_row(n, k, "single_class" if k in self.single_class else status[n])
+                for n in self.layers for k in self.label_names]
 
     def overhead(self) -> float:
         """Share of the wall time since the tracker was made that went into measuring."""
