@@ -5,8 +5,9 @@ Trains a small run (ResNet-18 of width 4 on 1,000 built-in images, 300 probe-tra
 100 fine classes: near-separable probes, the hardest case) and at each of its measurements fits
 the tracker's captured features twice: warm-started from the previous measurement, as a run
 does, and cold, as a resumed run does. Two rules, same features: the current one (every probe to
-max |gradient| <= tol, then the two best of each label set polished to 3e-6, in float64 where
-float32 goes flat, and the choice made between them) and the grid fit alone (no polish). Prints, per rule and tolerance, the largest warm-cold difference
+max |gradient| <= tol, then the two best of each label set fitted on in float64 to
+max |gradient| <= min(tol, 0.03 l2), and the choice made between them) and the grid fit alone
+(no polish). Prints, per rule and tolerance, the largest warm-cold difference
 in bits over the reported pairs (and how many chose different penalties) and the seconds spent
 fitting.
 
@@ -70,7 +71,7 @@ def main(argv=None):
     print("|---|---|---|---|---|")
     for tol in (float(t) for t in args.tols.split(",")):
         for polish in (True, False):
-            opts = dataclasses.replace(base, tol=tol, polish_tol=base.polish_tol if polish else None)
+            opts = dataclasses.replace(base, tol=tol, polish_l2_tol=base.polish_l2_tol if polish else None)
             r = compare(measurements, opts)
             print(f"| {tol:g} | {'yes' if polish else 'no'} | {r['worst_bits']:.4f} | {r['flips']} of {r['pairs']} | "
                   f"{r['seconds']:.1f} |", flush=True)

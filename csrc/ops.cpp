@@ -31,8 +31,9 @@ TORCH_LIBRARY(uinfo_fast, m) {
   // the same rows and labels [N, L]): every list holds one entry per feature set s, x[s] [N, D_s]
   // and its probes' starting weight [D_s, C_s], bias [C_s], offsets [K_s+1], label columns [K_s]
   // and penalties [K_s]. Returns, per set, (weight, bias, objective [K_s] f64, grad_max [K_s] f64,
-  // n_iter [K_s] i64, status [K_s] i64); status is explained in generic/lbfgs_fit.h.
+  // n_iter [K_s] i64, status [K_s] i64); status is explained in generic/lbfgs_fit.h. A probe
+  // converges when max |gradient| <= tol and, given l2_tol, <= l2_tol * its penalty.
   m.def("fit_probes(Tensor[] x, Tensor labels, Tensor[] weight, Tensor[] bias, Tensor[] probe_offsets, "
         "Tensor[] probe_label_col, Tensor[] l2, int max_iter, float tol, int history, int check_every, "
-        "bool check_inputs=True) -> (Tensor[], Tensor[], Tensor[], Tensor[], Tensor[], Tensor[])");
+        "bool check_inputs=True, float? l2_tol=None) -> (Tensor[], Tensor[], Tensor[], Tensor[], Tensor[], Tensor[])");
 }

@@ -67,7 +67,9 @@ def test_a_warm_measurement_fits_every_layer_in_one_call_then_polishes_in_one(co
     cold = list(counting.fits)
     counting.fits.clear()
     tracker.measure(1)
-    assert cold == [4, 4, 4, 4] and counting.fits == [4, 4]  # warm: the grid, then the finalists' polish
+    # then at most one more, for the finalists that need polishing, of every layer at once
+    assert cold[:3] == [4, 4, 4] and len(cold) <= 4
+    assert counting.fits[:1] == [4] and len(counting.fits) <= 2  # warm: the grid in one call
 
 
 class _Broken(nn.Module):

@@ -16,6 +16,6 @@ at::Tensor softmax_xent_cpu(const at::Tensor& logits, const at::Tensor& labels, 
 // The L-BFGS update of generic/lbfgs_update.h in plain loops, one probe per task.
 void lbfgs_update_cpu(FitState& st, const at::Tensor& trial, const at::Tensor& grad_trial,
                       const at::Tensor& pgrad_trial, const at::Tensor& f_trial, int64_t newest, int64_t count,
-                      double tol, double ftol);
+                      double ftol);
 
 }  // namespace uinfo_fast

@@ -43,7 +43,7 @@ void rows(const Block& b, F&& f) {  // f(offset of the row's first column of the
 
 template <typename T>
 void update_probe(FitState& st, int64_t k, const T* trial, const T* grad_trial, const T* pgrad_trial, double f_trial,
-                  int64_t newest, int64_t count, double tol, double ftol) {
+                  int64_t newest, int64_t count, double ftol) {
   const int64_t n_rows = st.params.size(0), n_cols = st.params.size(1), m = st.hist_s.size(0);
   const int64_t n_probes = st.layout.n_probes;
   const int64_t lo = st.layout.offsets_host[k], hi = st.layout.offsets_host[k + 1];
@@ -132,7 +132,7 @@ void update_probe(FitState& st, int64_t k, const T* trial, const T* grad_trial, 
     g_abs = std::max(g_abs, double(row));
   });
   gmax = g_abs;
-  const bool converged = gmax <= tol;
+  const bool converged = gmax <= st.tol.data_ptr<double>()[k];
   const bool is_flat = !converged && flat >= kMaxFlat;
   const bool failed = !converged && !is_flat && fails >= kMaxFails;
   status = converged ? 1 : is_flat ? 2 : failed ? 3 : status;
@@ -178,7 +178,7 @@ void update_probe(FitState& st, int64_t k, const T* trial, const T* grad_trial, 
 
 void lbfgs_update_cpu(FitState& st, const at::Tensor& trial, const at::Tensor& grad_trial,
                       const at::Tensor& pgrad_trial, const at::Tensor& f_trial, int64_t newest, int64_t count,
-                      double tol, double ftol) {
+                      double ftol) {
   const std::vector<const at::Tensor*> tensors{&trial,  &grad_trial, &pgrad_trial, &st.params,
                                               &st.grad, &st.pgrad,   &st.dir,      &st.hist_s,
                                               &st.hist_y, &st.hist_py, &st.sy,     &st.ypy};
@@ -193,7 +193,7 @@ void lbfgs_update_cpu(FitState& st, const at::Tensor& trial, const at::Tensor& g
     // Probes own disjoint columns and Gram entries, so they update in parallel.
     at::parallel_for(0, st.layout.n_probes, 1, [&](int64_t begin, int64_t end) {
       for (int64_t k = begin; k < end; ++k)
-        update_probe<scalar_t>(st, k, tp, gtp, pgtp, ftp[k], newest, count, tol, ftol);
+        update_probe<scalar_t>(st, k, tp, gtp, pgtp, ftp[k], newest, count, ftol);
     });
   });
 }

@@ -32,7 +32,7 @@ at::Tensor fused_nll_grad_cuda(const at::Tensor& x,       // [N, D] float32/bflo
 // (probes) blocks (lbfgs_update_cuda.cu).
 void lbfgs_update_cuda(FitState& st, const at::Tensor& trial, const at::Tensor& grad_trial,
                        const at::Tensor& pgrad_trial, const at::Tensor& f_trial, int64_t newest, int64_t count,
-                       double tol, double ftol);
+                       double ftol);
 
 // Iteration blocks recorded and replayed as CUDA graphs (cuda_graph_runner.cpp).
 std::unique_ptr<IterationBlockRunner> make_cuda_graph_runner();

@@ -46,6 +46,7 @@ constexpr int kBase = 6;                        // sums per probe before the per
 
 struct Scalars {  // per-probe state, [Ka] arrays
   double *f, *gd, *t, *gamma, *gmax;
+  const double* tol;  // each probe's gradient tolerance
   bool* done;
   int64_t *fails, *flat, *iters, *status;
 };
@@ -176,7 +177,7 @@ __global__ void __launch_bounds__(kThreads) gather_kernel(
 __global__ void scalars_kernel(const double* __restrict__ f_trial, const double* __restrict__ sums,
                                double* sy_mat, double* ypy_mat,  // [m, m, Ka]
                                Scalars sc, double* coef,         // [Ka, 3 + 2m]
-                               int64_t n_probes, int m, int newest, int count, double tol, double ftol) {
+                               int64_t n_probes, int m, int newest, int count, double ftol) {
   const int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (k >= n_probes) return;
   const double* acc = sums + k * (kBase + 5 * m);
@@ -220,7 +221,7 @@ __global__ void scalars_kernel(const double* __restrict__ f_trial, const double*
   if (ok) sc.f[k] = ft;
   const double gmax = __longlong_as_double(static_cast<long long>(reinterpret_cast<const unsigned long long*>(acc)[5]));
   sc.gmax[k] = gmax;
-  const bool converged = gmax <= tol;
+  const bool converged = gmax <= sc.tol[k];
   const bool is_flat = !converged && sc.flat[k] >= kMaxFlat;
   const bool failed = !converged && !is_flat && sc.fails[k] >= kMaxFails;
   sc.status[k] = converged ? 1 : is_flat ? 2 : failed ? 3 : sc.status[k];
@@ -295,7 +296,7 @@ __global__ void __launch_bounds__(kThreads) direction_kernel(
 
 void lbfgs_update_cuda(FitState& st, const at::Tensor& trial, const at::Tensor& grad_trial,
                        const at::Tensor& pgrad_trial, const at::Tensor& f_trial, int64_t newest, int64_t count,
-                       double tol, double ftol) {
+                       double ftol) {
   const std::vector<const at::Tensor*> tensors{&trial,  &grad_trial, &pgrad_trial, &st.params, &st.grad,
                                               &st.pgrad, &st.dir,   &st.hist_s,   &st.hist_y, &st.hist_py,
                                               &st.sy,    &st.ypy,   &st.layout.offsets};
@@ -314,7 +315,8 @@ void lbfgs_update_cuda(FitState& st, const at::Tensor& trial, const at::Tensor& 
   const at::Tensor sums = at::zeros({n_probes, kBase + 5 * m}, ft.options());
   const at::Tensor coef = at::empty({n_probes, 3 + 2 * m}, ft.options());
   Scalars sc{st.f.data_ptr<double>(),    st.gd.data_ptr<double>(),     st.t.data_ptr<double>(),
-             st.gamma.data_ptr<double>(), st.gmax.data_ptr<double>(),  st.done.data_ptr<bool>(),
+             st.gamma.data_ptr<double>(), st.gmax.data_ptr<double>(),  st.tol.data_ptr<double>(),
+             st.done.data_ptr<bool>(),
              st.fails.data_ptr<int64_t>(), st.flat.data_ptr<int64_t>(), st.iters.data_ptr<int64_t>(),
              st.status.data_ptr<int64_t>()};
   const dim3 grid(static_cast<unsigned>((n_rows * widest + kChunk - 1) / kChunk), static_cast<unsigned>(n_probes));
@@ -331,7 +333,7 @@ void lbfgs_update_cuda(FitState& st, const at::Tensor& trial, const at::Tensor& 
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     scalars_kernel<<<static_cast<unsigned>((n_probes + 127) / 128), 128, 0, stream>>>(
         ft.data_ptr<double>(), sums.data_ptr<double>(), st.sy.data_ptr<double>(), st.ypy.data_ptr<double>(), sc,
-        coef.data_ptr<double>(), n_probes, mi, nw, cnt, tol, ftol);
+        coef.data_ptr<double>(), n_probes, mi, nw, cnt, ftol);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     direction_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(
         st.pgrad.data_ptr<scalar_t>(), st.dir.data_ptr<scalar_t>(), st.hist_s.data_ptr<scalar_t>(),

@@ -30,6 +30,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "backend.h"
@@ -135,7 +136,8 @@ FitState select_probes(const FitState& st, const std::vector<int64_t>& keep) {
   out.ypy = st.ypy.index_select(2, probes);
   for (int64_t k : keep) out.group.push_back(st.group[k]);
   build_groups(out, static_cast<int64_t>(st.group_cols.size()));
-  for (auto [dst, src] : {std::pair<at::Tensor*, const at::Tensor*>{&out.l2, &st.l2}, {&out.f, &st.f},
+  for (auto [dst, src] : {std::pair<at::Tensor*, const at::Tensor*>{&out.l2, &st.l2}, {&out.tol, &st.tol},
+                          {&out.f, &st.f},
                           {&out.gd, &st.gd}, {&out.t, &st.t}, {&out.gamma, &st.gamma}, {&out.gmax, &st.gmax},
                           {&out.done, &st.done}, {&out.fails, &st.fails}, {&out.flat, &st.flat},
                           {&out.iters, &st.iters}, {&out.status, &st.status}})
@@ -177,12 +179,21 @@ struct FitOutputs {
   }
 };
 
+// Each probe's gradient tolerance: `tol`, and with `l2_tol` at most l2_tol times its penalty. A
+// probe's weights sit about |gradient| / l2 from their optimum along its flattest directions,
+// so a tolerance that shrinks with the penalty fits every probe of a grid about as closely.
+at::Tensor probe_tolerances(const at::Tensor& l2, double tol, std::optional<double> l2_tol) {
+  at::Tensor out = at::full_like(l2, tol);
+  if (!l2_tol) return out;
+  return at::where(l2.gt(0), at::minimum(out, l2 * *l2_tol), out);
+}
+
 // Every probe running from `params`, with its objective, gradient and first direction: the
 // curvature bound's Newton step, which the bound makes a descent of at least half its predicted
 // decrease, so t = 1.
 FitState initial_state(const at::Tensor& x, const at::Tensor& labels, const ProbeLayout& layout,
                        const at::Tensor& params, const at::Tensor& l2, const PenaltyGroups& groups,
-                       const at::Tensor& precond, double tol, const Switches& sw) {
+                       const at::Tensor& precond, double tol, std::optional<double> l2_tol, const Switches& sw) {
   FitState st;
   st.layout = layout;
   for (int64_t k = 0; k < layout.n_probes; ++k) st.ids.push_back(k);
@@ -194,7 +205,8 @@ FitState initial_state(const at::Tensor& x, const at::Tensor& labels, const Prob
   st.grad = at::empty_like(st.params);
   st.f = penalised_objective(x, labels, st.params, st.layout, st.l2, &st.grad, sw);
   st.gmax = seg_absmax(st.grad, st.layout);
-  st.done = st.gmax.le(tol);
+  st.tol = probe_tolerances(st.l2, tol, l2_tol);
+  st.done = st.gmax.le(st.tol);
   st.status = st.done.to(at::kLong);
   st.pgrad = precondition(precond, st, st.grad);
   st.dir = st.pgrad.neg();
@@ -228,7 +240,7 @@ struct FitLoop {
   at::Tensor labels;
   at::Tensor precond;
   const Switches& sw;
-  double tol, ftol;
+  double ftol;
   int64_t history, check_every;
   LbfgsUpdateFn update;                          // chosen once per fit
   std::unique_ptr<IterationBlockRunner> blocks;  // null: every iteration issued on its own
@@ -253,7 +265,7 @@ struct FitLoop {
     const Trial tr = evaluate_trial();
     newest = (newest + 1) % history;
     count = std::min(count + 1, history);
-    update(st, tr.params, tr.grad, tr.pgrad, tr.f, newest, count, tol, ftol);
+    update(st, tr.params, tr.grad, tr.pgrad, tr.f, newest, count, ftol);
   }
 
   // With a block runner (UINFO_FAST_CUDA_GRAPHS=1 on CUDA: cuda/cuda_graph_runner.cpp), a block
@@ -270,7 +282,7 @@ struct FitLoop {
       blocks->capture(running_set, newest, [&] {
         for (int64_t j = 1; j <= check_every; ++j) {
           const Trial tr = evaluate_trial();
-          update(st, tr.params, tr.grad, tr.pgrad, tr.f, (newest + j) % history, history, tol, ftol);
+          update(st, tr.params, tr.grad, tr.pgrad, tr.f, (newest + j) % history, history, ftol);
         }
       });
     blocks->replay();
@@ -346,18 +358,18 @@ void run_sets(std::vector<SetFit>& sets, int64_t max_iter, int64_t check_every) 
 
 // A set's fit from its (checked) arguments, ready to run.
 SetFit prepare_set(const FitSet& set, const ProbeLayout& layout, const at::Tensor& labels, const Switches& sw,
-                   double tol, int64_t history, int64_t check_every) {
+                   double tol, std::optional<double> l2_tol, int64_t history, int64_t check_every) {
   const at::Tensor xc = set.x.contiguous();
   const PenaltyGroups groups = penalty_groups(set.l2);
   const at::Tensor precond = make_preconditioners(xc, groups.values, set.weight.scalar_type());
   FitOutputs out(set.weight, set.bias, layout.n_probes);
   const Backend& backend = backend_for(xc.device());
   const bool fused = !sw.generic_lbfgs;
-  FitLoop loop{xc, labels, precond, sw, tol, flat_tolerance(set.weight.scalar_type()), history, check_every,
+  FitLoop loop{xc, labels, precond, sw, flat_tolerance(set.weight.scalar_type()), history, check_every,
                fused ? backend.lbfgs_update : &lbfgs_update_generic,
                // The recorded blocks need the fused update: the ATen one makes new state tensors.
                (fused && sw.cuda_graphs && backend.make_block_runner) ? backend.make_block_runner() : nullptr,
-               initial_state(xc, labels, layout, out.params, set.l2, groups, precond, tol, sw), history - 1};
+               initial_state(xc, labels, layout, out.params, set.l2, groups, precond, tol, l2_tol, sw), history - 1};
   reset_counters_and_history(loop.st, history);
   return SetFit{std::move(out), std::move(loop)};
 }
@@ -365,10 +377,11 @@ SetFit prepare_set(const FitSet& set, const ProbeLayout& layout, const at::Tenso
 }  // namespace
 
 std::vector<FitResult> fit_probe_sets(const std::vector<FitSet>& sets, const at::Tensor& labels, int64_t max_iter,
-                                      double tol, int64_t history, int64_t check_every, bool check_inputs,
-                                      const Switches& sw) {
+                                      double tol, std::optional<double> l2_tol, int64_t history, int64_t check_every,
+                                      bool check_inputs, const Switches& sw) {
   TORCH_CHECK_VALUE(!sets.empty(), "uinfo_fast: fit_probes needs at least one feature set");
   check_fit_args(max_iter, tol, history, check_every);
+  TORCH_CHECK_VALUE(!l2_tol || *l2_tol > 0, "uinfo_fast: l2_tol must be > 0 or None, got ", l2_tol.value_or(0.0));
   const at::Tensor yc = labels.contiguous();
   std::vector<SetFit> fits;
   fits.reserve(sets.size());
@@ -378,7 +391,7 @@ std::vector<FitResult> fit_probe_sets(const std::vector<FitSet>& sets, const at:
     const ProbeLayout layout =
         check_probe_args(set.x, labels, set.weight, set.bias, set.probe_offsets, set.probe_label_col, set.l2,
                          check_inputs);
-    fits.push_back(prepare_set(set, layout, yc, sw, tol, history, check_every));
+    fits.push_back(prepare_set(set, layout, yc, sw, tol, l2_tol, history, check_every));
   }
   run_sets(fits, max_iter, check_every);
   std::vector<FitResult> out;

@@ -19,6 +19,7 @@ struct FitState {
   std::vector<int64_t> ids;  // original index of each running probe
   at::Tensor orig_cols;      // [Ca] int64: original column of each running column
   at::Tensor l2;             // [Ka] float64
+  at::Tensor tol;            // [Ka] float64: each probe's gradient tolerance
   at::Tensor params, grad, pgrad, dir;  // [D+1, Ca] compute dtype (last row: bias); pgrad = P grad
   at::Tensor f, gd, t, gamma, gmax;  // [Ka] float64: objective, G.dir, step, H0 scale, max |G|
   at::Tensor done;           // [Ka] bool: converged or stalled

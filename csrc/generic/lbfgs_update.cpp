@@ -86,7 +86,7 @@ void next_step_sizes(FitState& st, const at::Tensor& f_trial, const at::Tensor& 
 
 // Objective, max |gradient|, flat counter and status after the accepted trials moved in.
 void update_status(FitState& st, const at::Tensor& f_trial, const at::Tensor& active, const at::Tensor& ok,
-                   double tol, double ftol) {
+                   double ftol) {
   // A trial whose objective differs from f only at the rounding level counts towards "flat"
   // whether or not Armijo accepted it: near the optimum the float32 logits make f noisy, and
   // a search that keeps rejecting such steps has converged, not failed.
@@ -96,7 +96,7 @@ void update_status(FitState& st, const at::Tensor& f_trial, const at::Tensor& ac
   st.flat = at::where(at_rounding, st.flat + 1, at::where(ok, at::zeros_like(st.flat), st.flat));
   st.f = at::where(ok, f_trial, st.f);
   st.gmax = seg_absmax(st.grad, st.layout);
-  const at::Tensor converged = active & st.gmax.le(tol);
+  const at::Tensor converged = active & st.gmax.le(st.tol);
   const at::Tensor flat = active & converged.logical_not() & st.flat.ge(kMaxFlat);
   const at::Tensor failed = active & (converged | flat).logical_not() & st.fails.ge(kMaxFails);
   st.status = at::where(converged, 1, at::where(flat, 2, at::where(failed, 3, st.status)));
@@ -120,7 +120,7 @@ void next_direction(FitState& st, const at::Tensor& ok, const at::Tensor& ok_col
 
 void lbfgs_update_generic(FitState& st, const at::Tensor& trial, const at::Tensor& grad_trial,
                           const at::Tensor& pgrad_trial, const at::Tensor& f_trial, int64_t newest, int64_t count,
-                          double tol, double ftol) {
+                          double ftol) {
   // The trial was taken at step t from every probe still running (see evaluate_trial in lbfgs_fit.cpp).
   const at::Tensor active = st.done.logical_not();
   const at::Tensor t_act = st.t * active;
@@ -131,7 +131,7 @@ void lbfgs_update_generic(FitState& st, const at::Tensor& trial, const at::Tenso
   st.params = at::where(ok_cols, trial, st.params);
   st.grad = at::where(ok_cols, grad_trial, st.grad);
   st.pgrad = at::where(ok_cols, pgrad_trial, st.pgrad);
-  update_status(st, f_trial, active, ok, tol, ftol);
+  update_status(st, f_trial, active, ok, ftol);
   next_direction(st, ok, ok_cols, newest, count);
 }
 

@@ -61,11 +61,12 @@ std::vector<FitSet> fit_sets(at::TensorList x, at::TensorList weight, at::Tensor
 
 FitSetsResult fit_probes_op(at::TensorList x, const at::Tensor& labels, at::TensorList weight, at::TensorList bias,
                             at::TensorList probe_offsets, at::TensorList probe_label_col, at::TensorList l2,
-                            int64_t max_iter, double tol, int64_t history, int64_t check_every, bool check_inputs) {
+                            int64_t max_iter, double tol, int64_t history, int64_t check_every, bool check_inputs,
+                            std::optional<double> l2_tol) {
   const Switches sw = read_switches();
   const std::vector<FitResult> fits =
-      fit_probe_sets(fit_sets(x, weight, bias, probe_offsets, probe_label_col, l2), labels, max_iter, tol, history,
-                     check_every, check_inputs, sw);
+      fit_probe_sets(fit_sets(x, weight, bias, probe_offsets, probe_label_col, l2), labels, max_iter, tol, l2_tol,
+                     history, check_every, check_inputs, sw);
   FitSetsResult out;
   for (const FitResult& r : fits) {
     std::get<0>(out).push_back(std::get<0>(r));

@@ -24,7 +24,7 @@ from .fit import (SCHEDULES, FitOptions, ProbeFit, compatible_init, fit_feature_
                   standardise)
 from .inputs import Features, Labels, check_feature_splits, check_label_splits, validation_split
 from .results import UsableInformation
-from .scoring import finalists, score_all, validation_ce
+from .scoring import score_all, unfinished_finalists, validation_ce
 from .params import Boolean, Choice, Integer, NoneOr, Real, validate_params
 from .validation import check_l2
 
@@ -33,11 +33,14 @@ from .validation import check_l2
 DEFAULT_L2_GRID = tuple(float(v) for v in torch.logspace(-5, -1, 8, dtype=torch.float64))
 _OPEN_UNIT = Real(0.0, 1.0, low_open=True, high_open=True)
 # The finalists of each label set (the best few by validation cross-entropy after the grid fit)
-# are fitted on in float64 to max |gradient| <= POLISH_TOL (fit.polish) before the choice
-# between them: neither the choice nor the chosen probe's usable information then depends on
-# where the fit started, warm or cold (bench/bench_warm_cold.py).
+# are fitted on in float64 (fit.polish) until max |gradient| <= min(tol, POLISH_L2_TOL * l2)
+# before the choice between them. A probe's weights sit about |gradient| / l2 from their optimum
+# along its flattest directions, so small penalties need small gradients; float32 rounding
+# flattens a near-separable probe's objective first. Neither the choice nor the chosen probe's
+# usable information then depends on where the fit started, warm or cold
+# (bench/bench_warm_cold.py).
 FINALISTS = 2
-POLISH_TOL = 3e-6
+POLISH_L2_TOL = 3e-2
 
 
 @dataclass(frozen=True)
@@ -53,11 +56,11 @@ class EstimatorOptions:
     max_iter: int = 1000
     tol: float = 1e-5
     schedule: str = "auto"
-    polish_tol: float | None = POLISH_TOL  # finalists fitted on to this; None: choose as the grid fit left them
+    polish_l2_tol: float | None = POLISH_L2_TOL  # None: choose between the probes as the grid fit left them
 
     _CONSTRAINTS = {"val_fraction": _OPEN_UNIT, "standardize": Boolean(), "n_bootstrap": Integer(0),
                     "confidence": _OPEN_UNIT, "seed": Integer(), "schedule": Choice(SCHEDULES),
-                    "polish_tol": NoneOr(Real(0.0, low_open=True))}
+                    "polish_l2_tol": NoneOr(Real(0.0, low_open=True))}
 
     def __post_init__(self):
         object.__setattr__(self, "l2_grid", tuple(check_l2(self.l2_grid, "l2_grid")))
@@ -71,9 +74,9 @@ class EstimatorOptions:
     @property
     def finalist_fit(self) -> FitOptions | None:
         """How far the finalists are fitted before the choice between them (see :data:`FINALISTS`)."""
-        if self.polish_tol is None:
+        if self.polish_l2_tol is None:
             return None
-        return FitOptions(max_iter=self.max_iter, tol=min(self.tol, self.polish_tol), schedule=self.schedule)
+        return FitOptions(max_iter=self.max_iter, tol=self.tol, schedule=self.schedule, l2_tol=self.polish_l2_tol)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,9 +140,10 @@ def estimate(features: Features, labels: Labels, options: EstimatorOptions,
     fits = fit_all(rows, labels, options, warm_start)
     val_ce = {n: validation_ce(f, rows[n].x_val, labels) for n, f in fits.items()}
     clock.done("fit")
-    if options.finalist_fit is not None:
-        fits = polish(fits, {n: r.x_fit for n, r in rows.items()}, labels.stacked("train"),
-                      finalists(fits, val_ce, FINALISTS), options.finalist_fit)
+    polishing = options.finalist_fit
+    unfinished = unfinished_finalists(fits, val_ce, FINALISTS, polishing) if polishing is not None else {}
+    if any(unfinished.values()):
+        fits = polish(fits, {n: r.x_fit for n, r in rows.items()}, labels.stacked("train"), unfinished, polishing)
         val_ce = {n: validation_ce(f, rows[n].x_val, labels) for n, f in fits.items()}
     clock.done("polish")
     results = score_all(fits, val_ce, {n: r.x_test for n, r in rows.items()}, labels, options)

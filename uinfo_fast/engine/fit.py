@@ -28,12 +28,21 @@ class FitOptions:
     history: int = 10
     check_every: int | None = None
     schedule: str = "auto"
+    l2_tol: float | None = None  # also max |gradient| <= l2_tol * penalty (see the fit_probes op)
 
     _CONSTRAINTS = {"max_iter": Integer(0), "tol": Real(0.0, low_open=True), "history": Integer(1),
-                    "check_every": NoneOr(Integer(1)), "schedule": Choice(SCHEDULES)}
+                    "check_every": NoneOr(Integer(1)), "schedule": Choice(SCHEDULES),
+                    "l2_tol": NoneOr(Real(0.0, low_open=True))}
 
     def __post_init__(self):
         validate_params(self, self._CONSTRAINTS)
+
+    def tolerance(self, l2: torch.Tensor) -> torch.Tensor:
+        """Each probe's gradient tolerance for penalties ``l2``, as the op computes it."""
+        tol = torch.full_like(l2, self.tol)
+        if self.l2_tol is None:
+            return tol
+        return torch.where(l2 > 0, torch.minimum(tol, l2 * self.l2_tol), tol)
 
     def check_every_on(self, device: torch.device) -> int:
         """Iterations between host checks: every one on CPU, where a check costs nothing; every

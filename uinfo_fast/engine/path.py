@@ -86,7 +86,8 @@ def run(works: Sequence[FitWork], probes: Sequence[list[int]], labels: torch.Ten
     x, weight, bias, offsets, label_col, l2 = (list(column) for column in zip(*problems))
     dev = x[0].device
     results = ops.fit_probes(x, labels, weight, bias, offsets, label_col, l2, options.max_iter, options.tol,
-                             options.history, options.check_every_on(dev), check_inputs=False)  # validated once
+                             options.history, options.check_every_on(dev), check_inputs=False,  # validated once
+                             l2_tol=options.l2_tol)
     for s, (w, p) in enumerate(chosen):
         w.absorb(p, *(r[s] for r in results))
 

@@ -32,18 +32,22 @@ def validation_ce(fit: ProbeFit, x_val: torch.Tensor, labels: Labels) -> torch.T
     return mean_nll(val_ll, fit, labels.val_seen, labels.names)
 
 
-def finalists(fits: dict[str, ProbeFit], val_ce: dict[str, torch.Tensor], count: int) -> dict[str, list[int]]:
-    """The ``count`` probes of each (feature set, label set) with the lowest validation
-    cross-entropy, as host indices: one host synchronisation for every feature set."""
+def unfinished_finalists(fits: dict[str, ProbeFit], val_ce: dict[str, torch.Tensor], count: int,
+                         polish) -> dict[str, list[int]]:
+    """Of the ``count`` probes of each (feature set, label set) with the lowest validation
+    cross-entropy, those whose gradient has not reached the ``polish`` options' tolerance, as
+    host indices: one host synchronisation for every feature set."""
     ranked = {}
     for name, fit in fits.items():
-        probes = torch.tensor([fit.probes_of(j) for j in range(len(fit.label_names))], device=val_ce[name].device)
-        top = val_ce[name][probes].argsort(dim=1)[:, :count]  # [L, count]
-        ranked[name] = probes.gather(1, top).flatten()
+        dev = val_ce[name].device
+        probes = torch.tensor([fit.probes_of(j) for j in range(len(fit.label_names))], device=dev)
+        top = probes.gather(1, val_ce[name][probes].argsort(dim=1)[:, :count]).flatten()
+        target = polish.tolerance(torch.tensor(fit.l2, dtype=torch.float64, device=dev)[top])
+        ranked[name] = torch.where(fit.grad_max[top] > target, top, -1)
     flat = torch.cat(list(ranked.values())).tolist()
     out, start = {}, 0
     for name, idx in ranked.items():
-        out[name] = flat[start:start + idx.numel()]
+        out[name] = [k for k in flat[start:start + idx.numel()] if k >= 0]
         start += idx.numel()
     return out
 

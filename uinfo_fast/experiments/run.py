@@ -146,6 +146,7 @@ class _Run:
             self.log_rows, self.digest = len(kept), rows_digest(kept)
             self.tracker = make_tracker(cfg, self.task, files.log)
             self.tracker.measure_seconds = state["measure_seconds"] if state else 0.0
+            self.tracker.phase_seconds.update(state.get("phase_seconds", {}) if state else {})
         self.t0 = time.perf_counter()
 
     def _restore(self) -> dict:
@@ -166,7 +167,8 @@ class _Run:
         log = {"log_rows": self.log_rows, "log_sha256": self.digest.hexdigest()} if self.tracker else {}
         save_checkpoint({"model": self.task.model.state_dict(), "optimizer": self.opt.state_dict(), "step": step,
                          "elapsed": self.wall(), "measure_seconds": self.measured(), "config": self.cfg.to_json(),
-                         **log}, self.files.checkpoint)
+                         "phase_seconds": dict(self.tracker.phase_seconds) if self.tracker else {}, **log},
+                        self.files.checkpoint)
 
     def measure_if_due(self, step: int) -> bool:
         """Measures (and checkpoints) when the schedule or the run's end says so."""
@@ -200,6 +202,8 @@ class _Run:
         task, wall = self.task, self.wall()
         return {"steps": self.plan.total_steps, "epochs": self.cfg.epochs, "wall_seconds": wall,
                 "measure_seconds": self.measured(), "measure_share": self.measured() / wall if wall > 0 else 0.0,
+                "measure_phases": dict(self.tracker.phase_seconds) if self.tracker else {},
+                "measurements": len({r["step"] for r in self.tracker.rows}) if self.tracker else 0,
                 "train_accuracy": _accuracy(task.model, task.train_x[:5000], task.train_y[:5000], task.preprocess),
                 "test_accuracy": _accuracy(task.model, task.test_x, task.test_y, task.preprocess),
                 "task_label": get_task(self.cfg.task).task_label}
