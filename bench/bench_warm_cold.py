@@ -6,7 +6,7 @@ Trains a small run (ResNet-18 of width 4 on 1,000 built-in images, 300 probe-tra
 the tracker's captured features twice: warm-started from the previous measurement, as a run
 does, and cold, as a resumed run does. Two rules, same features: the current one (every probe to
 max |gradient| <= tol, then the two best of each label set fitted on in float64 to
-max |gradient| <= min(tol, 0.03 l2), and the choice made between them) and the grid fit alone
+max |gradient| <= min(tol, 0.1 l2), and the choice made between them) and the grid fit alone
 (no polish). Prints, per rule and tolerance, the largest warm-cold difference
 in bits over the reported pairs (and how many chose different penalties) and the seconds spent
 fitting.

@@ -40,7 +40,7 @@ _OPEN_UNIT = Real(0.0, 1.0, low_open=True, high_open=True)
 # usable information then depends on where the fit started, warm or cold
 # (bench/bench_warm_cold.py).
 FINALISTS = 2
-POLISH_L2_TOL = 3e-2
+POLISH_L2_TOL = 0.1
 
 
 @dataclass(frozen=True)
