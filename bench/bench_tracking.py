@@ -1,13 +1,16 @@
 """Tracking overhead: the same training run with and without usable-information tracking.
 
-Tracking here is what the issue specifies: 2 label sets (coarse, fine) x 3 layers (the outputs
-of ResNet stages 2, 3 and 4, the last one the penultimate features) every 100 steps, no extra
-early measurements. Both runs train identically (same seed, same batches); the overhead is
-(wall with tracking) / (wall without) - 1, training loop only (data generation and the final
-accuracy pass excluded). Runs alternate plain / tracked so that drift in machine speed hits both.
+Tracking: 2 label sets (coarse, fine) x 3 layers (the outputs of ResNet stages 2, 3 and 4, the
+last one the penultimate features) every 100 steps, no extra early measurements; synchronous,
+and asynchronous (fits on a background worker). Every run trains identically (same seed, same
+batches). Two figures per mode: the time the training thread lost to tracking (the tracker's
+own timer: every measurement when synchronous, the captures and any waiting when asynchronous)
+as a share of the plain run's wall time, and the wall-clock overhead (wall with tracking) /
+(wall without) - 1, training loop only. Runs alternate plain / sync / async so that drift in
+machine speed hits all of them. The network and data are pinned below (PINNED).
 
-    python bench/bench_tracking.py --repeats 3       # the default run (CPU): measuring <= 5% of the plain run
-    python bench/bench_tracking.py --size gpu        # ResNet-18 (width 64), 50,000 images, CUDA: <= 5%
+    python bench/bench_tracking.py --repeats 3       # the default run's network (CPU)
+    python bench/bench_tracking.py --size gpu        # ResNet-18 (width 64), 50,000 images, CUDA
 """
 from __future__ import annotations
 
@@ -43,45 +46,59 @@ TRACKING = dict(layers=["layer2", "layer3", "layer4"], label_sets=["coarse", "fi
                 early_points=0)
 
 
+def _line(name: str, plain: dict, tracked: dict) -> str:
+    split = ", ".join(f"{k} {v:.2f}" for k, v in tracked["measure_phases"].items())
+    return (f"  {name}: {tracked['wall_seconds']:.1f} s, training thread lost {tracked['measure_seconds']:.1f} s = "
+            f"{100 * tracked['measure_seconds'] / plain['wall_seconds']:.1f}% of plain ({split}), wall overhead "
+            f"{100 * (tracked['wall_seconds'] / plain['wall_seconds'] - 1):.1f}%")
+
+
+def run_repeats(size: dict, repeats: int, modes: list[str], tmp: str) -> list[dict]:
+    """Per repeat: the plain run, then a tracked run per mode (sync, async), alternating so that
+    drift in machine speed hits every mode alike."""
+    out = []
+    for r in range(repeats):
+        runs = {"plain": run_experiment(RunConfig(**size, track=False), os.path.join(tmp, f"plain{r}"), progress=False)}
+        print(f"repeat {r}: plain {runs['plain']['wall_seconds']:.1f} s", flush=True)
+        for mode in modes:
+            cfg = RunConfig(**size, **TRACKING, async_tracking=mode == "async")
+            runs[mode] = run_experiment(cfg, os.path.join(tmp, f"{mode}{r}"), progress=False)
+            print(_line(mode, runs["plain"], runs[mode]), flush=True)
+        out.append(runs)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", choices=sorted(SIZES), default="cpu")
-    p.add_argument("--repeats", type=int, default=1, help="plain/tracked pairs; the median ratio is reported")
+    p.add_argument("--repeats", type=int, default=1, help="repeats of (plain, tracked...); medians are reported")
+    p.add_argument("--modes", default="sync,async", help="tracking modes to compare: sync, async")
     p.add_argument("--json", default=None, help="write every number here")
     args = p.parse_args()
     size = SIZES[args.size]
     if size["device"] == "cuda" and not torch.cuda.is_available():
         print("bench_tracking: --size gpu needs a CUDA device", file=sys.stderr)
         return 2
-    plain_cfg = RunConfig(**size, track=False)
-    tracked_cfg = RunConfig(**size, **TRACKING)
-    pairs = []
+    modes = [m for m in args.modes.split(",") if m]
     with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.repeats):
-            plain = run_experiment(plain_cfg, os.path.join(tmp, f"plain{r}"), progress=False)
-            tracked = run_experiment(tracked_cfg, os.path.join(tmp, f"tracked{r}"), progress=False)
-            pairs.append((plain, tracked))
-            split = ", ".join(f"{k} {v:.2f}" for k, v in tracked["measure_phases"].items())
-            print(f"pair {r}: plain {plain['wall_seconds']:.1f} s, tracked {tracked['wall_seconds']:.1f} s "
-                  f"(measuring {tracked['measure_seconds']:.1f} s = "
-                  f"{100 * tracked['measure_seconds'] / plain['wall_seconds']:.1f}% of plain; {split}), wall overhead "
-                  f"{100 * (tracked['wall_seconds'] / plain['wall_seconds'] - 1):.1f}%", flush=True)
-    ratios = [t["wall_seconds"] / p_["wall_seconds"] - 1 for p_, t in pairs]
-    overhead = statistics.median(ratios)
-    measuring = statistics.median(t["measure_seconds"] / p_["wall_seconds"] for p_, t in pairs)
+        repeats = run_repeats(size, args.repeats, modes, tmp)
     device = machine_name(torch.device(size["device"]))
-    print(f"\n| size | device | steps | measurements | measuring / plain wall (median) | wall overhead (median) |")
-    print("|---|---|---|---|---|---|")
-    t = pairs[0][1]
-    print(f"| {args.size} | {device} | {t['steps']} | {t['measurements']} | "
-          f"{100 * measuring:.1f}% | {100 * overhead:.1f}% |")
+    print("\n| size | device | tracking | steps | measurements | training thread lost / plain wall (median) | "
+          "wall overhead (median) |")
+    print("|---|---|---|---|---|---|---|")
+    summary = {}
+    for mode in modes:
+        lost = statistics.median(r[mode]["measure_seconds"] / r["plain"]["wall_seconds"] for r in repeats)
+        wall = statistics.median(r[mode]["wall_seconds"] / r["plain"]["wall_seconds"] - 1 for r in repeats)
+        summary[mode] = {"lost_share_median": lost, "wall_overhead_median": wall}
+        t = repeats[0][mode]
+        print(f"| {args.size} | {device} | {mode} | {t['steps']} | {t['measurements']} | {100 * lost:.1f}% | "
+              f"{100 * wall:.1f}% |")
     if args.json:
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
         with open(args.json, "w") as fh:
-            json.dump({"size": args.size, "config": tracked_cfg.to_json(), "device": device,
-                       "pairs": [{"plain": a, "tracked": b} for a, b in pairs], "overhead_median": overhead,
-                       "measuring_share_median": measuring}, fh,
-                      indent=1)
+            json.dump({"size": args.size, "device": device, "tracking": TRACKING, "pinned": size,
+                       "repeats": repeats, "summary": summary}, fh, indent=1)
     return 0
 
 

@@ -14,8 +14,9 @@ LN2 = math.log(2.0)
 MEASUREMENT_FIELDS = ("feature_set", "label_set", "status", "bits", "ci_low", "ci_high", "entropy_bits",
                       "test_ce_nats", "l2", "num_classes", "converged", "unseen_test_rows", "warning")
 # Why a row may hold no number: the features or labels it would measure (a diverging network,
-# a dead layer, a label set of one class) give nothing a probe could be fitted on.
-STATUSES = ("ok", "nonfinite_features", "constant_features", "single_class")
+# a dead layer, a label set of one class) give nothing a probe could be fitted on, or the
+# measurement was skipped (an asynchronous tracker with its queue full).
+STATUSES = ("ok", "nonfinite_features", "constant_features", "single_class", "skipped")
 
 
 def unmeasured_row(feature_set: str, label_set: str, status: str) -> dict:

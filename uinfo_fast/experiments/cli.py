@@ -101,6 +101,7 @@ _RUN_OPTIONS = [
     ("--track-every", "track_every", int, "measure every this many steps"),
     ("--early-until", "early_until", int, "log-spaced extra measurements up to this step"),
     ("--early-points", "early_points", int, "how many log-spaced extra measurements"),
+    ("--track-budget", "track_budget", float, "measure as often as this share of wall time allows (e.g. 0.05)"),
     ("--l2-grid", "l2_grid", _floats, "comma-separated probe penalties"),
     ("--n-bootstrap", "n_bootstrap", int, "bootstrap resamples for the confidence interval"),
     ("--probe-tol", "probe_tol", float, "max |gradient| every probe is fitted to (default 1e-5)"),
@@ -120,10 +121,12 @@ def _add_run_options(p) -> None:
                    help="train without crop/flip augmentation")
     p.add_argument("--no-track", dest="track", action="store_const", const=False, default=None,
                    help="train only (the baseline of the overhead benchmark)")
+    p.add_argument("--async-tracking", dest="async_tracking", action="store_const", const=True, default=None,
+                   help="fit the probes on a background worker while training goes on (pays on a GPU)")
 
 
 def _given(args) -> dict:
-    names = [dest for _, dest, _, _ in _RUN_OPTIONS] + ["download", "augment", "track"]
+    names = [dest for _, dest, _, _ in _RUN_OPTIONS] + ["download", "augment", "track", "async_tracking"]
     return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
 
 

@@ -43,9 +43,11 @@ class RunConfig:
     probe_train: int = 1_200          # fixed probe-training inputs, from the training set
     probe_val: int = 300              # fixed inputs to choose the penalty on, from the test split (0: carve)
     probe_test: int = 500             # fixed probe-test inputs, from the test split, disjoint from val
-    track_every: int = 50
+    track_every: int = 50             # at least this often (with a track_budget, also in between)
     early_until: int = 50             # plus log-spaced measurements in [1, early_until]
     early_points: int = 6
+    track_budget: float | None = None  # measure as often as this share of wall time allows
+    async_tracking: bool = False      # fits on a background worker while training goes on
     l2_grid: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1])
     n_bootstrap: int = 200
     pool: str = "avg"                 # how conv maps become probe features: avg, max or flatten
@@ -62,6 +64,7 @@ class RunConfig:
         "track": Boolean(), "layers": NoneOr(ListOf(Text())), "label_sets": NoneOr(ListOf(Text())),
         "probe_train": Integer(1), "probe_val": Integer(0), "probe_test": Integer(1), "track_every": Integer(1),
         "early_until": Integer(0), "early_points": Integer(0), "l2_grid": ListOf(Real(0.0)),
+        "track_budget": NoneOr(Real(0.0, 1.0, low_open=True, high_open=True)), "async_tracking": Boolean(),
         "n_bootstrap": Integer(0), "pool": Choice(POOLS), "probe_tol": _POSITIVE, "seed": Integer(), "device": Text(),
     }
 

@@ -105,12 +105,13 @@ def verified_log_rows(files: RunDir, state: dict | None) -> list[dict]:
 
 
 def make_tracker(cfg: RunConfig, task: TaskData, log_path: str) -> UsableInfoTracker:
-    schedule = Schedule(every=cfg.track_every, early_until=cfg.early_until, early_points=cfg.early_points)
+    schedule = Schedule(every=cfg.track_every, early_until=cfg.early_until, early_points=cfg.early_points,
+                        budget=cfg.track_budget)
     return UsableInfoTracker(
         task.model, task.layers, task.probe_train_x, task.probe_train_labels, task.probe_test_x,
         task.probe_test_labels, log_path=log_path, schedule=schedule, l2_grid=cfg.l2_grid,
         n_bootstrap=cfg.n_bootstrap, tol=cfg.probe_tol, seed=cfg.seed, pool=cfg.pool,
-        val_inputs=task.probe_val_x, val_labels=task.probe_val_labels)
+        val_inputs=task.probe_val_x, val_labels=task.probe_val_labels, asynchronous=cfg.async_tracking)
 
 
 @torch.no_grad()
@@ -141,12 +142,12 @@ class _Run:
         self.tracker = None
         if cfg.track:
             # Rows after the checkpoint belong to steps that will run again.
-            kept = verified_log_rows(files, state) if resume else []
-            JsonlLog(files.log).rewrite(kept)
-            self.log_rows, self.digest = len(kept), rows_digest(kept)
+            JsonlLog(files.log).rewrite(verified_log_rows(files, state) if resume else [])
             self.tracker = make_tracker(cfg, self.task, files.log)
             self.tracker.measure_seconds = state["measure_seconds"] if state else 0.0
             self.tracker.phase_seconds.update(state.get("phase_seconds", {}) if state else {})
+        # An asynchronous measurement still on its way at the checkpoint is measured again.
+        self.measured_at_start = self.resumed and self.start not in state.get("unwritten_steps", [])
         self.t0 = time.perf_counter()
 
     def _restore(self) -> dict:
@@ -163,8 +164,8 @@ class _Run:
 
     def checkpoint(self, step: int) -> None:
         """Everything a resume needs, and what it belongs to: the config and the log rows
-        written so far (their count and digest)."""
-        log = {"log_rows": self.log_rows, "log_sha256": self.digest.hexdigest()} if self.tracker else {}
+        written so far (their count and digest), every earlier measurement written first."""
+        log = self.tracker.written(wait_before=step) if self.tracker else {}
         save_checkpoint({"model": self.task.model.state_dict(), "optimizer": self.opt.state_dict(), "step": step,
                          "elapsed": self.wall(), "measure_seconds": self.measured(), "config": self.cfg.to_json(),
                          "phase_seconds": dict(self.tracker.phase_seconds) if self.tracker else {}, **log},
@@ -172,13 +173,11 @@ class _Run:
 
     def measure_if_due(self, step: int) -> bool:
         """Measures (and checkpoints) when the schedule or the run's end says so."""
-        if self.tracker is None or (self.resumed and step == self.start):
+        if self.tracker is None or (step == self.start and self.measured_at_start):
             return False  # a resumed run's first step was measured before the kill
-        if not (self.tracker.schedule.due(step) or step == self.plan.total_steps):
+        if not (self.tracker.due(step) or step == self.plan.total_steps):
             return False
-        rows = self.tracker.measure(step, epoch=self.plan.epoch(step))
-        self.log_rows += len(rows)
-        rows_digest(rows, self.digest)
+        self.tracker.measure(step, epoch=self.plan.epoch(step))
         self.checkpoint(step)
         return True
 
@@ -188,15 +187,24 @@ class _Run:
         bar = tqdm(range(self.start, total + 1), initial=self.start, total=total + 1, desc=self.cfg.task,
                    unit="step", disable=not progress, dynamic_ncols=True)
         stats = _TrainStats()
-        for step in bar:
-            if self.measure_if_due(step):
-                bar.set_postfix(stats.postfix(self.tracker, self.task.layers[-1]), refresh=False)
-            if step == total:
-                break
-            out, y, loss = train_step(self.task, self.plan, self.opt, step)
-            if step % 10 == 0:
-                stats.update(step, out, y, loss)
-        bar.close()
+        try:
+            for step in bar:
+                if self.measure_if_due(step):
+                    bar.set_postfix(stats.postfix(self.tracker, self.task.layers[-1]), refresh=False)
+                if step == total:
+                    break
+                out, y, loss = train_step(self.task, self.plan, self.opt, step)
+                if step % 10 == 0:
+                    stats.update(step, out, y, loss)
+        except BaseException:
+            if self.tracker is not None:  # a measurement in flight is measured again on resume
+                self.tracker.abandon()
+            raise
+        finally:
+            bar.close()
+        if self.tracker is not None and self.tracker.worker is not None:
+            self.tracker.close()  # the last rows written, then a checkpoint that records them
+            self.checkpoint(total)
 
     def summary(self) -> dict:
         task, wall = self.task, self.wall()

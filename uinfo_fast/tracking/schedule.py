@@ -3,21 +3,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engine.params import Boolean, Integer, validate_params
+from ..engine.params import Boolean, Integer, NoneOr, Real, validate_params
 
 
 @dataclass(frozen=True)
 class Schedule:
     """When to measure: at step 0, at ``early_points`` log-spaced steps in [1, early_until]
-    (where the paper's dynamics happen fastest), and at every multiple of ``every``."""
+    (where the paper's dynamics happen fastest), and at every multiple of ``every``.
+
+    With a ``budget`` (a share of wall time, e.g. 0.05), the tracker also measures at any other
+    step while the time training has lost to tracking stays under that share of the wall time
+    since tracking began: as often as the budget allows, never less often than ``every``.
+    """
 
     every: int = 100
     early_until: int = 0
     early_points: int = 0
     at_start: bool = True
+    budget: float | None = None
 
     _CONSTRAINTS = {"every": Integer(1), "early_until": Integer(0), "early_points": Integer(0),
-                    "at_start": Boolean()}
+                    "at_start": Boolean(), "budget": NoneOr(Real(0.0, 1.0, low_open=True, high_open=True))}
 
     def __post_init__(self):
         validate_params(self, self._CONSTRAINTS, "Schedule")
@@ -38,6 +44,11 @@ class Schedule:
         if step == 0:
             return self.at_start
         return step % self.every == 0 or step in self._early()
+
+    def within_budget(self, lost_share: float) -> bool:
+        """Whether a measurement beyond the fixed ones fits the budget, given the share of wall
+        time tracking has cost training so far."""
+        return self.budget is not None and lost_share < self.budget
 
     def steps(self, total: int) -> list[int]:
         """The steps in [0, total] at which a measurement is due."""

@@ -14,11 +14,20 @@ flushed and fsynced before training goes on: a run killed at any point keeps eve
 written. A measurement never stops training: a layer whose features are not finite (a diverging
 network) or constant (a dead layer), and a label set with a single class, get rows that say so
 (``status``) and hold no number.
+
+Asynchronous tracking (``asynchronous=True``) keeps only the capture on the training thread:
+the fits, scores and log writes of a measurement run on a background worker (a thread, and a
+side stream on CUDA) while training goes on, at most ``max_in_flight`` at a time; when that many
+are in flight, ``when_full`` decides whether the next measurement waits or is skipped (its rows
+say "skipped"). Rows reach the log in step order, each with the step its features were captured
+at. ``close()`` (or leaving a ``with`` block) waits for the measurements in flight; an exception
+in one is raised in the training thread at the next ``step()``.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from collections.abc import Sequence
 
@@ -27,12 +36,13 @@ from torch import nn
 
 from ..engine.estimator import DEFAULT_L2_GRID, EstimatorOptions, estimate
 from ..engine.inputs import Features, Labels, check_label_splits
-from ..engine.params import Boolean, Integer, check_param
+from ..engine.params import Boolean, Choice, Integer, check_param
 from ..engine.results import UsableInformation, unmeasured_row
 from ..engine.validation import label_sets
 from .capture import FeatureCapture
-from .log import JsonlLog
+from .log import JsonlLog, rows_digest
 from .schedule import Schedule
+from .worker import MeasurementWorker
 
 PHASES = ("capture", "fit", "polish", "score", "log")
 
@@ -92,6 +102,8 @@ class UsableInfoTracker:
             "auto": bfloat16 on CUDA, none on CPU); ``channels_last``: keep 4-D probe inputs in
             channels-last memory format.
         seed: validation split, bootstrap and projections.
+        asynchronous, max_in_flight, when_full: measure on a background worker (see the module
+            docstring); ``when_full`` is "wait" or "skip".
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str], train_inputs: torch.Tensor, train_labels,
@@ -99,7 +111,8 @@ class UsableInfoTracker:
                  schedule: Schedule = Schedule(), l2_grid=DEFAULT_L2_GRID, n_bootstrap: int = 200,
                  confidence: float = 0.95, val_fraction: float = 0.2, max_iter: int = 1000, tol: float = 1e-5,
                  pool: str = "avg", project_to: int | None = None, autocast_dtype="auto", batch_size: int = 256,
-                 channels_last: bool = True, seed: int = 0, val_inputs: torch.Tensor | None = None, val_labels=None):
+                 channels_last: bool = True, seed: int = 0, val_inputs: torch.Tensor | None = None, val_labels=None,
+                 asynchronous: bool = False, max_in_flight: int = 1, when_full: str = "wait"):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a uinfo_fast.Schedule, got {type(schedule).__name__}")
         self.options = EstimatorOptions(l2_grid=l2_grid, n_bootstrap=n_bootstrap, confidence=confidence,
@@ -113,13 +126,25 @@ class UsableInfoTracker:
         self.labels, self.single_class = self._checked_labels(device, train_labels, test_labels, val_labels)
         self.schedule = schedule
         self.log = JsonlLog(log_path) if log_path is not None else None
+        existing = self.log.read() if self.log else []
         # Steps only move forward: a log that already holds rows continues after its last step.
-        self.last_step = max((r["step"] for r in self.log.read()), default=None) if self.log else None
+        self.last_step = max((r["step"] for r in existing), default=None)
+        # What the log holds, for checkpoints: rows written and their digest; steps not written yet.
+        self._written = threading.Condition()
+        self._log_rows, self._log_digest, self._unwritten = len(existing), rows_digest(existing), []
         self.rows: list[dict] = []
         self.last: UsableInformation | None = None
-        self.measure_seconds = 0.0
+        self.measure_seconds = 0.0  # training-thread seconds lost to tracking, over the whole run
         self.phase_seconds = dict.fromkeys(PHASES, 0.0)
+        self._lost = 0.0            # ... in this process, for the budget and overhead()
+        self.worker = self._make_worker(device, asynchronous, max_in_flight, when_full)
         self._started = time.perf_counter()
+
+    def _make_worker(self, device, asynchronous, max_in_flight, when_full) -> MeasurementWorker | None:
+        check_param("asynchronous", asynchronous, Boolean())
+        check_param("max_in_flight", max_in_flight, Integer(1))
+        self.when_full = check_param("when_full", when_full, Choice(("wait", "skip")))
+        return MeasurementWorker(max_in_flight, device) if asynchronous else None
 
     def _set_inputs(self, device, train_inputs, test_inputs, val_inputs, val_labels, channels_last) -> None:
         if (val_inputs is None) != (val_labels is None):
@@ -154,10 +179,17 @@ class UsableInfoTracker:
         return (self.labels.names if self.labels else []) + self.single_class
 
     def step(self, step: int, epoch: float | None = None) -> list[dict] | None:
-        """Measures if the schedule says so at ``step``; returns the new rows or None."""
-        if not self.schedule.due(step):
-            return None
-        return self.measure(step, epoch)
+        """Measures if the schedule (or its budget) says so at ``step``; returns the new rows, []
+        when they will come from the background worker, or None. Raises what a background
+        measurement raised."""
+        if self.worker is not None:
+            self.worker.raise_error()
+        return self.measure(step, epoch) if self.due(step) else None
+
+    def due(self, step: int) -> bool:
+        """Whether the schedule, or its budget, asks for a measurement at ``step``."""
+        later = self.last_step is None or step > self.last_step
+        return later and (self.schedule.due(step) or self.schedule.within_budget(self.overhead()))
 
     def capture_features(self) -> Features:
         """The layers' features on the fixed probe inputs, at the model's current weights."""
@@ -166,24 +198,107 @@ class UsableInfoTracker:
                         self.capture(self.test_inputs, self.batch_size))
 
     def measure(self, step: int, epoch: float | None = None) -> list[dict]:
-        """Measures now: one row per (layer, label set), appended to the log before returning."""
+        """Measures now: one row per (layer, label set), appended to the log before returning
+        (asynchronous: captured now, fitted and written by the worker; returns [])."""
         if self.last_step is not None and step <= self.last_step:
             raise ValueError(f"step {step} is not after step {self.last_step}, the last one measured"
                              + (f" in {self.log.path}" if self.log else "") + "; steps must increase")
+        stamp = {"step": int(step), "epoch": None if epoch is None else float(epoch)}
+        t0 = time.perf_counter()
+        self.last_step = int(step)
+        if self.worker is None:
+            rows = self._finish(stamp, self.capture_timed(), t0)
+        else:
+            rows = self._hand_over(stamp, t0)
+        lost = time.perf_counter() - t0
+        self.measure_seconds += lost
+        self._lost += lost
+        return rows
+
+    def capture_timed(self) -> Features:
         t0 = time.perf_counter()
         features = self.capture_features()
         self.phase_seconds["capture"] += time.perf_counter() - t0
+        return features
+
+    def _finish(self, stamp: dict, features: Features, t0: float) -> list[dict]:
+        """Fits, scores and writes one measurement (on whichever thread runs it)."""
         rows = self._measured_rows(features)
+        return self._write([{**stamp, **r, "seconds": time.perf_counter() - t0} for r in rows])
+
+    def _write(self, rows: list[dict]) -> list[dict]:
         t1 = time.perf_counter()
-        stamp = {"step": int(step), "epoch": None if epoch is None else float(epoch)}
-        rows = [{**stamp, **r, "seconds": t1 - t0} for r in rows]
-        if self.log is not None:
-            self.log.append(rows)
-        self.rows.extend(rows)
-        self.last_step = int(step)
+        with self._written:
+            if self.log is not None:
+                self.log.append(rows)
+            self.rows.extend(rows)
+            self._log_rows += len(rows)
+            rows_digest(rows, self._log_digest)
+            if rows and rows[0]["step"] in self._unwritten:
+                self._unwritten.remove(rows[0]["step"])
+            self._written.notify_all()
         self.phase_seconds["log"] += time.perf_counter() - t1
-        self.measure_seconds += time.perf_counter() - t0
         return rows
+
+    def written(self, wait_before: int | None = None) -> dict:
+        """What the log holds now: {"log_rows", "log_sha256", "unwritten_steps"} (steps measured
+        or skipped whose rows are still on their way). With ``wait_before``, first waits until
+        every step before it is written: a checkpoint at that step then loses none of them."""
+        with self._written:
+            if wait_before is not None:
+                self._written.wait_for(lambda: all(s >= wait_before for s in self._unwritten) or
+                                       (self.worker is None or self.worker.failed))
+            return {"log_rows": self._log_rows, "log_sha256": self._log_digest.hexdigest(),
+                    "unwritten_steps": list(self._unwritten)}
+
+    def _hand_over(self, stamp: dict, t0: float) -> list[dict]:
+        """Captures on the training thread and queues the rest; with the worker full, waits or
+        queues the rows of a skipped measurement instead."""
+        with self._written:
+            self._unwritten.append(stamp["step"])
+        if not self.worker.has_room() and self.when_full == "skip":
+            skipped = [{**stamp, **unmeasured_row(n, k, "skipped"), "seconds": 0.0}
+                       for n in self.layers for k in self.label_names]
+            self.worker.submit(lambda: self._write(skipped), counts=False)
+            return []
+        self.worker.wait_for_room()
+        features = self.capture_timed()
+        ready = None
+        if self.worker.stream is not None:  # the side stream starts when the capture's kernels are done
+            ready = torch.cuda.Event()
+            ready.record()
+        self.worker.submit(lambda: self._finish_on_worker(stamp, features, t0), counts=True, ready=ready)
+        return []
+
+    def _finish_on_worker(self, stamp: dict, features: Features, t0: float) -> None:
+        if self.worker.stream is not None:  # made on the training stream, used on the side one
+            for split in (features.train, features.val or {}, features.test):
+                for x in split.values():
+                    x.record_stream(self.worker.stream)
+        self._finish(stamp, features, t0)
+
+    def close(self) -> None:
+        """Waits for the measurements in flight and ends the worker (nothing to do when
+        synchronous); raises what a background measurement raised."""
+        if self.worker is not None:
+            worker, self.worker = self.worker, None
+            worker.stop(drain=True)
+
+    def abandon(self) -> None:
+        """Ends the worker without writing the measurements not yet started (a run that stops
+        on an error: its resume measures them again)."""
+        if self.worker is not None:
+            worker, self.worker = self.worker, None
+            worker.stop(drain=False)
+
+    def __enter__(self) -> UsableInfoTracker:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abandon()
 
     def _measured_rows(self, features: Features) -> list[dict]:
         """The measurement rows of every (layer, label set), in that order: measured where the
@@ -202,9 +317,11 @@ class UsableInfoTracker:
                 for n in self.layers for k in self.label_names]
 
     def overhead(self) -> float:
-        """Share of the wall time since the tracker was made that went into measuring."""
+        """Share of the wall time since the tracker was made that the training thread lost to
+        tracking: every measurement when synchronous; the captures and any waiting for a full
+        worker when asynchronous."""
         total = time.perf_counter() - self._started
-        return self.measure_seconds / total if total > 0 else 0.0
+        return self._lost / total if total > 0 else 0.0
 
     def latest(self, feature_set: str, label_set: str) -> dict | None:
         for r in reversed(self.rows):
