@@ -231,8 +231,8 @@ class _TrainStats:
         self.acc = av if self.acc is None else 0.9 * self.acc + 0.1 * av
 
     def postfix(self, tracker: UsableInfoTracker, layer: str) -> dict:
-        rows = {lab: tracker.latest(layer, lab) for lab in tracker.label_names}
-        bits = {lab: f"{r['bits']:.2f}b" if r["bits"] is not None else r["status"] for lab, r in rows.items()}
+        rows = {lab: tracker.latest(layer, lab) for lab in tracker.label_names}  # None: still on its way
+        bits = {lab: f"{r['bits']:.2f}b" if r["bits"] is not None else r["status"] for lab, r in rows.items() if r}
         return bits if self.loss is None else {"loss": f"{self.loss:.3f}", "acc": f"{self.acc:.2f}", **bits}
 
 

@@ -263,33 +263,33 @@ class UsableInfoTracker:
             return []
         self.worker.wait_for_room()
         features = self.capture_timed()
-        ready = None
-        if self.worker.stream is not None:  # the side stream starts when the capture's kernels are done
+        stream, ready = self.worker.stream, None
+        if stream is not None:  # the side stream starts when the capture's kernels are done
             ready = torch.cuda.Event()
             ready.record()
-        self.worker.submit(lambda: self._finish_on_worker(stamp, features, t0), counts=True, ready=ready)
+        self.worker.submit(lambda: self._finish_on_worker(stamp, features, t0, stream), counts=True, ready=ready)
         return []
 
-    def _finish_on_worker(self, stamp: dict, features: Features, t0: float) -> None:
-        if self.worker.stream is not None:  # made on the training stream, used on the side one
+    def _finish_on_worker(self, stamp: dict, features: Features, t0: float, stream) -> None:
+        if stream is not None:  # made on the training stream, used on the side one
             for split in (features.train, features.val or {}, features.test):
                 for x in split.values():
-                    x.record_stream(self.worker.stream)
+                    x.record_stream(stream)
         self._finish(stamp, features, t0)
 
     def close(self) -> None:
         """Waits for the measurements in flight and ends the worker (nothing to do when
         synchronous); raises what a background measurement raised."""
         if self.worker is not None:
-            worker, self.worker = self.worker, None
-            worker.stop(drain=True)
+            self.worker.stop(drain=True)
+            self.worker = None
 
     def abandon(self) -> None:
         """Ends the worker without writing the measurements not yet started (a run that stops
         on an error: its resume measures them again)."""
         if self.worker is not None:
-            worker, self.worker = self.worker, None
-            worker.stop(drain=False)
+            self.worker.stop(drain=False)
+            self.worker = None
 
     def __enter__(self) -> UsableInfoTracker:
         return self
