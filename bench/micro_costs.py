@@ -4,7 +4,9 @@
 2. the L-BFGS bookkeeping, ms per iteration, fused CPU kernel against the generic ATen form
    (UINFO_FAST_GENERIC_LBFGS), on 64 rows so that the pass costs next to nothing;
 3. one tracker measurement of the default run (3 layers x 2 label sets) after 100 training
-   steps, split into the forward passes over the probe images and the probe fits.
+   steps, split into the forward passes over the probe images and the probe fits;
+4. the capture of the default run's 2,000 probe images at 4 layers, inputs in channels-last
+   memory format (the tracker's default) against contiguous ones.
 
     python bench/micro_costs.py
 """
@@ -89,6 +91,24 @@ def measurement_split(train_steps: int = 100, repeats: int = 3) -> tuple[float, 
     return cap, sum(total) / len(total) - cap
 
 
+def capture_seconds(channels_last: bool, repeats: int = 3) -> float:
+    from uinfo_fast.experiments import RunConfig
+    from uinfo_fast.tasks import build_task
+    from uinfo_fast.tracking import FeatureCapture
+
+    task = build_task(RunConfig())
+    x = torch.cat([task.probe_train_x, task.probe_val_x, task.probe_test_x])
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+    capture = FeatureCapture(task.model, task.layers)
+    capture(x[:256], 256)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        capture(x, 256)
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--softmax-only":
         print(f"{softmax_ns_per_logit():.3f}")
@@ -103,3 +123,5 @@ if __name__ == "__main__":
     cap, fits = measurement_split()
     print(f"one measurement of the default run (3 layers x 2 label sets, warm): forward passes over the "
           f"2,000 probe images {cap:.2f} s, probe fits and scoring {fits:.2f} s")
+    print(f"capture of the 2,000 probe images at 4 layers (best of 3): channels-last inputs "
+          f"{capture_seconds(True):.3f} s, contiguous inputs {capture_seconds(False):.3f} s")

@@ -132,6 +132,6 @@ def test_a_diverging_run_ends_with_its_own_message(tmp_path, capsys):
     assert main(["run", "--n-train", "512", "--n-test", "128", "--width", "4", "--epochs", "3", "--batch-size", "64",
                  "--probe-train", "200", "--probe-val", "28", "--probe-test", "100", "--track-every", "2",
                  "--early-points", "0", "--layers", "layer2,layer4", "--l2-grid", "1e-3,1e-1", "--n-bootstrap", "0",
-                 "--quiet", "--lr", "50", "--out", str(out)]) == 1
+                 "--quiet", "--lr", "1e6", "--out", str(out)]) == 1
     assert "training diverged at step" in capsys.readouterr().err
     assert "nonfinite_features" in {r["status"] for r in read_log(out / "log.jsonl")}

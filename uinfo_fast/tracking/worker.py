@@ -29,8 +29,14 @@ class MeasurementWorker:
         self._error: BaseException | None = None
         self._stopped = False
         self.busy_seconds = 0.0  # time the worker spent on jobs
+        threads, self._started = torch.get_num_threads(), threading.Event()
         self._thread = threading.Thread(target=self._loop, name="uinfo-fast measurement", daemon=True)
         self._thread.start()
+        if self.stream is None:
+            # The worker's thread count below is its own, but torch also keeps the last one set
+            # as the default of threads started later: put the process's back.
+            self._started.wait()
+            torch.set_num_threads(threads)
 
     def has_room(self) -> bool:
         with self._room:
@@ -74,6 +80,11 @@ class MeasurementWorker:
             raise RuntimeError(f"a background measurement failed: {self._error!r}") from self._error
 
     def _loop(self) -> None:
+        if self.stream is None:
+            # On CPU the worker shares the cores with training: one intra-op thread here keeps
+            # the two thread teams from oversubscribing them.
+            torch.set_num_threads(1)
+        self._started.set()
         while True:
             item = self._jobs.get()
             if item is None:
