@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -59,7 +58,6 @@ def run_uinfo(xtr, ytr, xte, yte, args, device, dtype):
     seconds = time.perf_counter() - t0
     out = {}
     for r in res.results:
-        fit = res.fits[r.feature_set]
         out[(r.feature_set, r.label_set)] = dict(test_ce=r.test_ce_nats, l2=r.l2, converged=r.converged)
     iters = {name: int(fit.n_iter.sum()) for name, fit in res.fits.items()}
     return seconds, out, iters

@@ -122,21 +122,22 @@ def test_bad_config_is_named(kw, match):
         RunConfig(**kw)
 
 
-def _killed_run(tmp_path, name="run", **kw):
-    """A run killed after its 5th measurement's checkpoint, with its reference: (dir, ref dir)."""
+def _killed_run(tmp_path, name="run", cfg=None, after=5, **kw):
+    """The directory of a run (``cfg``, else ``_cfg(**kw)``) killed right after its ``after``-th
+    checkpoint."""
     out = str(tmp_path / name)
     real_save, calls = experiment.save_checkpoint, {"n": 0}
 
     def dying_save(obj, path):
         real_save(obj, path)
         calls["n"] += 1
-        if calls["n"] == 5:
+        if calls["n"] == after:
             raise Killed()
 
     experiment.save_checkpoint = dying_save
     try:
         with pytest.raises(Killed):
-            run_experiment(_cfg(**kw), out, progress=False)
+            run_experiment(cfg or _cfg(**kw), out, progress=False)
     finally:
         experiment.save_checkpoint = real_save
     return out
@@ -191,21 +192,7 @@ def test_a_resumed_run_measures_the_bits_of_the_uninterrupted_one(tmp_path):
                     batch_size=50, track_every=4, seed=3, n_bootstrap=0)
     ref = str(tmp_path / "ref")
     run_experiment(cfg, ref, progress=False)
-    out = str(tmp_path / "killed")
-    real_save, calls = experiment.save_checkpoint, {"n": 0}
-
-    def dying_save(obj, path):
-        real_save(obj, path)
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise Killed()
-
-    experiment.save_checkpoint = dying_save
-    try:
-        with pytest.raises(Killed):
-            run_experiment(cfg, out, progress=False)
-    finally:
-        experiment.save_checkpoint = real_save
+    out = _killed_run(tmp_path, "killed", cfg=cfg, after=6)
     run_experiment(cfg, out, resume=True, progress=False)
     a, b = read_log(os.path.join(ref, "log.jsonl")), read_log(os.path.join(out, "log.jsonl"))
     assert _keys(a) == _keys(b)

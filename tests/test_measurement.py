@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import uinfo_fast as uf
-from uinfo_fast.engine import extension, fit as fit_module, path
+from uinfo_fast.engine import extension, path
 
 
 def _layers(n, seed):

@@ -31,14 +31,14 @@ _EXPORTS = {
     "probe_log_likelihood": ".fit",
     "sklearn_C": ".fit",
     "standardisation": ".fit",
-    "validation_split": ".estimator",
+    "validation_split": ".inputs",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from .estimator import (DEFAULT_L2_GRID, EstimatorOptions, estimate, estimate_usable_information,
-                            validation_split)
+    from .estimator import DEFAULT_L2_GRID, EstimatorOptions, estimate, estimate_usable_information
+    from .inputs import validation_split
     from .fit import FitOptions, ProbeFit, fit_probes, probe_log_likelihood, sklearn_C, standardisation
     from .layout import FitStatus, ProbeLayout, probe_layout
     from .extension import cuda_kernels_built, ops

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .fit import (SCHEDULES, FitOptions, ProbeFit, compatible_init, fit_feature_sets, polish, standardisation,
                   standardise)
-from .inputs import Features, Labels, check_feature_splits, check_label_splits, validation_split
+from .inputs import Features, Labels, check_feature_splits, check_label_splits
 from .results import UsableInformation
 from .scoring import score_all, unfinished_finalists, validation_ce
 from .params import Boolean, Choice, Integer, NoneOr, Real, validate_params

@@ -223,7 +223,7 @@ class UsableInfoTracker:
 
     def _finish(self, stamp: dict, features: Features, t0: float) -> list[dict]:
         """Fits, scores and writes one measurement (on whichever thread runs it)."""
-        rows = self._measured_rows(features)
+        rows = self.rows_for(features)
         return self._write([{**stamp, **r, "seconds": time.perf_counter() - t0} for r in rows])
 
     def _write(self, rows: list[dict]) -> list[dict]:
@@ -300,7 +300,7 @@ class UsableInfoTracker:
         else:
             self.abandon()
 
-    def _measured_rows(self, features: Features) -> list[dict]:
+    def rows_for(self, features: Features) -> list[dict]:
         """The measurement rows of every (layer, label set), in that order: measured where the
         layer's features and the label set allow, unmeasured (with a status) elsewhere."""
         status = screen(features)

@@ -82,7 +82,9 @@ class MeasurementWorker:
     def _loop(self) -> None:
         if self.stream is None:
             # On CPU the worker shares the cores with training: one intra-op thread here keeps
-            # the two thread teams from oversubscribing them.
+            # the two thread teams from oversubscribing them. torch sets a thread's count from the
+            # process default on its first use, so that use comes first, then the worker's own.
+            torch.get_num_threads()
             torch.set_num_threads(1)
         self._started.set()
         while True:
