@@ -70,3 +70,84 @@ def test_sweep_and_perturb_name_their_grid_options(tmp_path, capsys):
     assert "--seeds" in capsys.readouterr().err
     assert main(["perturb", "--task", "checkerboard", "--out", str(tmp_path / "p")]) == 2
     assert "early_steps" in capsys.readouterr().err
+
+
+# --- CIFAR-10 with coarse groups --------------------------------------------------------------
+
+def _tiny_cifar10_loader(monkeypatch):
+    """Runs verify the MD5 sums of the real archive; the tiny one is loaded without that check."""
+    import functools
+
+    from uinfo_fast.tasks.images import data
+
+    monkeypatch.setattr(data, "load_cifar10", functools.partial(data.load_cifar10, verify=False))
+
+
+@pytest.mark.slow
+def test_run_cifar10_with_coarse_groups_end_to_end(tmp_path, capsys, monkeypatch):
+    from uinfo_fast.experiments import RunConfig
+
+    from .cifar_archive import write_tiny_cifar10
+
+    root = write_tiny_cifar10(tmp_path / "data", n_per_batch=40, n_test=60)
+    _tiny_cifar10_loader(monkeypatch)
+    out = tmp_path / "run"
+    assert main(["run", "--dataset", "cifar10", "--data-dir", str(root), "--coarse-groups", "0,9/1,2,3/4,5,6,7,8",
+                 "--width", "2", "--epochs", "1", "--batch-size", "50", "--no-augment", "--probe-train", "100",
+                 "--probe-val", "20", "--probe-test", "40", "--track-every", "4", "--early-points", "0",
+                 "--layers", "layer4", "--l2-grid", "1e-2", "--n-bootstrap", "5", "--quiet", "--out", str(out)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["dataset"] == "cifar10" and saved["coarse_groups"] == [[0, 9], [1, 2, 3], [4, 5, 6, 7, 8]]
+    assert RunConfig.from_json(saved).to_json() == saved
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert {r["label_set"] for r in rows} == {"coarse", "fine"}
+    entropy = {r["label_set"]: r["entropy_bits"] for r in rows}
+    assert entropy["coarse"] < 2 < entropy["fine"]  # 3 groups against 10 classes
+    assert "layer4    fine" in capsys.readouterr().out
+
+
+def test_run_cifar10_without_the_files_is_a_one_line_error(tmp_path, capsys):
+    missing = tmp_path / "no_cifar10"
+    assert main(["run", "--dataset", "cifar10", "--data-dir", str(missing), "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(missing) in err and "--download" in err and "CIFAR-10" in err
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--coarse-groups", "0,1,2,3,4/5,6,7,8,9"], "coarse_groups applies to dataset 'cifar10' only"),
+    (["--dataset", "cifar10", "--data-dir", "d", "--coarse-groups", "0,1,2,3,4/5,6,7,8"], r"missing: \[9\]"),
+    (["--dataset", "cifar10", "--data-dir", "d", "--coarse-groups", "0,1,2,3,4,5,6,7,8,9"], "fewer than 2 groups"),
+])
+def test_coarse_groups_are_checked_on_the_command_line(tmp_path, capsys, argv, match):
+    import re
+
+    assert main(["run", *argv, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "coarse_groups" in err and re.search(match, err)
+
+
+@pytest.mark.parametrize("value", ["0,1/2,x", "0,1//2", "0;1/2"])
+def test_coarse_groups_syntax_errors_come_from_argparse(capsys, value):
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--dataset", "cifar10", "--coarse-groups", value])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--coarse-groups" in err and "0,1,2,3,4/5,6,7,8,9" in err and repr(value) in err
+
+
+def test_coarse_groups_parse_into_the_config_and_its_json():
+    from uinfo_fast.experiments import RunConfig
+    from uinfo_fast.experiments.cli import _given, build_parser, default_run_dir
+
+    def config(*argv):
+        return RunConfig.for_task(**_given(build_parser().parse_args(["run", "--dataset", "cifar10", "--data-dir", "d",
+                                                                       *argv])))
+
+    cfg = config("--coarse-groups", "0,9/1,2,3/4,5,6,7,8")
+    assert cfg.coarse_groups == [[0, 9], [1, 2, 3], [4, 5, 6, 7, 8]]
+    assert RunConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
+    # Default run directories tell groupings apart; the default grouping is plain "cifar10".
+    dirs = {default_run_dir(c) for c in (cfg, config(), config("--coarse-groups", "0,1,2,3,4/5,6,7,8,9"),
+                                         config("--coarse-groups", "5,6,7,8,9/0,1,2,3,4"))}
+    assert len(dirs) == 3 and "runs/images_cifar10_lr0.1_bs128_s0" in dirs and any("cifar10_g09-123-45678" in d
+                                                                                     for d in dirs)

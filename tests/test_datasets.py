@@ -1,14 +1,15 @@
-"""Image data: the synthetic set, CIFAR-100 loading (from a tiny archive in the real format),
-batch augmentation and the batch iterator."""
+"""Image data: the synthetic set, CIFAR-100 and CIFAR-10 loading (from tiny archives in the real
+format), batch augmentation and the batch iterator."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from uinfo_fast.tasks.images import (BatchIterator, ImageSplit, augment_batch, load_cifar100, normalize,
-                                 synthetic_cifar)
+from uinfo_fast.tasks.images import (CIFAR10_STATS, DEFAULT_COARSE_GROUPS, BatchIterator, ImageSplit, augment_batch,
+                                     load_cifar10, load_cifar100, normalize, synthetic_cifar)
 
-from .cifar_archive import coarse_of_fine, read_entry, write_tiny_cifar100
+from .cifar_archive import (FOLDER10, TRAIN_BATCHES10, coarse_of_fine, read_entry, write_tiny_cifar10,
+                            write_tiny_cifar100)
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,17 @@ def test_image_split_basics():
     assert len(sub) == 2 and sub.fine.tolist() == [4, 1]
     assert s.subset([0, 2]).coarse.tolist() == [0, 2]
     assert len(s.subset(slice(0, 3))) == 3
+
+
+def test_image_split_class_counts_are_kept_and_checked():
+    s = ImageSplit(torch.zeros(3, 3, 32, 32, dtype=torch.uint8), torch.tensor([0, 1, 1]), torch.tensor([0, 5, 9]),
+                   n_coarse=2, n_fine=10)
+    sub = s.subset([2])
+    assert (sub.n_coarse, sub.n_fine) == (2, 10)
+    with pytest.raises(ValueError, match=r"coarse must lie in \[0, 2\)"):
+        ImageSplit(s.images, torch.tensor([0, 1, 2]), s.fine, n_coarse=2, n_fine=10)
+    with pytest.raises(ValueError, match="n_fine"):
+        ImageSplit(s.images, s.coarse, s.fine, n_coarse=2, n_fine=0)
 
 
 @pytest.mark.parametrize("kwargs,exc,match", [
@@ -176,6 +188,95 @@ def test_load_cifar100_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="download=True") as info:
         load_cifar100(missing)
     assert str(missing) in str(info.value)
+
+
+# --- CIFAR-10 ---------------------------------------------------------------------------------
+
+def _read_cifar10(root, names):
+    entries = [read_entry(root, name, FOLDER10) for name in names]
+    data = np.concatenate([e["data"] for e in entries])
+    return torch.from_numpy(data).reshape(-1, 3, 32, 32), [c for e in entries for c in e["labels"]]
+
+
+@pytest.mark.parametrize("groups", [None, ((0, 9), (1, 2, 3), (4, 5, 6, 7, 8))])
+def test_load_cifar10_tiny_archive(tmp_path, groups):
+    root = write_tiny_cifar10(tmp_path, n_per_batch=12, n_test=20)
+    train, test = load_cifar10(str(root), verify=False, coarse_groups=groups)
+    expected = DEFAULT_COARSE_GROUPS if groups is None else groups
+    group_of = {c: i for i, g in enumerate(expected) for c in g}
+    # All five training batches, concatenated in order.
+    for split, names in ((train, TRAIN_BATCHES10), (test, ["test_batch"])):
+        images, labels = _read_cifar10(root, names)
+        assert split.images.dtype == torch.uint8 and torch.equal(split.images, images)
+        assert split.fine.tolist() == labels
+        assert split.coarse.tolist() == [group_of[c] for c in labels]
+        assert (split.n_coarse, split.n_fine) == (len(expected), 10)
+    assert len(train) == 60 and len(test) == 20
+    # The first pixel of the first image: row 0 of the data is the R plane, then G, then B.
+    data = read_entry(root, "data_batch_1", FOLDER10)["data"]
+    assert train.images[0, :, 0, 0].tolist() == [data[0, 0], data[0, 1024], data[0, 2048]]
+
+
+def test_load_cifar10_verifies_checksums(tmp_path):
+    root = write_tiny_cifar10(tmp_path, n_per_batch=2, n_test=2)
+    with pytest.raises(RuntimeError, match="MD5"):
+        load_cifar10(root)
+
+
+def test_load_cifar10_missing(tmp_path):
+    missing = tmp_path / "no_cifar_here"
+    with pytest.raises(FileNotFoundError, match="download=True") as info:
+        load_cifar10(missing)
+    assert str(missing) in str(info.value) and "test_batch" in str(info.value)
+
+
+@pytest.mark.parametrize("groups,problem", [
+    ([[0, 1, 2, 3], [5, 6, 7, 8, 9]], r"missing: \[4\]"),
+    ([[0, 1, 2, 3, 4], [4, 5, 6, 7, 8, 9]], r"repeated: \[4\]"),
+    ([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9, 10]], r"out of range: \[10\]"),
+    ([list(range(10))], "fewer than 2"),
+    ([list(range(10)), []], "group 1 is empty"),
+    ([[0, 1, 2, 3, 4], "56789"], "list of lists of ints"),
+])
+def test_load_cifar10_rejects_bad_groupings(tmp_path, groups, problem):
+    # Checked before any file is read: the directory need not hold CIFAR-10.
+    with pytest.raises(ValueError, match=f"coarse_groups must be a partition.*{problem}"):
+        load_cifar10(tmp_path, coarse_groups=groups)
+
+
+def test_cifar10_task_trains_on_the_groups_and_normalises_with_cifar10_stats(tmp_path, monkeypatch):
+    import functools
+
+    from uinfo_fast.experiments import RunConfig
+    from uinfo_fast.tasks.images import TASK, data
+
+    root = write_tiny_cifar10(tmp_path, n_per_batch=8, n_test=20)
+    # Runs verify the MD5 sums of the real archive; the tiny one is read without that check.
+    monkeypatch.setattr(data, "load_cifar10", functools.partial(data.load_cifar10, verify=False))
+    groups = [[0, 9], [1, 2, 3], [4, 5, 6, 7, 8]]
+    cfg = RunConfig(dataset="cifar10", data_dir=str(root), coarse_groups=groups, width=2, probe_train=30,
+                    probe_val=5, probe_test=10)
+    task = TASK.build(cfg)
+    train, _ = data.load_cifar10(root, coarse_groups=groups)
+    assert torch.equal(task.train_x, train.images) and torch.equal(task.train_y, train.coarse)
+    assert task.model(task.preprocess(task.train_x[:4], None)).shape == (4, 3)
+    assert torch.allclose(task.preprocess(task.train_x, None), normalize(train.images, CIFAR10_STATS))
+    assert set(task.probe_train_labels) == {"coarse", "fine"} and int(task.probe_train_labels["fine"].max()) < 10
+    assert TASK.data_tag(cfg) == "cifar10_g09-123-45678"
+    assert TASK.data_tag(RunConfig(dataset="cifar10", data_dir="d")) == "cifar10"
+    with pytest.raises(ValueError, match="needs data_dir.*cifar-10-batches-py"):
+        TASK.build(RunConfig(dataset="cifar10"))
+
+
+def test_normalize_with_cifar10_stats():
+    images = torch.tensor([0, 128, 255], dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 4, 4)
+    mean, std = torch.tensor((0.4914, 0.4822, 0.4465)), torch.tensor((0.2470, 0.2435, 0.2616))
+    expected = (torch.tensor([0.0, 128 / 255, 1.0]) - mean) / std
+    assert torch.allclose(normalize(images, CIFAR10_STATS)[1, :, 3, 3], expected)
+    as_pair = (tuple(mean.tolist()), tuple(std.tolist()))
+    assert torch.allclose(normalize(images, as_pair), normalize(images, CIFAR10_STATS))
+    with pytest.raises(ValueError, match="stats must be"):
+        normalize(images, ((0.5, 0.5), (0.2, 0.2)))
 
 
 # --- augmentation and batches -----------------------------------------------------------------

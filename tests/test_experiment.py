@@ -198,3 +198,19 @@ def test_a_resumed_run_measures_the_bits_of_the_uninterrupted_one(tmp_path):
     assert _keys(a) == _keys(b)
     worst = max(abs(r["bits"] - s["bits"]) for r, s in zip(a, b))
     assert worst <= 0.01, worst
+
+
+@pytest.mark.slow
+def test_resume_accepts_a_checkpoint_written_before_a_config_field_existed(tmp_path):
+    # A field added to RunConfig later (coarse_groups, say) is absent from older checkpoints and
+    # config files: it takes its default, and the run resumes.
+    out = _killed_run(tmp_path)
+    path = os.path.join(out, "checkpoint.pt")
+    state = torch.load(path, weights_only=False)
+    del state["config"]["coarse_groups"]
+    torch.save(state, path)
+    config = json.load(open(os.path.join(out, "config.json")))
+    del config["coarse_groups"]
+    json.dump(config, open(os.path.join(out, "config.json"), "w"))
+    summary = run_experiment(_cfg(), out, resume=True, progress=False)
+    assert summary["steps"] == Plan(_cfg(), _cfg().n_train).total_steps

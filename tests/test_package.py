@@ -16,7 +16,7 @@ import uinfo_fast
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "uinfo_fast"
 # The layers, top first; a module may import its own layer and the ones below it.
-LAYERS = ["experiments", "tasks", "tracking", "engine"]
+LAYERS = ["experiments", "integrations", "tasks", "tracking", "engine"]
 
 
 def _module_name(path: Path) -> str:
@@ -52,7 +52,7 @@ def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
 
 
 def _layer(module: str) -> int:
-    """Rank of a module's layer: 0 for experiments ... 3 for engine; the package root and its
+    """Rank of a module's layer: 0 for experiments ... 4 for engine; the package root and its
     private helpers sit outside the layers (-1 above them all, 99 below)."""
     parts = module.split(".")
     if len(parts) == 1:

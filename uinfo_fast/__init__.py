@@ -3,6 +3,7 @@
 The package is layered, every import pointing down:
 
 * ``uinfo_fast.experiments``  run config, training plan, resumable runs, sweeps, plots, CLI
+* ``uinfo_fast.integrations`` the Lightning callback, TensorBoard and W&B sinks
 * ``uinfo_fast.tasks``        the task registry: each task's data, network and label sets
 * ``uinfo_fast.tracking``     feature capture, measurement schedule, run log, tracker
 * ``uinfo_fast.engine``       the probe engine: validation, fits, penalty path, estimator

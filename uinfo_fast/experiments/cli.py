@@ -75,12 +75,27 @@ def _names(v: str) -> list[str]:
     return [t for t in v.split(",") if t]
 
 
+def _groups(v: str) -> list[list[int]]:
+    """``0,1,2,3,4/5,6,7,8,9`` -> [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]: groups split by '/', classes
+    by ','. Only the syntax is checked here; RunConfig checks that the groups partition the classes."""
+    try:
+        return [[int(t) for t in g.split(",")] for g in v.split("/")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected groups of class indices, classes separated by ',' and groups by '/' "
+            f"(e.g. 0,1,2,3,4/5,6,7,8,9), got {v!r}") from None
+
+
 # Options of `uinfo-fast run`: (flag, RunConfig field, type, help). Every default is None so that
 # --resume can tell the options given on the command line from the ones left out.
 _RUN_OPTIONS = [
     ("--task", "task", str, "images (ResNet on coarse labels) or checkerboard"),
-    ("--dataset", "dataset", str, "synthetic (built in, default) or cifar100"),
-    ("--data-dir", "data_dir", str, "cifar100: directory holding cifar-100-python/ (or where it goes)"),
+    ("--dataset", "dataset", str, "synthetic (built in, default), cifar100 or cifar10"),
+    ("--data-dir", "data_dir", str,
+     "cifar100 / cifar10: directory holding cifar-100-python/ or cifar-10-batches-py/ (or where it goes)"),
+    ("--coarse-groups", "coarse_groups", _groups,
+     ("cifar10: train on the group of the class, groups separated by '/', classes by ',' "
+      "(default 0,1,2,3,4/5,6,7,8,9: classes 0-4 against 5-9)")),
     ("--n-train", "n_train", int, "synthetic/checkerboard training examples"),
     ("--n-test", "n_test", int, "synthetic/checkerboard test examples"),
     ("--width", "width", int, "ResNet-18 base width (64: the standard network)"),
@@ -116,7 +131,7 @@ def _add_run_options(p) -> None:
     for flag, dest, typ, help_ in _RUN_OPTIONS:
         p.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
     p.add_argument("--download", dest="download", action="store_const", const=True, default=None,
-                   help="cifar100: download the archive into --data-dir if it is not there")
+                   help="cifar100 / cifar10: download the archive into --data-dir if it is not there")
     p.add_argument("--no-augment", dest="augment", action="store_const", const=False, default=None,
                    help="train without crop/flip augmentation")
     p.add_argument("--no-track", dest="track", action="store_const", const=False, default=None,
@@ -173,7 +188,7 @@ def run(args) -> int:
         return 2
     out = args.out or default_run_dir(cfg)
     print(f"uinfo-fast run -> {out}")
-    summary = run_experiment(cfg, out, resume=args.resume, progress=not args.quiet)
+    summary = run_experiment(cfg, out, resume=args.resume, progress=not args.quiet, tensorboard=args.tensorboard)
     print(f"{summary['steps']} steps in {summary['wall_seconds']:.0f} s; measuring took "
           f"{100 * summary['measure_share']:.1f}% of it; {summary['task_label']} accuracy "
           f"train {summary['train_accuracy']:.3f}, test {summary['test_accuracy']:.3f}")
@@ -248,6 +263,8 @@ def _add_run_parser(sub) -> None:
     p.add_argument("--out", default=None, help="run directory (default: runs/<task>_<data>_lr<lr>_bs<batch>_s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the killed run in --out from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="also write the rows as TensorBoard scalars to DIR (usable_information/<layer>/<label set>)")
     p.set_defaults(handler=run)
 
 

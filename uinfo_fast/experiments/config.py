@@ -5,6 +5,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..engine.params import Boolean, Choice, Integer, ListOf, NoneOr, Real, Text, check_param, validate_params
+from ..tasks.images.data import check_coarse_groups
 from ..tasks.registry import get_task
 from ..tracking.capture import POOLS
 
@@ -18,10 +19,12 @@ class RunConfig:
     """Everything a run depends on; saved as ``config.json`` in the run directory."""
 
     task: str = "images"              # a registered task: "images" (ResNet on coarse labels) or "checkerboard"
-    dataset: str = "synthetic"        # images: "synthetic" (built in) or "cifar100"
-    data_dir: str | None = None       # cifar100: where cifar-100-python/ is or goes
+    dataset: str = "synthetic"        # images: "synthetic" (built in), "cifar100" or "cifar10"
+    data_dir: str | None = None       # cifar100 / cifar10: where cifar-100-python/ or cifar-10-batches-py/ is or goes
     download: bool = False
-    n_train: int = 10_000             # synthetic / checkerboard size (cifar100: the full set)
+    # cifar10: the coarse label is the index of the group holding the class (None: 0-4 against 5-9)
+    coarse_groups: list[list[int]] | None = None
+    n_train: int = 10_000             # synthetic / checkerboard size (cifar100 / cifar10: the full set)
     n_test: int = 2_000
     width: int = 8                    # ResNet-18 base width (64 is the standard network)
     epochs: float = 5.0
@@ -56,7 +59,8 @@ class RunConfig:
     device: str = "cpu"
 
     _CONSTRAINTS = {
-        "data_dir": NoneOr(Text()), "download": Boolean(), "n_train": Integer(1), "n_test": Integer(1),
+        "data_dir": NoneOr(Text()), "download": Boolean(), "coarse_groups": NoneOr(ListOf(ListOf(Integer()))),
+        "n_train": Integer(1), "n_test": Integer(1),
         "width": Integer(1, 1024), "epochs": _POSITIVE, "batch_size": Integer(1), "lr": _POSITIVE,
         "momentum": Real(0.0, 1.0, high_open=True), "weight_decay": Real(0.0), "lr_schedule": Choice(LR_SCHEDULES),
         "augment": Boolean(), "coherences": NoneOr(ListOf(Real(0.0, 1.0, low_open=True))),
@@ -72,6 +76,12 @@ class RunConfig:
         task = get_task(self.task)
         check_param("dataset", self.dataset, Choice(task.datasets))
         validate_params(self, self._CONSTRAINTS)
+        if self.coarse_groups is not None:
+            if self.dataset != "cifar10":
+                raise ValueError(f"coarse_groups applies to dataset 'cifar10' only, "
+                                 f"got it with dataset {self.dataset!r}")
+            # Lists, as config.json gives them back, so that a saved config equals the one it was made from.
+            self.coarse_groups = [list(g) for g in check_coarse_groups(self.coarse_groups)]
         device_type = self.device.split(":")[0]
         if device_type not in DEVICE_TYPES or (":" in self.device and not self.device.split(":")[1].isdigit()):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")

@@ -9,7 +9,9 @@ The run directory gets:
 * ``log.jsonl``    one row per (measurement step, layer, label set),
 * ``checkpoint.pt`` model, optimiser and step at the last measurement (for ``--resume``),
 * ``summary.json`` final accuracies, wall time and the share of it spent measuring,
-* ``usable_information.png`` usable information against training step, one panel per layer.
+* ``usable_information.png`` usable information against training step, one panel per layer,
+
+and, when asked (``tensorboard=DIR``), TensorBoard scalars of the same rows in DIR.
 
 Determinism and resuming: every epoch's shuffling is drawn from a generator seeded by
 (seed, epoch) and every batch's augmentation from one seeded by (seed, step), so a run
@@ -28,6 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..integrations.tensorboard_sink import TensorBoardSink
 from ..tasks.registry import TaskData, build_task, get_task
 from ..tracking.log import JsonlLog, atomic_write, atomic_write_json, read_log, rows_digest
 from ..tracking.schedule import Schedule
@@ -78,8 +81,10 @@ def load_checkpoint(path: str, cfg: RunConfig) -> dict:
                          "delete it to run again from step 0") from None
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise ValueError(f"--resume: {path} is not a uinfo-fast checkpoint")
-    if state.get("config", cfg.to_json()) != cfg.to_json():  # checkpoints of 0.1 carry no config
-        diff = sorted(k for k, v in cfg.to_json().items() if state["config"].get(k) != v)
+    # Checkpoints of 0.1 carry no config; older ones lack later fields, which take their defaults.
+    saved = cfg if "config" not in state else RunConfig.from_json(state["config"])
+    if saved != cfg:
+        diff = sorted(k for k, v in cfg.to_json().items() if saved.to_json().get(k) != v)
         raise ValueError(f"--resume: {path} belongs to another run (its config differs in {diff}); "
                          "put the run's own checkpoint back or delete it to run again from step 0")
     return state
@@ -104,14 +109,14 @@ def verified_log_rows(files: RunDir, state: dict | None) -> list[dict]:
     return rows[:n]
 
 
-def make_tracker(cfg: RunConfig, task: TaskData, log_path: str) -> UsableInfoTracker:
+def make_tracker(cfg: RunConfig, task: TaskData, log_path: str, sinks=()) -> UsableInfoTracker:
     schedule = Schedule(every=cfg.track_every, early_until=cfg.early_until, early_points=cfg.early_points,
                         budget=cfg.track_budget)
     return UsableInfoTracker(
         task.model, task.layers, task.probe_train_x, task.probe_train_labels, task.probe_test_x,
         task.probe_test_labels, log_path=log_path, schedule=schedule, l2_grid=cfg.l2_grid,
         n_bootstrap=cfg.n_bootstrap, tol=cfg.probe_tol, seed=cfg.seed, pool=cfg.pool,
-        val_inputs=task.probe_val_x, val_labels=task.probe_val_labels, asynchronous=cfg.async_tracking)
+        val_inputs=task.probe_val_x, val_labels=task.probe_val_labels, asynchronous=cfg.async_tracking, sinks=sinks)
 
 
 @torch.no_grad()
@@ -129,7 +134,7 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, prep, batch: i
 class _Run:
     """One training run: its task, optimiser, plan and tracker, resumable from its checkpoint."""
 
-    def __init__(self, cfg: RunConfig, files: RunDir, resume: bool):
+    def __init__(self, cfg: RunConfig, files: RunDir, resume: bool, sinks=()):
         self.cfg, self.files = cfg, files
         torch.manual_seed(cfg.seed)
         self.task = build_task(cfg)
@@ -143,7 +148,7 @@ class _Run:
         if cfg.track:
             # Rows after the checkpoint belong to steps that will run again.
             JsonlLog(files.log).rewrite(verified_log_rows(files, state) if resume else [])
-            self.tracker = make_tracker(cfg, self.task, files.log)
+            self.tracker = make_tracker(cfg, self.task, files.log, sinks)
             self.tracker.measure_seconds = state["measure_seconds"] if state else 0.0
             self.tracker.phase_seconds.update(state.get("phase_seconds", {}) if state else {})
         # An asynchronous measurement still on its way at the checkpoint is measured again.
@@ -175,6 +180,7 @@ class _Run:
         """Measures (and checkpoints) when the schedule or the run's end says so."""
         if self.tracker is None or (step == self.start and self.measured_at_start):
             return False  # a resumed run's first step was measured before the kill
+        self.tracker.deliver()  # rows the worker has written since, to the sinks
         if not (self.tracker.due(step) or step == self.plan.total_steps):
             return False
         self.tracker.measure(step, epoch=self.plan.epoch(step))
@@ -236,13 +242,20 @@ class _TrainStats:
         return bits if self.loss is None else {"loss": f"{self.loss:.3f}", "acc": f"{self.acc:.2f}", **bits}
 
 
-def run_experiment(cfg: RunConfig, out_dir: str, *, resume: bool = False, progress: bool = True) -> dict:
-    """Trains and tracks as configured; returns the summary (also written to summary.json)."""
+def run_experiment(cfg: RunConfig, out_dir: str, *, resume: bool = False, progress: bool = True,
+                   tensorboard: str | os.PathLike | None = None) -> dict:
+    """Trains and tracks as configured; returns the summary (also written to summary.json).
+    ``tensorboard``: a directory that also gets the rows as TensorBoard scalars."""
     files = RunDir(out_dir)
     files.prepare(cfg, resume)
-    run = _Run(cfg, files, resume)
-    run.task.model.train()
-    run.loop(progress)
+    sinks = [] if tensorboard is None or not cfg.track else [TensorBoardSink(tensorboard)]
+    try:
+        run = _Run(cfg, files, resume, sinks)
+        run.task.model.train()
+        run.loop(progress)
+    finally:
+        for sink in sinks:
+            sink.close()
     summary = run.summary()
     atomic_write_json(files.summary, summary)
     if run.tracker is not None:

@@ -22,6 +22,11 @@ are in flight, ``when_full`` decides whether the next measurement waits or is sk
 say "skipped"). Rows reach the log in step order, each with the step its features were captured
 at. ``close()`` (or leaving a ``with`` block) waits for the measurements in flight; an exception
 in one is raised in the training thread at the next ``step()``.
+
+Sinks (``sinks=[...]``, for example :class:`uinfo_fast.integrations.TensorBoardSink`) get every
+new row after the log holds it, always on the training thread: at the measurement when
+synchronous, at the next ``step()`` or ``close()`` when the rows come from the worker. The log
+stays the source of truth: a sink that raises is warned about and dropped, and training goes on.
 """
 from __future__ import annotations
 
@@ -29,7 +34,8 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -42,17 +48,19 @@ from ..engine.validation import label_sets
 from .capture import FeatureCapture
 from .log import JsonlLog, rows_digest
 from .schedule import Schedule
+from .distributed import Ranks, unwrapped
 from .worker import MeasurementWorker
 
 PHASES = ("capture", "fit", "polish", "score", "log")
 
 
-def _inputs(x, name: str, device, minimum: int, channels_last: bool) -> torch.Tensor:
-    """Probe inputs on the model's device, once; image batches in channels-last memory format,
-    which the convolutions of a capture run faster on (bench/RESULTS.md)."""
+def _inputs(x, name: str, device, minimum: int, channels_last: bool, ranks: Ranks) -> torch.Tensor:
+    """Probe inputs (this rank's shard of them) on the model's device, once; image batches in
+    channels-last memory format, which the convolutions of a capture run faster on
+    (bench/RESULTS.md)."""
     if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] < minimum:
         raise ValueError(f"{name} must be a tensor [N, ...] with N >= {minimum}")
-    x = x.to(device)
+    x = (ranks.shard(x) if ranks.sharded else x).to(device)
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
@@ -76,6 +84,14 @@ def screen(features: Features) -> dict[str, str]:
     host = torch.stack(flags).tolist()
     return {n: "nonfinite_features" if not fin else ("ok" if varies else "constant_features")
             for n, (fin, varies) in zip(names, host)}
+
+
+def _checked_sinks(sinks) -> list:
+    if callable(sinks):
+        raise TypeError(f"sinks must be a list of callables, got one {type(sinks).__name__}: pass [sink]")
+    if isinstance(sinks, (str, bytes)) or not isinstance(sinks, Iterable) or not all(callable(s) for s in sinks):
+        raise TypeError("sinks must be a list of callables that take a list of row dicts")
+    return list(sinks)
 
 
 def _only(features: Features, names: list[str]) -> Features:
@@ -104,6 +120,8 @@ class UsableInfoTracker:
         seed: validation split, bootstrap and projections.
         asynchronous, max_in_flight, when_full: measure on a background worker (see the module
             docstring); ``when_full`` is "wait" or "skip".
+        sinks: callables given each batch of new rows (a list of row dicts), on the training
+            thread, in step order (see the module docstring).
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str], train_inputs: torch.Tensor, train_labels,
@@ -112,27 +130,32 @@ class UsableInfoTracker:
                  confidence: float = 0.95, val_fraction: float = 0.2, max_iter: int = 1000, tol: float = 1e-5,
                  pool: str = "avg", project_to: int | None = None, autocast_dtype="auto", batch_size: int = 256,
                  channels_last: bool = True, seed: int = 0, val_inputs: torch.Tensor | None = None, val_labels=None,
-                 asynchronous: bool = False, max_in_flight: int = 1, when_full: str = "wait"):
+                 asynchronous: bool = False, max_in_flight: int = 1, when_full: str = "wait",
+                 sinks: Sequence[Callable[[list[dict]], None]] = ()):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a uinfo_fast.Schedule, got {type(schedule).__name__}")
         self.options = EstimatorOptions(l2_grid=l2_grid, n_bootstrap=n_bootstrap, confidence=confidence,
                                         val_fraction=val_fraction, max_iter=max_iter, tol=tol, seed=seed)
         self.batch_size = check_param("batch_size", batch_size, Integer(1))
         check_param("channels_last", channels_last, Boolean())
-        self.capture = FeatureCapture(model, layers, pool=pool, project_to=project_to, seed=seed,
+        self.capture = FeatureCapture(unwrapped(model), layers, pool=pool, project_to=project_to, seed=seed,
                                       autocast_dtype=autocast_dtype)
         device = next(iter(model.parameters()), torch.empty(0)).device
+        self.ranks = Ranks.current()
         self._set_inputs(device, train_inputs, test_inputs, val_inputs, val_labels, channels_last)
         self.labels, self.single_class = self._checked_labels(device, train_labels, test_labels, val_labels)
         self.schedule = schedule
-        self.log = JsonlLog(log_path) if log_path is not None else None
+        # Only rank 0 writes; the other ranks capture their shards and hand them over.
+        self.log = JsonlLog(log_path) if log_path is not None and self.ranks.main else None
         existing = self.log.read() if self.log else []
-        # Steps only move forward: a log that already holds rows continues after its last step.
-        self.last_step = max((r["step"] for r in existing), default=None)
+        # Steps only move forward: a log that already holds rows continues after its last step
+        # (rank 0's log, for every rank).
+        self.last_step = self._agreed_step(max((r["step"] for r in existing), default=None))
         # What the log holds, for checkpoints: rows written and their digest; steps not written yet.
         self._written = threading.Condition()
         self._log_rows, self._log_digest, self._unwritten = len(existing), rows_digest(existing), []
         self.rows: list[dict] = []
+        self.sinks, self._delivered = _checked_sinks(sinks) if self.ranks.main else [], 0
         self.last: UsableInformation | None = None
         self.measure_seconds = 0.0  # training-thread seconds lost to tracking, over the whole run
         self.phase_seconds = dict.fromkeys(PHASES, 0.0)
@@ -141,17 +164,26 @@ class UsableInfoTracker:
         self._started = time.perf_counter()
 
     def _make_worker(self, device, asynchronous, max_in_flight, when_full) -> MeasurementWorker | None:
-        check_param("asynchronous", asynchronous, Boolean())
+        self.asynchronous = check_param("asynchronous", asynchronous, Boolean())
         check_param("max_in_flight", max_in_flight, Integer(1))
         self.when_full = check_param("when_full", when_full, Choice(("wait", "skip")))
-        return MeasurementWorker(max_in_flight, device) if asynchronous else None
+        return MeasurementWorker(max_in_flight, device) if asynchronous and self.ranks.main else None
+
+    def _agreed_step(self, step: int | None) -> int | None:
+        if not self.ranks.sharded:
+            return step
+        agreed = self.ranks.agree(-1 if step is None else step)
+        return None if agreed < 0 else agreed
 
     def _set_inputs(self, device, train_inputs, test_inputs, val_inputs, val_labels, channels_last) -> None:
         if (val_inputs is None) != (val_labels is None):
             raise ValueError("val_inputs and val_labels go together: give both or neither")
-        self.train_inputs = _inputs(train_inputs, "train_inputs", device, 2, channels_last)
-        self.test_inputs = _inputs(test_inputs, "test_inputs", device, 2, channels_last)
-        self.val_inputs = None if val_inputs is None else _inputs(val_inputs, "val_inputs", device, 1, channels_last)
+        given = {"train": train_inputs, "test": test_inputs, "val": val_inputs}
+        self.n_rows = {k: 0 if x is None else getattr(x, "shape", [0])[0] for k, x in given.items()}
+        self.train_inputs = _inputs(train_inputs, "train_inputs", device, 2, channels_last, self.ranks)
+        self.test_inputs = _inputs(test_inputs, "test_inputs", device, 2, channels_last, self.ranks)
+        self.val_inputs = (None if val_inputs is None else
+                           _inputs(val_inputs, "val_inputs", device, 1, channels_last, self.ranks))
 
     def _checked_labels(self, device, train_labels, test_labels, val_labels) -> tuple[Labels | None, list[str]]:
         """The labels, validated once, and the label sets of a single train class, which get
@@ -164,9 +196,7 @@ class UsableInfoTracker:
         if len(single) == len(given[0]):
             return None, single
         given = [None if g is None else {k: v for k, v in g.items() if k not in single} for g in given]
-        rows = {"train": self.train_inputs.shape[0], "test": self.test_inputs.shape[0],
-                "val": 0 if self.val_inputs is None else self.val_inputs.shape[0]}
-        labels = check_label_splits(*given, None, rows, device, self.options.val_fraction, self.options.seed,
+        labels = check_label_splits(*given, None, self.n_rows, device, self.options.val_fraction, self.options.seed,
                                     rows_of="inputs", train_name="train_labels")
         return labels, single
 
@@ -183,19 +213,27 @@ class UsableInfoTracker:
         when they will come from the background worker, or None. Raises what a background
         measurement raised."""
         if self.worker is not None:
+            self.deliver()
             self.worker.raise_error()
         return self.measure(step, epoch) if self.due(step) else None
 
     def due(self, step: int) -> bool:
         """Whether the schedule, or its budget, asks for a measurement at ``step``."""
         later = self.last_step is None or step > self.last_step
-        return later and (self.schedule.due(step) or self.schedule.within_budget(self.overhead()))
+        if not later or self.schedule.due(step):
+            return later
+        within = self.schedule.within_budget(self.overhead())  # each rank's clock: rank 0's decides
+        return bool(self.ranks.agree(within)) if self.ranks.sharded and self.schedule.budget else within
 
-    def capture_features(self) -> Features:
-        """The layers' features on the fixed probe inputs, at the model's current weights."""
-        val = None if self.val_inputs is None else self.capture(self.val_inputs, self.batch_size)
-        return Features(self.capture(self.train_inputs, self.batch_size), val,
-                        self.capture(self.test_inputs, self.batch_size))
+    def capture_features(self) -> Features | None:
+        """The layers' features on the fixed probe inputs, at the model's current weights (under
+        torch.distributed: every rank's shard, gathered to rank 0; None on the other ranks)."""
+        splits = {"train": self.train_inputs, "val": self.val_inputs, "test": self.test_inputs}
+        got = {k: None if x is None else self._joined(self.capture(x, self.batch_size), k) for k, x in splits.items()}
+        return Features(got["train"], got["val"], got["test"]) if self.ranks.main else None
+
+    def _joined(self, features: dict, split: str):
+        return self.ranks.gather_rows(features, self.n_rows[split]) if self.ranks.sharded else features
 
     def measure(self, step: int, epoch: float | None = None) -> list[dict]:
         """Measures now: one row per (layer, label set), appended to the log before returning
@@ -206,10 +244,12 @@ class UsableInfoTracker:
         stamp = {"step": int(step), "epoch": None if epoch is None else float(epoch)}
         t0 = time.perf_counter()
         self.last_step = int(step)
-        if self.worker is None:
-            rows = self._finish(stamp, self.capture_timed(), t0)
-        else:
+        if self.asynchronous:
             rows = self._hand_over(stamp, t0)
+        else:
+            features = self.capture_timed()
+            rows = [] if features is None else self._finish(stamp, features, t0)
+            self.deliver()
         lost = time.perf_counter() - t0
         self.measure_seconds += lost
         self._lost += lost
@@ -253,10 +293,16 @@ class UsableInfoTracker:
 
     def _hand_over(self, stamp: dict, t0: float) -> list[dict]:
         """Captures on the training thread and queues the rest; with the worker full, waits or
-        queues the rows of a skipped measurement instead."""
+        queues the rows of a skipped measurement instead (rank 0's worker decides for all)."""
+        skip = self.when_full == "skip" and self.worker is not None and not self.worker.has_room()
+        skip = bool(self.ranks.agree(skip)) if self.ranks.sharded else skip
+        if not self.ranks.main:
+            if not skip:
+                self.capture_timed()
+            return []
         with self._written:
             self._unwritten.append(stamp["step"])
-        if not self.worker.has_room() and self.when_full == "skip":
+        if skip:
             skipped = [{**stamp, **unmeasured_row(n, k, "skipped"), "seconds": 0.0}
                        for n in self.layers for k in self.label_names]
             self.worker.submit(lambda: self._write(skipped), counts=False)
@@ -280,13 +326,42 @@ class UsableInfoTracker:
     def close(self) -> None:
         """Waits for the measurements in flight and ends the worker (nothing to do when
         synchronous); raises what a background measurement raised."""
+        self.asynchronous = False  # from here on a measurement runs on the calling thread
         if self.worker is not None:
-            self.worker.stop(drain=True)
-            self.worker = None
+            try:
+                self.worker.stop(drain=True)
+            finally:
+                self.worker = None
+                self.deliver()
+
+    def continue_after(self, rows: list[dict]) -> None:
+        """Continues a run that measured ``rows`` before (a resumed one): they are kept in
+        :attr:`rows` without going to the sinks again, and no step up to their last is measured
+        again. The log, if any, must already hold them (the tracker reads it when made)."""
+        steps = [int(r["step"]) for r in rows]
+        with self._written:
+            self.rows, self._delivered = list(rows), len(rows)
+        if steps:
+            self.last_step = max(steps + ([self.last_step] if self.last_step is not None else []))
+
+    def deliver(self) -> None:
+        """Hands the rows written since the last call to every sink (on the calling thread)."""
+        with self._written:
+            new, self._delivered = self.rows[self._delivered:], len(self.rows)
+        if not new:
+            return
+        for sink in list(self.sinks):
+            try:
+                sink(new)
+            except Exception as e:  # a logger's failure must not stop the run; the log has the rows
+                self.sinks.remove(sink)
+                warnings.warn(f"usable-information sink {sink!r} failed and is dropped ({type(e).__name__}: "
+                              f"{e}); the rows stay in the log", RuntimeWarning, stacklevel=2)
 
     def abandon(self) -> None:
         """Ends the worker without writing the measurements not yet started (a run that stops
         on an error: its resume measures them again)."""
+        self.asynchronous = False
         if self.worker is not None:
             self.worker.stop(drain=False)
             self.worker = None

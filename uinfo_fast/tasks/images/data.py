@@ -1,8 +1,13 @@
-"""Image data for the network experiments: CIFAR-100 with both label sets, a built-in synthetic
-stand-in, batch augmentation and a small batch iterator.
+"""Image data for the network experiments: CIFAR-100 with both label sets, CIFAR-10 with coarse
+groups of its classes, a built-in synthetic stand-in, batch augmentation and a small batch
+iterator.
 
-Both sources give an :class:`ImageSplit`: uint8 images [N, 3, 32, 32] with 20 ``coarse`` and 100
-``fine`` labels.
+Every source gives an :class:`ImageSplit`: uint8 images [N, 3, 32, 32] with ``coarse`` and
+``fine`` labels. CIFAR-100 and the synthetic set have 20 coarse and 100 fine classes. CIFAR-10
+(:func:`load_cifar10`) has its 10 classes as ``fine`` labels and, as ``coarse`` label, the index
+of the group that holds the class in a partition of the 10 classes (``coarse_groups``; by default
+:data:`DEFAULT_COARSE_GROUPS`, classes 0-4 against 5-9), the task of Kleinman et al. (ICLR 2021):
+a network trained on the groups and probed for the classes.
 
 The synthetic set (:func:`synthetic_cifar`) needs no download. It is built so that a network
 trained on the *coarse* labels sees fine-class information that it does not need:
@@ -33,13 +38,14 @@ never from the global random state.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import math
 import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -51,20 +57,39 @@ FINE_PER_COARSE = 5
 N_FINE = N_COARSE * FINE_PER_COARSE
 IMAGE_SHAPE = (3, 32, 32)
 
+CIFAR10_CLASSES = 10
+# Kleinman et al. (ICLR 2021): the first five CIFAR-10 classes against the last five.
+DEFAULT_COARSE_GROUPS = ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9))
+
+
+class ChannelStats(NamedTuple):
+    """Per-channel (R, G, B) mean and standard deviation of pixel values in [0, 1]."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+CIFAR100_STATS = ChannelStats(CIFAR100_MEAN, CIFAR100_STD)
+CIFAR10_STATS = ChannelStats((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
 
 @dataclass
 class ImageSplit:
     """One split of an image set: uint8 ``images`` [N, 3, 32, 32], int64 ``coarse`` [N] in
-    [0, 20) and int64 ``fine`` [N] in [0, 100)."""
+    [0, n_coarse) and int64 ``fine`` [N] in [0, n_fine) (20 and 100 unless given: CIFAR-100 and
+    the synthetic set)."""
 
     images: torch.Tensor
     coarse: torch.Tensor
     fine: torch.Tensor
+    n_coarse: int = N_COARSE
+    n_fine: int = N_FINE
 
     def __post_init__(self):
+        check_param("n_coarse", self.n_coarse, Integer(1))
+        check_param("n_fine", self.n_fine, Integer(1))
         if not isinstance(self.images, torch.Tensor):
             raise TypeError(f"images must be a torch.Tensor, got {type(self.images).__name__}")
         if self.images.dtype != torch.uint8:
@@ -72,7 +97,7 @@ class ImageSplit:
         if self.images.dim() != 4 or tuple(self.images.shape[1:]) != IMAGE_SHAPE:
             raise ValueError(f"images must have shape [N, 3, 32, 32], got {tuple(self.images.shape)}")
         n = self.images.shape[0]
-        for name, num_classes in (("coarse", N_COARSE), ("fine", N_FINE)):
+        for name, num_classes in (("coarse", self.n_coarse), ("fine", self.n_fine)):
             y = getattr(self, name)
             if not isinstance(y, torch.Tensor):
                 raise TypeError(f"{name} must be a torch.Tensor, got {type(y).__name__}")
@@ -94,7 +119,7 @@ class ImageSplit:
         """The examples at ``idx`` (an index tensor, a list or a slice)."""
         if isinstance(idx, list):
             idx = torch.as_tensor(idx, dtype=torch.int64)
-        return ImageSplit(self.images[idx], self.coarse[idx], self.fine[idx])
+        return ImageSplit(self.images[idx], self.coarse[idx], self.fine[idx], self.n_coarse, self.n_fine)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,19 +271,32 @@ def synthetic_cifar(n_train: int = 10_000, n_test: int = 2_000, seed: int = 0, *
 
 
 # ---------------------------------------------------------------------------------------------
-# CIFAR-100
+# CIFAR-100 and CIFAR-10
 
-_CIFAR_FOLDER = "cifar-100-python"
+class _Cifar(NamedTuple):
+    title: str                # as messages name it
+    torchvision_name: str     # the class in torchvision.datasets
+    folder: str               # under data_dir, as the archive unpacks
+    files: tuple[str, ...]    # what the folder must hold
 
 
-@functools.lru_cache(maxsize=1)
-def _cifar100_class():
+CIFAR100_FOLDER = "cifar-100-python"
+CIFAR10_FOLDER = "cifar-10-batches-py"
+_CIFAR100 = _Cifar("CIFAR-100", "CIFAR100", CIFAR100_FOLDER, ("train", "test", "meta"))
+_CIFAR10 = _Cifar("CIFAR-10", "CIFAR10", CIFAR10_FOLDER,
+                  tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta"))
+
+
+@functools.cache
+def _cifar_class(torchvision_name: str):
+    """torchvision's CIFAR10 or CIFAR100 with a ``verify`` switch: ``verify=False`` skips the MD5
+    checks and only requires the files to exist (tiny test archives are not the real files)."""
     # torchvision is imported only here so that the synthetic data works without it.
-    from torchvision.datasets import CIFAR100
+    import torchvision.datasets
 
-    class _CIFAR100(CIFAR100):
-        """torchvision's CIFAR100 whose MD5 checks can be switched off (tiny test archives)."""
+    base = getattr(torchvision.datasets, torchvision_name)
 
+    class _Switchable(base):
         def __init__(self, root, train: bool, download: bool, verify: bool):
             self._verify = verify
             super().__init__(root, train=train, download=download)
@@ -276,21 +314,39 @@ def _cifar100_class():
                 self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
             self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
-    return _CIFAR100
+    _Switchable.__name__ = _Switchable.__qualname__ = f"_{torchvision_name}"
+    return _Switchable
 
 
-def _cifar_split(root: Path, train: bool, download: bool, verify: bool) -> ImageSplit:
+def _cifar_root(source: _Cifar, data_dir, download: bool) -> Path:
+    """``data_dir`` as a path; unless downloading, a FileNotFoundError when files are missing."""
+    root = Path(data_dir).expanduser()
+    folder = root / source.folder
+    missing = [] if download else [name for name in source.files if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{source.title} not found in {root} (missing from {folder}: {', '.join(missing)}); "
+            f"pass download=True (or --download on the command line) to fetch it")
+    return root
+
+
+def _torchvision_split(source: _Cifar, root: Path, train: bool, download: bool, verify: bool):
+    """The images (uint8 [N, 3, 32, 32]) and the labels torchvision reads (int64 [N]) of a split."""
     try:
-        ds = _cifar100_class()(str(root), train=train, download=download, verify=verify)
+        ds = _cifar_class(source.torchvision_name)(str(root), train=train, download=download, verify=verify)
     except RuntimeError as e:
-        raise RuntimeError(f"CIFAR-100 in {root} is incomplete or failed its MD5 check ({e}); "
-                           f"delete {root / _CIFAR_FOLDER} and pass download=True to fetch it again") from e
-    # torchvision keeps only the fine labels; the coarse ones are in the same pickle.
-    with open(root / _CIFAR_FOLDER / ("train" if train else "test"), "rb") as f:
-        coarse = pickle.load(f, encoding="latin1")["coarse_labels"]
+        raise RuntimeError(f"{source.title} in {root} is incomplete or failed its MD5 check ({e}); "
+                           f"delete {root / source.folder} and pass download=True to fetch it again") from e
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # HWC -> CHW
-    return ImageSplit(images, torch.tensor(coarse, dtype=torch.int64),
-                      torch.tensor(ds.targets, dtype=torch.int64))
+    return images, torch.tensor(ds.targets, dtype=torch.int64)
+
+
+def _cifar100_split(root: Path, train: bool, download: bool, verify: bool) -> ImageSplit:
+    images, fine = _torchvision_split(_CIFAR100, root, train, download, verify)
+    # torchvision keeps only the fine labels; the coarse ones are in the same pickle.
+    with open(root / _CIFAR100.folder / ("train" if train else "test"), "rb") as f:
+        coarse = pickle.load(f, encoding="latin1")["coarse_labels"]
+    return ImageSplit(images, torch.tensor(coarse, dtype=torch.int64), fine)
 
 
 def load_cifar100(data_dir, download: bool = False, verify: bool = True) -> tuple[ImageSplit, ImageSplit]:
@@ -300,15 +356,61 @@ def load_cifar100(data_dir, download: bool = False, verify: bool = True) -> tupl
     ``download=True`` fetches the archive (about 170 MB) when it is not there. ``verify=False``
     skips torchvision's MD5 checks and only requires the files to exist.
     """
-    root = Path(data_dir).expanduser()
-    folder = root / _CIFAR_FOLDER
-    if not download:
-        missing = [name for name in ("train", "test", "meta") if not (folder / name).is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"CIFAR-100 not found in {root} (missing {', '.join(str(folder / m) for m in missing)}); "
-                f"pass download=True (or --download on the command line) to fetch it")
-    return (_cifar_split(root, True, download, verify), _cifar_split(root, False, download, verify))
+    root = _cifar_root(_CIFAR100, data_dir, download)
+    return (_cifar100_split(root, True, download, verify), _cifar100_split(root, False, download, verify))
+
+
+def _group_problems(groups, n_classes: int) -> list[str]:
+    """What keeps ``groups`` (a sequence of sequences of ints) from partitioning range(n_classes)."""
+    problems = [] if len(groups) >= 2 else [f"fewer than 2 groups ({len(groups)})"]
+    problems += [f"group {i} is empty" for i, g in enumerate(groups) if len(g) == 0]
+    counts = collections.Counter(c for g in groups for c in g)
+    outside = sorted(c for c in counts if not 0 <= c < n_classes)
+    repeated = sorted(c for c, k in counts.items() if k > 1)
+    missing = sorted(set(range(n_classes)) - set(counts))
+    for what, classes in (("out of range", outside), ("repeated", repeated), ("missing", missing)):
+        if classes:
+            problems.append(f"classes {what}: {classes}")
+    return problems
+
+
+def check_coarse_groups(coarse_groups, n_classes: int = CIFAR10_CLASSES) -> tuple[tuple[int, ...], ...]:
+    """``coarse_groups`` as a tuple of tuples if it partitions the classes ``0..n_classes-1`` into
+    at least 2 non-empty groups (each class in exactly one group), else a ValueError that names
+    ``coarse_groups`` and says what is wrong. Group ``i`` is coarse label ``i``."""
+    expected = (f"a partition of the classes 0..{n_classes - 1} into at least 2 non-empty groups "
+                f"(each class in exactly one group)")
+    if not (isinstance(coarse_groups, (list, tuple))
+            and all(isinstance(g, (list, tuple)) and all(map(Integer().accepts, g)) for g in coarse_groups)):
+        raise ValueError(f"coarse_groups must be {expected}, as a list of lists of ints; got {coarse_groups!r}")
+    problems = _group_problems(coarse_groups, n_classes)
+    if problems:
+        raise ValueError(f"coarse_groups must be {expected}; got {coarse_groups!r}: {'; '.join(problems)}")
+    return tuple(tuple(g) for g in coarse_groups)
+
+
+def _cifar10_split(root: Path, train: bool, download: bool, verify: bool, groups) -> ImageSplit:
+    images, fine = _torchvision_split(_CIFAR10, root, train, download, verify)
+    group_of = torch.empty(CIFAR10_CLASSES, dtype=torch.int64)
+    for i, group in enumerate(groups):
+        group_of[list(group)] = i
+    return ImageSplit(images, group_of[fine], fine, n_coarse=len(groups), n_fine=CIFAR10_CLASSES)
+
+
+def load_cifar10(data_dir, download: bool = False, verify: bool = True,
+                 coarse_groups=None) -> tuple[ImageSplit, ImageSplit]:
+    """CIFAR-10 (train, test), read through ``torchvision.datasets.CIFAR10`` from
+    ``data_dir/cifar-10-batches-py``: ``fine`` is the class (0-9) and ``coarse`` the index of the
+    group of ``coarse_groups`` that holds it (a partition of the 10 classes into at least 2
+    groups; None: :data:`DEFAULT_COARSE_GROUPS`, classes 0-4 against 5-9).
+
+    ``download=True`` fetches the archive (about 170 MB) when it is not there. ``verify=False``
+    skips torchvision's MD5 checks and only requires the files to exist.
+    """
+    groups = check_coarse_groups(DEFAULT_COARSE_GROUPS if coarse_groups is None else coarse_groups)
+    root = _cifar_root(_CIFAR10, data_dir, download)
+    return (_cifar10_split(root, True, download, verify, groups),
+            _cifar10_split(root, False, download, verify, groups))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,12 +447,24 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator, padding: int
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, 3, H, W] -> float32 standardised with the CIFAR-100 channel mean and std (also used
-    for the synthetic set, whose statistics are close enough)."""
+def _channel_stats(stats) -> ChannelStats:
+    try:
+        mean, std = (tuple(float(x) for x in v) for v in stats)
+    except (TypeError, ValueError):
+        mean = std = ()
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"stats must be (mean, std), each 3 channel values and std > 0, got {stats!r}")
+    return ChannelStats(mean, std)
+
+
+def normalize(images: torch.Tensor, stats: ChannelStats = CIFAR100_STATS) -> torch.Tensor:
+    """uint8 [B, 3, H, W] -> float32 standardised with the channel mean and std of ``stats``
+    (default: CIFAR-100's, also used for the synthetic set, whose statistics are close enough;
+    :data:`CIFAR10_STATS` for CIFAR-10)."""
     _check_batch(images)
-    mean = torch.tensor(CIFAR100_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR100_STD, device=images.device).view(1, 3, 1, 1)
+    mean, std = _channel_stats(stats)
+    mean = torch.tensor(mean, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(std, device=images.device).view(1, 3, 1, 1)
     return (images.float() / 255 - mean) / std
 
 

@@ -1,5 +1,6 @@
 """The image task: a CIFAR-style ResNet-18 trained on the coarse labels of CIFAR-100 (or of the
-built-in CIFAR-100-shaped set), probed for its coarse and fine labels at the four stages."""
+built-in CIFAR-100-shaped set), or on groups of the CIFAR-10 classes, probed for its coarse and
+fine labels at the four stages."""
 from __future__ import annotations
 
 import torch
@@ -8,35 +9,57 @@ from ..registry import Task, TaskData, probe_sets
 
 
 def _images(cfg):
-    from .data import load_cifar100, synthetic_cifar
+    from .data import CIFAR10_FOLDER, CIFAR100_FOLDER, load_cifar10, load_cifar100, synthetic_cifar
 
+    folder = {"cifar100": CIFAR100_FOLDER, "cifar10": CIFAR10_FOLDER}.get(cfg.dataset)
+    if folder is not None and cfg.data_dir is None:
+        raise ValueError(f"dataset {cfg.dataset!r} needs data_dir (the directory that holds {folder}/)")
     if cfg.dataset == "cifar100":
-        if cfg.data_dir is None:
-            raise ValueError("dataset 'cifar100' needs data_dir (the directory that holds cifar-100-python/)")
         return load_cifar100(cfg.data_dir, download=cfg.download)
+    if cfg.dataset == "cifar10":
+        return load_cifar10(cfg.data_dir, download=cfg.download, coarse_groups=cfg.coarse_groups)
     return synthetic_cifar(cfg.n_train, cfg.n_test, seed=cfg.seed)
 
 
 def build(cfg) -> TaskData:
-    from .data import augment_batch, normalize
+    from .data import CIFAR10_STATS, CIFAR100_STATS, augment_batch, normalize
     from .resnet import cifar_resnet18
 
     device = torch.device(cfg.device)
     train, test = _images(cfg)
+    stats = CIFAR10_STATS if cfg.dataset == "cifar10" else CIFAR100_STATS
+
+    def prepare(images):
+        return normalize(images, stats)
 
     def preprocess(images, generator):
         images = images.to(device, non_blocking=True)
         if generator is not None and cfg.augment:
             images = augment_batch(images, generator)
-        return normalize(images)
+        return prepare(images)
 
-    probes = probe_sets(cfg, TASK, train.images, train.labels(), test.images, test.labels(), prepare=normalize)
+    probes = probe_sets(cfg, TASK, train.images, train.labels(), test.images, test.labels(), prepare=prepare)
     torch.manual_seed(cfg.seed)
-    model = cifar_resnet18(num_classes=20, width=cfg.width).to(device)
+    model = cifar_resnet18(num_classes=train.n_coarse, width=cfg.width).to(device)
     layers = cfg.layers or ["layer1", "layer2", "layer3", "layer4"]
     return TaskData(train.images, train.coarse, test.images, test.coarse, *probes, model=model, layers=layers,
                     preprocess=preprocess)
 
 
+def data_tag(cfg) -> str:
+    """The dataset's name, with a CIFAR-10 grouping other than the default spelled out (the classes
+    of each group, groups joined by '-': ``cifar10_g09-123-45678``), so that default run
+    directories of different groupings differ."""
+    from .data import DEFAULT_COARSE_GROUPS
+
+    if cfg.dataset != "cifar10":
+        return cfg.dataset
+    groups = [sorted(g) for g in cfg.coarse_groups or DEFAULT_COARSE_GROUPS]
+    if groups == [sorted(g) for g in DEFAULT_COARSE_GROUPS]:
+        return cfg.dataset
+    # Classes are single digits, so the compact form is unambiguous.
+    return "cifar10_g" + "-".join("".join(map(str, g)) for g in groups)
+
+
 TASK = Task(name="images", label_sets=("coarse", "fine"), task_label="coarse", irrelevant_label="fine",
-            datasets=("synthetic", "cifar100"), build=build, data_tag=lambda cfg: cfg.dataset)
+            datasets=("synthetic", "cifar100", "cifar10"), build=build, data_tag=data_tag)

@@ -1,0 +1,204 @@
+"""Usable information inside a PyTorch Lightning run: one callback.
+
+    callback = UsableInformationCallback(
+        ["net.layer2", "net.layer4"],
+        {"train": (probe_x, {"coarse": yc, "fine": yf}), "test": test_loader},
+        schedule=Schedule(every=100, early_until=100, early_points=8), asynchronous=True)
+    Trainer(callbacks=[callback], logger=TensorBoardLogger("tb")).fit(module, datamodule)
+
+The callback makes a :class:`~uinfo_fast.tracking.UsableInfoTracker` on the LightningModule when
+training starts, measures on the schedule after each training batch (the trainer's global step is
+the step) and once more when training ends, and logs each row's scalars (:func:`~uinfo_fast.integrations.row_scalars`) through
+every logger of the trainer at the step its features were captured at, so rows that come late
+from the asynchronous worker land where they belong. The model's train/eval modes and its
+batch-norm statistics are as they were before each measurement (capture runs in eval and
+inference mode and restores every submodule's mode).
+
+Its state (the rows measured so far) goes into Lightning checkpoints; a run resumed from one
+keeps those rows, measures again the steps after it, and duplicates none. Saving a checkpoint
+first waits for the measurements in flight, so none is lost. Only the global-zero process
+measures.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch
+
+from ..tracking.log import JsonlLog
+from ..tracking.schedule import Schedule
+from ..tracking.tracker import UsableInfoTracker
+from .scalars import PREFIX, require, scalars_by_step
+
+pl = require("lightning.pytorch", "lightning", "UsableInformationCallback")
+
+SPLITS = ("train", "test", "val")
+# Tracker options the callback sets itself; every other keyword of the tracker passes through.
+_OWN = {"self", "model", "layers", "train_inputs", "train_labels", "test_inputs", "test_labels", "val_inputs",
+        "val_labels", "log_path", "schedule", "asynchronous", "sinks"}
+TRACKER_OPTIONS = frozenset(inspect.signature(UsableInfoTracker.__init__).parameters) - _OWN
+
+
+def _labels_of(y, name: str) -> dict:
+    if isinstance(y, torch.Tensor):
+        return {"label": y}
+    if isinstance(y, Mapping):
+        return dict(y)
+    raise TypeError(f"{name}: labels must be a tensor or a dict of label tensors, got {type(y).__name__}")
+
+
+def _from_batches(batches: Iterable, name: str) -> tuple[torch.Tensor, dict]:
+    """(inputs, labels) of every batch of a loader, concatenated on the CPU."""
+    xs, ys = [], []
+    for batch in batches:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise TypeError(f"{name}: a loader must yield (inputs, labels) batches, got {type(batch).__name__}")
+        xs.append(batch[0].detach().cpu())
+        ys.append({k: v.detach().cpu() for k, v in _labels_of(batch[1], name).items()})
+    if not xs:
+        raise ValueError(f"{name}: the loader yielded no batch")
+    return torch.cat(xs), {k: torch.cat([y[k] for y in ys]) for k in ys[0]}
+
+
+def probe_split(source, name: str) -> tuple[torch.Tensor, dict]:
+    """One probe split as (inputs, {label set: labels}): from an (inputs, labels) pair, or from a
+    loader (a DataLoader, for instance a DataModule's) yielding (inputs, labels) batches."""
+    if isinstance(source, (tuple, list)) and len(source) == 2 and isinstance(source[0], torch.Tensor):
+        return source[0], _labels_of(source[1], name)
+    if isinstance(source, Iterable) and not isinstance(source, (str, bytes, torch.Tensor, Mapping)):
+        return _from_batches(source, name)
+    raise TypeError(f"{name} must be an (inputs, labels) pair or a loader of (inputs, labels) batches, "
+                    f"got {type(source).__name__}")
+
+
+def _checked(layers, probe_sets, tracker_options) -> None:
+    if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
+        raise TypeError("layers must be a non-empty list of module names, e.g. ['net.layer2', 'net.layer4']")
+    if not isinstance(probe_sets, Mapping) or not {"train", "test"} <= set(probe_sets) <= set(SPLITS):
+        keys = sorted(probe_sets) if isinstance(probe_sets, Mapping) else type(probe_sets).__name__
+        raise ValueError(f"probe_sets must be a dict with keys 'train', 'test' and optionally 'val', got {keys}")
+    unknown = sorted(set(tracker_options) - TRACKER_OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown tracker options {unknown}; UsableInfoTracker takes {sorted(TRACKER_OPTIONS)}")
+
+
+class UsableInformationCallback(pl.Callback):
+    """Measures usable information of ``layers`` of the LightningModule during ``fit``.
+
+    Args:
+        layers: names of submodules of the LightningModule (``named_modules()``), whose
+            ``forward`` must take the probe inputs.
+        probe_sets: {"train": ..., "test": ..., "val": ... (optional)}, each an (inputs, labels)
+            pair or a loader of (inputs, labels) batches; labels are a tensor or a dict of label
+            sets. Loaders are read once, when training starts.
+        schedule: when to measure, in the trainer's global steps.
+        log_path: optional JSONL log of the rows (the source of truth; cut back to the
+            checkpoint's rows on resume).
+        asynchronous: fit on a background worker while training goes on.
+        prefix: the first part of every logged scalar's name.
+        **tracker_options: passed to :class:`~uinfo_fast.tracking.UsableInfoTracker`
+            (``l2_grid``, ``n_bootstrap``, ``max_in_flight``, ``when_full``, ``pool``, ...).
+    """
+
+    def __init__(self, layers: Sequence[str], probe_sets: Mapping, *, schedule: Schedule = Schedule(),
+                 log_path: str | os.PathLike | None = None, asynchronous: bool = False, prefix: str = PREFIX,
+                 **tracker_options):
+        _checked(layers, probe_sets, tracker_options)
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a uinfo_fast.Schedule, got {type(schedule).__name__}")
+        self.layers, self.probe_sets, self.schedule = list(layers), dict(probe_sets), schedule
+        self.log_path, self.asynchronous, self.prefix = log_path, asynchronous, prefix
+        self.tracker_options = tracker_options
+        self.tracker: UsableInfoTracker | None = None
+        self._restored: list[dict] | None = None  # the rows of the checkpoint a run resumes from
+        self._trainer = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(layers=self.layers, prefix=self.prefix)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        self._trainer = trainer
+        self.tracker = self._make_tracker(pl_module)
+        _wandb_axes(trainer, self.prefix)
+        self.tracker.step(trainer.global_step, epoch=float(trainer.current_epoch))
+
+    def _make_tracker(self, pl_module) -> UsableInfoTracker:
+        splits = {k: probe_split(v, f"probe_sets[{k!r}]") for k, v in self.probe_sets.items() if v is not None}
+        val = splits.get("val", (None, None))
+        if self.log_path is not None:
+            _prepare_log(self.log_path, self._restored)
+        tracker = UsableInfoTracker(pl_module, self.layers, *splits["train"], *splits["test"], val_inputs=val[0],
+                                    val_labels=val[1], log_path=self.log_path, schedule=self.schedule,
+                                    asynchronous=self.asynchronous, sinks=[self._log_rows],
+                                    **self.tracker_options)
+        tracker.continue_after(self._restored or [])
+        return tracker
+
+    def _log_rows(self, rows: list[dict]) -> None:
+        """Every logger of the trainer gets each step's scalars at that (capture) step."""
+        for step, scalars in scalars_by_step(rows, self.prefix):
+            for logger in self._trainer.loggers:
+                logger.log_metrics(scalars, step=step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self.tracker is None:
+            return
+        epoch = trainer.current_epoch + (batch_idx + 1) / max(1, _batches_per_epoch(trainer))
+        self.tracker.step(trainer.global_step, epoch=epoch)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.tracker is None:
+            return
+        if self.tracker.last_step is None or trainer.global_step > self.tracker.last_step:
+            self.tracker.measure(trainer.global_step, epoch=float(trainer.current_epoch))  # the trained network
+        self.tracker.close()  # the last rows reach the log and the loggers
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if self.tracker is not None:
+            self.tracker.abandon()
+
+    @property
+    def rows(self) -> list[dict]:
+        """The rows measured so far (those of a resumed run's checkpoint first)."""
+        return list(self.tracker.rows) if self.tracker is not None else list(self._restored or [])
+
+    def state_dict(self) -> dict:
+        if self.tracker is not None and self.tracker.worker is not None:
+            self.tracker.worker.drain()  # a checkpoint holds every measurement captured before it
+            self.tracker.deliver()
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if not isinstance(state_dict, dict) or not isinstance(state_dict.get("rows"), list):
+            raise ValueError(f"{type(self).__name__}: the checkpoint's state for {self.state_key} holds no rows")
+        self._restored = list(state_dict["rows"])
+
+
+def _prepare_log(path, restored: list[dict] | None) -> None:
+    """A resumed run's log is cut back to its checkpoint's rows (the steps after it run again);
+    a fresh run refuses a log that already holds rows rather than write over them."""
+    log = JsonlLog(path)
+    if restored is not None:
+        log.rewrite(restored)
+    elif log.read():
+        raise FileExistsError(f"log_path {os.fspath(path)} already holds rows of another run; pick another "
+                              "log_path, delete it, or resume the run from its checkpoint (ckpt_path=...)")
+
+
+def _batches_per_epoch(trainer) -> int:
+    n = trainer.num_training_batches
+    return int(n) if isinstance(n, (int, float)) and n != float("inf") else 1
+
+
+def _wandb_axes(trainer, prefix: str) -> None:
+    """W&B's own step only moves forward: the callback's metrics are plotted against the trainer's
+    global step that Lightning's WandbLogger logs beside them, so late rows land at their step."""
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.define_metric("trainer/global_step")
+            logger.experiment.define_metric(f"{prefix}/*", step_metric="trainer/global_step")
