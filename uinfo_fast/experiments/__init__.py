@@ -1,5 +1,5 @@
 """Experiments on the tasks: the run configuration (``config.py``), the training plan
-(``plan.py``), the resumable run (``run.py``), sweeps and perturbed early training
+(``plan.py``), the resumable run (``run.py``) and its ranks under torchrun (``distributed.py``), sweeps and perturbed early training
 (``sweeps.py``), figures (``plots.py``) and the command line (``cli.py``)."""
 from typing import TYPE_CHECKING
 

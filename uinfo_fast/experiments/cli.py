@@ -187,8 +187,13 @@ def run(args) -> int:
         print("uinfo-fast run: --device cuda but torch sees no GPU", file=sys.stderr)
         return 2
     out = args.out or default_run_dir(cfg)
-    print(f"uinfo-fast run -> {out}")
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 reports
+    if main_rank:
+        print(f"uinfo-fast run -> {out}" + (f" ({os.environ['WORLD_SIZE']} processes)"
+                                            if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""))
     summary = run_experiment(cfg, out, resume=args.resume, progress=not args.quiet, tensorboard=args.tensorboard)
+    if summary is None:
+        return 0
     print(f"{summary['steps']} steps in {summary['wall_seconds']:.0f} s; measuring took "
           f"{100 * summary['measure_share']:.1f}% of it; {summary['task_label']} accuracy "
           f"train {summary['train_accuracy']:.3f}, test {summary['test_accuracy']:.3f}")

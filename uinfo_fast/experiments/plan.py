@@ -73,15 +73,23 @@ class Plan:
         return cfg.lr
 
 
-def train_step(task: TaskData, plan: Plan, opt: torch.optim.Optimizer, step: int):
-    """One SGD step of the plan: the batch, learning rate and augmentation of ``step``.
-    Returns (logits, labels, loss)."""
+def train_step(task: TaskData, plan: Plan, opt: torch.optim.Optimizer, step: int, model: nn.Module | None = None,
+               share=None):
+    """One SGD step of the plan: the batch, learning rate and augmentation of ``step``, through
+    ``model`` (default ``task.model``; a DistributedDataParallel wrapper under torchrun).
+    ``share`` maps the batch's positions to this rank's (None: all of them). Returns (logits,
+    labels, loss)."""
     idx = plan.indices(step)
+    # The whole batch is augmented, then shared out: each example gets the crop it gets in one process.
     x = task.preprocess(task.train_x[idx], plan.augment_generator(step))
-    y = task.train_y[idx].to(x.device)
+    y = task.train_y[idx]
+    if share is not None:
+        keep = share(torch.arange(idx.shape[0]))
+        x, y = x[keep.to(x.device)], y[keep]
+    y = y.to(x.device)
     for g in opt.param_groups:
         g["lr"] = plan.lr(step)
-    out = task.model(x)
+    out = (model or task.model)(x)
     loss = nn.functional.cross_entropy(out, y)
     opt.zero_grad(set_to_none=True)
     loss.backward()

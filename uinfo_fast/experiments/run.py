@@ -27,6 +27,7 @@ import os
 import time
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -34,8 +35,10 @@ from ..integrations.tensorboard_sink import TensorBoardSink
 from ..tasks.registry import TaskData, build_task, get_task
 from ..tracking.log import JsonlLog, atomic_write, atomic_write_json, read_log, rows_digest
 from ..tracking.schedule import Schedule
+from ..tracking.distributed import Ranks
 from ..tracking.tracker import UsableInfoTracker
 from .config import RunConfig
+from .distributed import barrier, join_from_env, mean_over_ranks, my_share, wrap
 from .plan import Plan, train_step
 
 
@@ -50,9 +53,11 @@ class RunDir:
         self.summary = os.path.join(out_dir, "summary.json")
         self.figure = os.path.join(out_dir, "usable_information.png")
 
-    def prepare(self, cfg: RunConfig, resume: bool) -> None:
-        """A fresh run writes its config; a resumed one must find the same config there."""
-        os.makedirs(self.root, exist_ok=True)
+    def prepare(self, cfg: RunConfig, resume: bool, write: bool = True) -> None:
+        """A fresh run writes its config (when ``write``: rank 0 only); a resumed one must find
+        the same config there."""
+        if write:
+            os.makedirs(self.root, exist_ok=True)
         if resume:
             if not os.path.exists(self.config):
                 raise FileNotFoundError(f"--resume: {self.root} has no config.json; is it a run directory?")
@@ -64,7 +69,8 @@ class RunDir:
             if os.path.exists(self.log) or os.path.exists(self.checkpoint):
                 raise FileExistsError(f"{self.root} already holds a run; pass --resume to continue it or pick "
                                       "another --out")
-            atomic_write_json(self.config, cfg.to_json())
+            if write:
+                atomic_write_json(self.config, cfg.to_json())
 
 
 def save_checkpoint(state: dict, path: str) -> None:
@@ -135,19 +141,22 @@ class _Run:
     """One training run: its task, optimiser, plan and tracker, resumable from its checkpoint."""
 
     def __init__(self, cfg: RunConfig, files: RunDir, resume: bool, sinks=()):
-        self.cfg, self.files = cfg, files
+        self.cfg, self.files, self.ranks = cfg, files, Ranks.current()
         torch.manual_seed(cfg.seed)
         self.task = build_task(cfg)
         self.plan = Plan(cfg, self.task.train_x.shape[0])
+        if self.ranks.world > min(cfg.batch_size, cfg.early_batch_size or cfg.batch_size):
+            raise ValueError(f"batch_size must be at least the {self.ranks.world} processes, to give each a share")
         self.opt = torch.optim.SGD(self.task.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay)
+        self.net = wrap(self.task.model, self.ranks)
         self.resumed = resume and os.path.exists(files.checkpoint)
         state = self._restore() if self.resumed else None
         self.start, self.elapsed = (state["step"], state["elapsed"]) if state else (0, 0.0)
         self.tracker = None
         if cfg.track:
-            # Rows after the checkpoint belong to steps that will run again.
-            JsonlLog(files.log).rewrite(verified_log_rows(files, state) if resume else [])
+            if self.ranks.main:  # rows after the checkpoint belong to steps that will run again
+                JsonlLog(files.log).rewrite(verified_log_rows(files, state) if resume else [])
             self.tracker = make_tracker(cfg, self.task, files.log, sinks)
             self.tracker.measure_seconds = state["measure_seconds"] if state else 0.0
             self.tracker.phase_seconds.update(state.get("phase_seconds", {}) if state else {})
@@ -169,7 +178,10 @@ class _Run:
 
     def checkpoint(self, step: int) -> None:
         """Everything a resume needs, and what it belongs to: the config and the log rows
-        written so far (their count and digest), every earlier measurement written first."""
+        written so far (their count and digest), every earlier measurement written first. Rank 0
+        writes it."""
+        if not self.ranks.main:
+            return
         log = self.tracker.written(wait_before=step) if self.tracker else {}
         save_checkpoint({"model": self.task.model.state_dict(), "optimizer": self.opt.state_dict(), "step": step,
                          "elapsed": self.wall(), "measure_seconds": self.measured(), "config": self.cfg.to_json(),
@@ -191,7 +203,7 @@ class _Run:
         """Trains from the start (or checkpoint) step to the end of the plan."""
         total = self.plan.total_steps
         bar = tqdm(range(self.start, total + 1), initial=self.start, total=total + 1, desc=self.cfg.task,
-                   unit="step", disable=not progress, dynamic_ncols=True)
+                   unit="step", disable=not (progress and self.ranks.main), dynamic_ncols=True)
         stats = _TrainStats()
         try:
             for step in bar:
@@ -199,9 +211,10 @@ class _Run:
                     bar.set_postfix(stats.postfix(self.tracker, self.task.layers[-1]), refresh=False)
                 if step == total:
                     break
-                out, y, loss = train_step(self.task, self.plan, self.opt, step)
+                out, y, loss = train_step(self.task, self.plan, self.opt, step, self.net,
+                                          share=(lambda i: my_share(i, self.ranks)) if self.ranks.sharded else None)
                 if step % 10 == 0:
-                    stats.update(step, out, y, loss)
+                    stats.update(step, out, y, loss, self.ranks)
         except BaseException:
             if self.tracker is not None:  # a measurement in flight is measured again on resume
                 self.tracker.abandon()
@@ -229,8 +242,10 @@ class _TrainStats:
     def __init__(self):
         self.loss = self.acc = None
 
-    def update(self, step: int, out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
-        lv, av = float(loss.detach()), float((out.detach().argmax(1) == y).float().mean())
+    def update(self, step: int, out: torch.Tensor, y: torch.Tensor, loss: torch.Tensor, ranks: Ranks) -> None:
+        # Over the ranks, so that every rank reaches the same verdict on a diverging run.
+        both = torch.stack([loss.detach().float(), (out.detach().argmax(1) == y).float().mean()])
+        lv, av = mean_over_ranks(both, ranks).tolist()
         if not math.isfinite(lv):
             raise FloatingPointError(f"training diverged at step {step} (loss {lv}); lower --lr")
         self.loss = lv if self.loss is None else 0.9 * self.loss + 0.1 * lv
@@ -246,9 +261,21 @@ def run_experiment(cfg: RunConfig, out_dir: str, *, resume: bool = False, progre
                    tensorboard: str | os.PathLike | None = None) -> dict:
     """Trains and tracks as configured; returns the summary (also written to summary.json).
     ``tensorboard``: a directory that also gets the rows as TensorBoard scalars."""
-    files = RunDir(out_dir)
-    files.prepare(cfg, resume)
-    sinks = [] if tensorboard is None or not cfg.track else [TensorBoardSink(tensorboard)]
+    joined = join_from_env(cfg.device)
+    try:
+        return _run_on_every_rank(cfg, RunDir(out_dir), resume, progress, tensorboard)
+    finally:
+        if joined:
+            dist.destroy_process_group()
+
+
+def _run_on_every_rank(cfg: RunConfig, files: RunDir, resume: bool, progress: bool, tensorboard) -> dict | None:
+    """The run; under torchrun every rank trains and measures, and rank 0 alone writes the run
+    directory and returns the summary (the others return None)."""
+    ranks = Ranks.current()
+    files.prepare(cfg, resume, write=ranks.main)
+    barrier(ranks)  # config.json is there before any rank reads the run directory
+    sinks = [] if tensorboard is None or not cfg.track or not ranks.main else [TensorBoardSink(tensorboard)]
     try:
         run = _Run(cfg, files, resume, sinks)
         run.task.model.train()
@@ -256,12 +283,15 @@ def run_experiment(cfg: RunConfig, out_dir: str, *, resume: bool = False, progre
     finally:
         for sink in sinks:
             sink.close()
+    barrier(ranks)
+    if not ranks.main:
+        return None
     summary = run.summary()
     atomic_write_json(files.summary, summary)
     if run.tracker is not None:
         from .plots import plot_runs
 
-        plot_runs([out_dir], files.figure)
+        plot_runs([files.root], files.figure)
     return summary
 
 

@@ -16,8 +16,9 @@ inference mode and restores every submodule's mode).
 
 Its state (the rows measured so far) goes into Lightning checkpoints; a run resumed from one
 keeps those rows, measures again the steps after it, and duplicates none. Saving a checkpoint
-first waits for the measurements in flight, so none is lost. Only the global-zero process
-measures.
+first waits for the measurements in flight, so none is lost. Under a DDP strategy every process
+captures its shard of the probe inputs and the global-zero one fits, logs and writes
+(``uinfo_fast.tracking.distributed``).
 """
 from __future__ import annotations
 
@@ -120,17 +121,16 @@ class UsableInformationCallback(pl.Callback):
         return self._generate_state_key(layers=self.layers, prefix=self.prefix)
 
     def on_train_start(self, trainer, pl_module) -> None:
-        if not trainer.is_global_zero:
-            return
         self._trainer = trainer
-        self.tracker = self._make_tracker(pl_module)
-        _wandb_axes(trainer, self.prefix)
+        self.tracker = self._make_tracker(pl_module, trainer.is_global_zero)
+        if trainer.is_global_zero:
+            _wandb_axes(trainer, self.prefix)
         self.tracker.step(trainer.global_step, epoch=float(trainer.current_epoch))
 
-    def _make_tracker(self, pl_module) -> UsableInfoTracker:
+    def _make_tracker(self, pl_module, main: bool) -> UsableInfoTracker:
         splits = {k: probe_split(v, f"probe_sets[{k!r}]") for k, v in self.probe_sets.items() if v is not None}
         val = splits.get("val", (None, None))
-        if self.log_path is not None:
+        if self.log_path is not None and main:
             _prepare_log(self.log_path, self._restored)
         tracker = UsableInfoTracker(pl_module, self.layers, *splits["train"], *splits["test"], val_inputs=val[0],
                                     val_labels=val[1], log_path=self.log_path, schedule=self.schedule,

@@ -1,6 +1,7 @@
 """Measurement during training: feature capture (``capture.py``), the measurement schedule
-(``schedule.py``), the run log (``log.py``) and the tracker that ties them to the probe engine
-(``tracker.py``).
+(``schedule.py``), the run log (``log.py``), the tracker that ties them to the probe engine
+(``tracker.py``), its background worker (``worker.py``) and its ranks under torch.distributed
+(``distributed.py``).
 
 Names load on first use: reading a log (``uinfo_fast.tracking.log``) never loads the compiled
 extension.

@@ -5,12 +5,14 @@ Each rank captures one contiguous shard of every probe split, padded to the same
 every rank runs the same forward passes and the gather has equal shapes; rank 0 reassembles the
 features exactly as a single process would have captured them (the padding dropped) and fits,
 scores and logs. A rank that decided alone whether to capture could leave the others waiting in
-the gather forever, so what may differ between ranks (the last step of a log only rank 0 reads,
+the gather forever, so what may differ between ranks (the batch-norm statistics DDP ranks update
+each on its own batch: every rank captures with rank 0's), (the last step of a log only rank 0 reads,
 a budget measured on each rank's clock, a full asynchronous worker on rank 0) is rank 0's
 decision, broadcast.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -78,6 +80,27 @@ class Ranks:
             return None
         rows = torch.cat([p[:hi - lo] for r, p in enumerate(parts) for lo, hi in [self.bounds(n, r)]]).to(first.device)
         return dict(zip(names, rows.split(widths, dim=1)))
+
+    @contextlib.contextmanager
+    def buffers_of_rank0(self, model: torch.nn.Module):
+        """Rank 0's buffers in ``model`` for the block (one broadcast per dtype), each rank's own
+        put back after it: the features of every shard come from the same network."""
+        buffers = list(model.buffers())
+        if not self.sharded or not buffers:
+            yield
+            return
+        own = [b.detach().clone() for b in buffers]
+        for dtype in sorted({b.dtype for b in buffers}, key=str):  # the same order on every rank
+            group = [b for b in buffers if b.dtype == dtype]
+            flat = torch.cat([b.detach().reshape(-1) for b in group]).to(self._device(group[0]))
+            dist.broadcast(flat, src=0)
+            for b, part in zip(group, flat.split([b.numel() for b in group])):
+                b.data.copy_(part.view_as(b))
+        try:
+            yield
+        finally:
+            for b, mine in zip(buffers, own):
+                b.data.copy_(mine)
 
     def agree(self, value: int) -> int:
         """Rank 0's ``value`` on every rank (a broadcast; one host synchronisation)."""

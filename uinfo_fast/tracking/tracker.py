@@ -27,6 +27,10 @@ Sinks (``sinks=[...]``, for example :class:`uinfo_fast.integrations.TensorBoardS
 new row after the log holds it, always on the training thread: at the measurement when
 synchronous, at the next ``step()`` or ``close()`` when the rows come from the worker. The log
 stays the source of truth: a sink that raises is warned about and dropped, and training goes on.
+
+Under ``torch.distributed`` (DDP, ``torchrun``) make the tracker on every rank with the same probe
+inputs and call ``step`` on every rank: each captures its shard, rank 0 fits, logs and feeds the
+sinks (``distributed.py``).
 """
 from __future__ import annotations
 
@@ -229,7 +233,9 @@ class UsableInfoTracker:
         """The layers' features on the fixed probe inputs, at the model's current weights (under
         torch.distributed: every rank's shard, gathered to rank 0; None on the other ranks)."""
         splits = {"train": self.train_inputs, "val": self.val_inputs, "test": self.test_inputs}
-        got = {k: None if x is None else self._joined(self.capture(x, self.batch_size), k) for k, x in splits.items()}
+        with self.ranks.buffers_of_rank0(self.capture.model):
+            got = {k: None if x is None else self._joined(self.capture(x, self.batch_size), k)
+                   for k, x in splits.items()}
         return Features(got["train"], got["val"], got["test"]) if self.ranks.main else None
 
     def _joined(self, features: dict, split: str):
