@@ -11,6 +11,7 @@ from uinfo_fast.tasks.checkerboard import (
     make_checkerboard_trials,
     split_trials,
 )
+from uinfo_fast.tasks.checkerboard import input_dim, render_inputs
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -120,6 +121,8 @@ def test_custom_board_and_levels():
     ({"noise": -0.1}, "noise must be"),
     ({"noise": float("nan")}, "noise must be"),
     ({"board_size": 0}, "board_size must be"),
+    ({"coding": "pixels"}, "coding must be"),
+    ({"coherence_noise": -1.0}, "coherence_noise must be"),
 ])
 def test_make_trials_rejects(kwargs, match):
     args = {"n": 10, **kwargs}
@@ -184,3 +187,72 @@ def test_small_net_learns_direction():
     assert net.training  # accuracy() restores the train/eval mode
     assert acc > 0.75, acc
 
+
+
+# --- the four-input coding, fresh trials, the shuffled-label control -----------------------------
+
+def test_four_input_coding_is_targets_then_red_and_green_coherence():
+    t = make_checkerboard_trials(20_000, seed=2, coding="four", coherences=(0.3, 0.9))
+    assert t.inputs.shape == (20_000, 4) and t.input_dim == input_dim("four") == 4
+    left = 2.0 * t.targets.float() - 1.0
+    assert torch.equal(t.inputs[:, 0], left) and torch.equal(t.inputs[:, 1], -left)  # targets are noise-free
+    red_noise, green_noise = t.inputs[:, 2] + t.coherence, t.inputs[:, 3] - t.coherence
+    for noise in (red_noise, green_noise):
+        assert abs(float(noise.mean())) < 0.005 and float(noise.std()) == pytest.approx(0.1, rel=0.03)
+    assert float(torch.corrcoef(torch.stack([red_noise, green_noise]))[0, 1]) == pytest.approx(0.0, abs=0.03)
+    colour = (t.inputs[:, 3] > t.inputs[:, 2]).long()  # green evidence beats red: the ideal observer
+    assert float((colour == t.colour).float().mean()) > 0.99
+
+
+def test_render_inputs_redraws_only_the_noise():
+    t = make_checkerboard_trials(500, seed=3, coding="four")
+    a = render_inputs(t.coherence, t.targets, torch.Generator().manual_seed(7), coding="four")
+    b = render_inputs(t.coherence, t.targets, torch.Generator().manual_seed(7), coding="four")
+    c = render_inputs(t.coherence, t.targets, torch.Generator().manual_seed(8), coding="four")
+    assert torch.equal(a, b) and not torch.equal(a[:, 2:], c[:, 2:]) and torch.equal(a[:, :2], c[:, :2])
+    board = render_inputs(t.coherence, t.targets, torch.Generator().manual_seed(7))
+    assert board.shape == (500, input_dim("board"))
+
+
+def _task(**kw):
+    from uinfo_fast.experiments import RunConfig
+    from uinfo_fast.tasks import build_task
+
+    cfg = RunConfig.for_task("checkerboard", n_train=400, n_test=300, probe_train=200, probe_val=50, probe_test=100,
+                             **kw)
+    return cfg, build_task(cfg)
+
+
+def test_fresh_trials_draw_new_noise_each_step_and_the_same_on_a_rerun():
+    from uinfo_fast.experiments import Plan
+
+    cfg, task = _task(input_coding="four", fresh_trials=True, hidden=[16, 8])
+    plan = Plan(cfg, task.train_x.shape[0])
+    idx = plan.indices(0)
+    step0 = task.preprocess(task.train_x[idx], plan.augment_generator(0))
+    again = task.preprocess(task.train_x[idx], plan.augment_generator(0))
+    other = task.preprocess(task.train_x[idx], plan.augment_generator(1))
+    assert step0.shape == (idx.shape[0], 4) and torch.equal(step0, again) and not torch.equal(step0, other)
+    assert torch.equal(step0[:, :2], other[:, :2])  # the trials are the same, their noise is new
+    assert [m.out_features for m in (task.model.hidden1[0], task.model.hidden2[0])] == [16, 8]
+    assert task.probe_train_x.shape[1] == 4  # probes see fixed trials of the same coding
+
+
+def test_shuffled_control_is_the_irrelevant_label_permuted():
+    _, task = _task(shuffled_control=True)
+    for labels in (task.probe_train_labels, task.probe_val_labels, task.probe_test_labels):
+        shuffled, colour = labels["shuffled"], labels["colour"]
+        assert torch.equal(torch.bincount(shuffled), torch.bincount(colour)) and not torch.equal(shuffled, colour)
+
+
+@pytest.mark.parametrize("task, kw, match", [
+    ("images", {"hidden": [10]}, "hidden is not an option of the images task"),
+    ("images", {"fresh_trials": True}, "fresh_trials is not an option"),
+    ("checkerboard", {"coarse_groups": [[0], [1]]}, "coarse_groups is not an option of the checkerboard task"),
+    ("checkerboard", {"input_coding": "pixels"}, "input_coding must be"),
+])
+def test_task_options_belong_to_their_task(task, kw, match):
+    from uinfo_fast.experiments import RunConfig
+
+    with pytest.raises(ValueError, match=match):
+        RunConfig.for_task(task, **kw)

@@ -76,3 +76,17 @@ def test_perturbation_runs_baseline_and_perturbed_per_seed(tmp_path):
     assert all(len(e["baseline"]["values"]) == 2 for e in summary["final"])
     with pytest.raises(ValueError, match="early_steps"):
         run_perturbation(_base(), out, [0], progress=False)
+
+
+@pytest.mark.slow
+def test_sweep_table_shows_the_task_labels_own_drop_and_the_shuffled_floor(tmp_path):
+    out = str(tmp_path / "sweep")
+    summary = run_sweep(_base(shuffled_control=True, input_coding="four", fresh_trials=True), out, [0.1], [32], [0],
+                        progress=False, log=lambda *_: None)
+    cell = summary["cells"][0]
+    floor = cell["runs"][0]["floor_bits"]
+    assert floor is not None and 0 <= floor < 0.2  # a permuted label holds next to nothing
+    table = format_summary(summary)
+    assert "direction: drop from peak" in table and "floor (bits)" in table and f"{floor:.3f}" in table
+    plain = run_sweep(_base(), str(tmp_path / "plain"), [0.1], [32], [0], progress=False, log=lambda *_: None)
+    assert plain["cells"][0]["floor_bits"] is None and "floor" not in format_summary(plain)

@@ -122,6 +122,9 @@ _RUN_OPTIONS = [
     ("--probe-tol", "probe_tol", float, "max |gradient| every probe is fitted to (default 1e-5)"),
     ("--pool", "pool", str, "conv maps to probe features: avg (default), max or flatten"),
     ("--coherences", "coherences", _floats, "checkerboard: comma-separated colour coherence levels"),
+    ("--hidden", "hidden", _ints, "checkerboard: comma-separated hidden layer sizes (default 100,100)"),
+    ("--input-coding", "input_coding", str, "checkerboard: board (noisy squares + targets, default) or four "
+                                            "(targets, red and green coherence)"),
     ("--seed", "seed", int, "seed of data, model, batches and probes"),
     ("--device", "device", str, "cpu or cuda"),
 ]
@@ -138,10 +141,15 @@ def _add_run_options(p) -> None:
                    help="train only (the baseline of the overhead benchmark)")
     p.add_argument("--async-tracking", dest="async_tracking", action="store_const", const=True, default=None,
                    help="fit the probes on a background worker while training goes on (pays on a GPU)")
+    p.add_argument("--fresh-trials", dest="fresh_trials", action="store_const", const=True, default=None,
+                   help="checkerboard: redraw each trial's noise every time it is seen (nothing to memorise)")
+    p.add_argument("--shuffled-control", dest="shuffled_control", action="store_const", const=True, default=None,
+                   help="also probe a permuted copy of the irrelevant label: the noise floor, label set 'shuffled'")
 
 
 def _given(args) -> dict:
-    names = [dest for _, dest, _, _ in _RUN_OPTIONS] + ["download", "augment", "track", "async_tracking"]
+    names = [dest for _, dest, _, _ in _RUN_OPTIONS] + ["download", "augment", "track", "async_tracking",
+                                                        "fresh_trials", "shuffled_control"]
     return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
 
 

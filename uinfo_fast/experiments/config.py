@@ -10,6 +10,8 @@ from ..tasks.registry import get_task
 from ..tracking.capture import POOLS
 
 LR_SCHEDULES = ("constant", "cosine", "step")
+# Fields that only some tasks read (each task lists its own in ``Task.options``).
+_TASK_SPECIFIC = ("coherences", "hidden", "input_coding", "fresh_trials", "coarse_groups")
 DEVICE_TYPES = ("cpu", "cuda")
 _POSITIVE = Real(0.0, low_open=True)
 
@@ -35,6 +37,10 @@ class RunConfig:
     lr_schedule: str = "constant"     # constant | cosine | step (x0.1 at 50% and 75%)
     augment: bool = True
     coherences: list[float] | None = None  # checkerboard: colour coherence levels (default LEARNABLE_COHERENCES)
+    hidden: list[int] | None = None   # checkerboard: hidden layer sizes (default 100, 100)
+    input_coding: str = "board"       # checkerboard: "board" (100 noisy squares + targets) or "four"
+    fresh_trials: bool = False        # checkerboard: redraw every trial's noise each time it is seen
+    shuffled_control: bool = False    # also probe a permuted copy of the irrelevant label (the noise floor)
     # Perturbed early training: lr / batch size for the first `early_steps` steps.
     early_steps: int = 0
     early_lr: float | None = None
@@ -69,6 +75,8 @@ class RunConfig:
         "probe_train": Integer(1), "probe_val": Integer(0), "probe_test": Integer(1), "track_every": Integer(1),
         "early_until": Integer(0), "early_points": Integer(0), "l2_grid": ListOf(Real(0.0)),
         "track_budget": NoneOr(Real(0.0, 1.0, low_open=True, high_open=True)), "async_tracking": Boolean(),
+        "hidden": NoneOr(ListOf(Integer(1))), "input_coding": Choice(("board", "four")),
+        "fresh_trials": Boolean(), "shuffled_control": Boolean(),
         "n_bootstrap": Integer(0), "pool": Choice(POOLS), "probe_tol": _POSITIVE, "seed": Integer(), "device": Text(),
     }
 
@@ -76,6 +84,7 @@ class RunConfig:
         task = get_task(self.task)
         check_param("dataset", self.dataset, Choice(task.datasets))
         validate_params(self, self._CONSTRAINTS)
+        self._check_task_options(task)
         if self.coarse_groups is not None:
             if self.dataset != "cifar10":
                 raise ValueError(f"coarse_groups applies to dataset 'cifar10' only, "
@@ -85,6 +94,13 @@ class RunConfig:
         device_type = self.device.split(":")[0]
         if device_type not in DEVICE_TYPES or (":" in self.device and not self.device.split(":")[1].isdigit()):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
+    def _check_task_options(self, task) -> None:
+        """A task-specific field away from its default must be one the task reads."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name in _TASK_SPECIFIC:
+            if getattr(self, name) != defaults[name] and name not in task.options:
+                raise ValueError(f"{name} is not an option of the {task.name} task (its options: {list(task.options)})")
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import Sequence
 
-from ..tasks.registry import get_task
+from ..tasks.registry import SHUFFLED, get_task
 from ..tracking.log import atomic_write_json
 from .config import RunConfig
 from .run import load_run, run_experiment
@@ -54,6 +54,14 @@ def curve_stats(rows: Sequence[dict], layer: str, label_set: str) -> dict:
             "entropy_bits": pts[-1][3], "final_share_of_entropy": final / pts[-1][3]}
 
 
+def noise_floor(rows: Sequence[dict], layer: str) -> float | None:
+    """The largest |usable information| about the shuffled label (``shuffled_control``) at
+    ``layer`` over the run: the size of a difference that means nothing. None without the control."""
+    bits = [abs(r["bits"]) for r in rows if r["feature_set"] == layer and r["label_set"] == SHUFFLED
+            and r["bits"] is not None]
+    return max(bits) if bits else None
+
+
 def run_sweep(base: RunConfig, out_dir: str, lrs: Sequence[float], batch_sizes: Sequence[int], seeds: Sequence[int],
               *, layer: str | None = None, progress: bool = True, log=print) -> dict:
     """Runs (or skips, or resumes) every grid cell, then writes sweep.json and sweep.png."""
@@ -87,12 +95,14 @@ def summarise(task: str, cells: dict, layer: str | None = None) -> dict:
             _, rows = load_run(d)
             lay = layer or rows[-1]["feature_set"]
             per_seed.append({"run": d, "layer": lay, "task": curve_stats(rows, lay, task_label),
-                             "irrelevant": curve_stats(rows, lay, irrelevant)})
+                             "irrelevant": curve_stats(rows, lay, irrelevant), "floor_bits": noise_floor(rows, lay)})
         out["layer"] = per_seed[0]["layer"]
         agg = {}
         for which in ("task", "irrelevant"):
             for key in ("peak_bits", "final_bits", "drop_from_peak", "final_share_of_entropy"):
                 agg[f"{which}_{key}"] = _mean_sd([s[which][key] for s in per_seed])
+        floors = [s["floor_bits"] for s in per_seed if s["floor_bits"] is not None]
+        agg["floor_bits"] = {"mean": max(floors), "sd": 0.0} if floors else None
         out["cells"].append({"lr": lr, "batch_size": bs, "seeds": len(dirs), "runs": per_seed, **agg})
     return out
 
@@ -102,14 +112,17 @@ def format_summary(summary: dict) -> str:
     irr, task = summary["irrelevant_label"], summary["task_label"]
     f = lambda d, pct=False: (f"{100 * d['mean']:.0f}% ± {100 * d['sd']:.0f}" if pct  # noqa: E731
                               else f"{d['mean']:.2f} ± {d['sd']:.2f}")
-    lines = [f"layer {summary['layer']}; mean ± sd over seeds",
+    floor = any(c.get("floor_bits") for c in summary["cells"])
+    lines = [f"layer {summary['layer']}; mean ± sd over seeds" + ("; floor: the largest |bits| about the shuffled "
+                                                                 "label in any seed" if floor else ""),
              f"| lr | batch | seeds | {irr}: peak (bits) | {irr}: final (bits) | {irr}: drop from peak "
-             f"| {task}: final (bits) | {task}: final / H |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"| {task}: final (bits) | {task}: final / H | {task}: drop from peak |" + (" floor (bits) |" if floor else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if floor else "")]
     for c in summary["cells"]:
         lines.append(f"| {c['lr']:g} | {c['batch_size']} | {c['seeds']} | {f(c['irrelevant_peak_bits'])} | "
                      f"{f(c['irrelevant_final_bits'])} | {f(c['irrelevant_drop_from_peak'], True)} | "
-                     f"{f(c['task_final_bits'])} | {f(c['task_final_share_of_entropy'], True)} |")
+                     f"{f(c['task_final_bits'])} | {f(c['task_final_share_of_entropy'], True)} | "
+                     f"{f(c['task_drop_from_peak'], True)} |" + (f" {c['floor_bits']['mean']:.3f} |" if floor else ""))
     return "\n".join(lines)
 
 

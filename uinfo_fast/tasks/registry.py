@@ -43,7 +43,8 @@ class Task:
     paper contrasts with it (the fine classes; the checkerboard's colour). ``datasets`` are the
     values ``config.dataset`` may take, ``defaults`` the task's own config defaults, ``build``
     makes the run's :class:`TaskData` from a config, and ``data_tag`` names the data in a default
-    run directory.
+    run directory. ``options`` are the task-specific config fields this task reads (a run of
+    another task refuses them).
     """
 
     name: str
@@ -54,7 +55,12 @@ class Task:
     build: Callable[..., TaskData]
     data_tag: Callable[..., str]
     defaults: Mapping[str, object] = field(default_factory=dict)
+    options: tuple[str, ...] = ()
 
+
+# The label set of the shuffled-label control (``RunConfig.shuffled_control``): its usable
+# information is the measurement's noise floor.
+SHUFFLED = "shuffled"
 
 # Tasks that ship with the package: name -> module defining TASK (imported on first use).
 _BUILT_IN = {"images": "uinfo_fast.tasks.images", "checkerboard": "uinfo_fast.tasks.checkerboard"}
@@ -107,8 +113,14 @@ def probe_sets(cfg, task: Task, train_x, train_labels: dict, test_x, test_labels
         if k not in task.label_sets:
             raise ValueError(f"label_sets: the {task.name} task has {list(task.label_sets)}, got {k!r}")
     tr, te, va = probe_indices(cfg, train_x.shape[0], test_x.shape[0])
+    gen = torch.Generator().manual_seed(cfg.seed + 202)
 
     def pick(x, labels, idx):
-        return (None, None) if idx is None else (prepare(x[idx]), {k: labels[k][idx] for k in names})
+        if idx is None:
+            return None, None
+        out = {k: labels[k][idx] for k in names}
+        if cfg.shuffled_control:  # the irrelevant label, permuted: its marginal, no relation to the input
+            out[SHUFFLED] = labels[task.irrelevant_label][idx][torch.randperm(idx.shape[0], generator=gen)]
+        return prepare(x[idx]), out
 
     return (*pick(train_x, train_labels, tr), *pick(test_x, test_labels, te), *pick(test_x, test_labels, va))

@@ -8,7 +8,10 @@ _EXPORTS = {
     "DEFAULT_COHERENCES": ".trials",
     "LEARNABLE_COHERENCES": ".trials",
     "CheckerboardTrials": ".trials",
+    "CODINGS": ".trials",
+    "input_dim": ".trials",
     "make_checkerboard_trials": ".trials",
+    "render_inputs": ".trials",
     "split_trials": ".trials",
     "CheckerboardNet": ".network",
     "accuracy": ".network",
@@ -19,5 +22,5 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 if TYPE_CHECKING:
     from .network import CheckerboardNet, accuracy
     from .task import TASK
-    from .trials import (DEFAULT_COHERENCES, LEARNABLE_COHERENCES, CheckerboardTrials, make_checkerboard_trials,
-                         split_trials)
+    from .trials import (CODINGS, DEFAULT_COHERENCES, LEARNABLE_COHERENCES, CheckerboardTrials, input_dim,
+                         make_checkerboard_trials, render_inputs, split_trials)

@@ -2,24 +2,48 @@
 direction, board colour and target configuration at every hidden layer."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..registry import Task, TaskData, probe_sets
 from .network import CheckerboardNet
-from .trials import LEARNABLE_COHERENCES, make_checkerboard_trials
+from .trials import LEARNABLE_COHERENCES, CheckerboardTrials, make_checkerboard_trials, render_inputs
+
+
+def _latent(trials: CheckerboardTrials) -> torch.Tensor:
+    """What a trial is apart from its noise: [N, 2] (signed coherence, target configuration)."""
+    return torch.stack([trials.coherence, trials.targets.float()], dim=1)
+
+
+def _fresh_inputs(cfg, device):
+    """Preprocessing that draws each trial's noise anew from the step's generator (a fixed one
+    when there is none: the accuracy of a run is deterministic)."""
+    def preprocess(latent, generator):
+        gen = generator if generator is not None else torch.Generator().manual_seed(cfg.seed + 17)
+        x = render_inputs(latent[:, 0], latent[:, 1].long(), gen, coding=cfg.input_coding)
+        return x.to(device, non_blocking=True)
+
+    return preprocess
 
 
 def build(cfg) -> TaskData:
     device = torch.device(cfg.device)
-    levels = tuple(cfg.coherences or LEARNABLE_COHERENCES)
-    train = make_checkerboard_trials(cfg.n_train, seed=cfg.seed, coherences=levels)
-    test = make_checkerboard_trials(cfg.n_test, seed=cfg.seed + 1_000_003, coherences=levels)
+    make = functools.partial(make_checkerboard_trials, coherences=tuple(cfg.coherences or LEARNABLE_COHERENCES),
+                             coding=cfg.input_coding)
+    train, test = make(cfg.n_train, seed=cfg.seed), make(cfg.n_test, seed=cfg.seed + 1_000_003)
+    # Probe inputs are fixed trials, one draw of their noise, with or without fresh training trials.
     probes = probe_sets(cfg, TASK, train.inputs, train.labels(), test.inputs, test.labels())
     torch.manual_seed(cfg.seed)
-    model = CheckerboardNet(train.inputs.shape[1]).to(device)
+    model = CheckerboardNet(train.input_dim, hidden=tuple(cfg.hidden or (100, 100))).to(device)
     layers = cfg.layers or [n for n, _ in model.named_children() if n.startswith("hidden")]
-    return TaskData(train.inputs, train.direction, test.inputs, test.direction, *probes, model=model, layers=layers,
-                    preprocess=lambda x, _gen: x.to(device, non_blocking=True))
+    if cfg.fresh_trials:
+        train_x, test_x, preprocess = _latent(train), _latent(test), _fresh_inputs(cfg, device)
+    else:
+        train_x, test_x = train.inputs, test.inputs
+        preprocess = lambda x, _gen: x.to(device, non_blocking=True)  # noqa: E731
+    return TaskData(train_x, train.direction, test_x, test.direction, *probes, model=model, layers=layers,
+                    preprocess=preprocess)
 
 
 # The defaults follow the paper's quoted configuration: 10,000 trials (90% train), batch 32,
@@ -28,4 +52,5 @@ TASK = Task(name="checkerboard", label_sets=("direction", "colour", "targets"), 
             irrelevant_label="colour", datasets=("synthetic",), build=build, data_tag=lambda cfg: "trials",
             defaults=dict(n_train=9_000, n_test=2_000, batch_size=32, lr=0.05, momentum=0.0, weight_decay=0.0,
                           epochs=20.0, probe_train=2_000, probe_val=500, probe_test=1_000, track_every=250,
-                          early_until=250, early_points=8, augment=False))
+                          early_until=250, early_points=8, augment=False),
+            options=("coherences", "hidden", "input_coding", "fresh_trials"))

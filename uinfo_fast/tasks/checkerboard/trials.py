@@ -18,13 +18,20 @@ green & red-right -> left (0).
 Signs: +1 means green everywhere. ``coherence`` is the signed colour coherence in [-1, 1],
 positive for a green board; the board's green fraction is ``0.5 + coherence / 2``.
 
-Input vector, ``board_size + 2`` values:
+Two input codings (``coding``):
 
-* ``board_size`` squares, each +1 (green) or -1 (red), drawn independently with the trial's green
-  fraction (so the colour evidence itself is noisy, strongly so at low coherence), plus Gaussian
-  input noise of standard deviation ``noise``;
-* the left target's colour and the right target's colour, +1 green / -1 red, noise-free (the
+* ``"board"``, ``board_size + 2`` values: ``board_size`` squares, each +1 (green) or -1 (red),
+  drawn independently with the trial's green fraction (so the colour evidence itself is noisy,
+  strongly so at low coherence), plus Gaussian input noise of standard deviation ``noise``; then
+  the left target's colour and the right target's colour, +1 green / -1 red, noise-free (the
   targets are clearly visible in the experiments; only the board carries the hard evidence).
+* ``"four"``, 4 values, the coding of the first author's checkerboard RNN code of that period
+  (mjkleinman/multi-area-cleaned; not confirmed as the ICLR setup): the left and the right
+  target's colours (±1, noise-free), then the red and the green coherence (``-coherence`` and
+  ``+coherence``), each with its own Gaussian noise of standard deviation ``coherence_noise``.
+
+Training on fresh trials (``render_inputs`` with a new generator each time a trial is seen)
+redraws the noise of each trial, so a network cannot memorise it.
 """
 from __future__ import annotations
 
@@ -33,10 +40,12 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from ...engine.params import Integer, ListOf, Real, check_param
+from ...engine.params import Choice, Integer, ListOf, Real, check_param
 
-__all__ = ["DEFAULT_COHERENCES", "LEARNABLE_COHERENCES", "CheckerboardTrials", "make_checkerboard_trials",
-           "split_trials"]
+__all__ = ["CODINGS", "DEFAULT_COHERENCES", "LEARNABLE_COHERENCES", "CheckerboardTrials", "input_dim",
+           "make_checkerboard_trials", "render_inputs", "split_trials"]
+
+CODINGS = ("board", "four")
 
 # Unsigned coherence levels |#green - #red| / #squares. They span the range of the monkey
 # checkerboard experiments (a few percent, where choices are near chance, up to 0.9, where they
@@ -80,13 +89,37 @@ class CheckerboardTrials:
         return CheckerboardTrials(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
 
+def input_dim(coding: str = "board", board_size: int = 100) -> int:
+    """Length of a trial's input vector in ``coding``."""
+    return board_size + 2 if coding == "board" else 4
+
+
+def render_inputs(coherence: torch.Tensor, targets: torch.Tensor, gen: torch.Generator, *, coding: str = "board",
+                  noise: float = 0.5, board_size: int = 100, coherence_noise: float = 0.1) -> torch.Tensor:
+    """Input vectors [N, input_dim] of trials with signed ``coherence`` and ``targets`` (see the
+    module docstring), their noise drawn from ``gen``."""
+    n = coherence.shape[0]
+    left = 2.0 * targets.float() - 1.0  # the left target is red (-1) for red-left (targets == 0)
+    if coding == "four":
+        coh = torch.stack([-coherence, coherence], dim=1).float()
+        coh = coh + coherence_noise * torch.randn(n, 2, generator=gen) if coherence_noise > 0 else coh
+        return torch.cat([left.unsqueeze(1), -left.unsqueeze(1), coh], dim=1).contiguous()
+    p_green = (0.5 + coherence.float() / 2).unsqueeze(1).expand(n, board_size)
+    board = 2.0 * torch.bernoulli(p_green, generator=gen) - 1.0
+    if noise > 0:
+        board = board + noise * torch.randn(n, board_size, generator=gen)
+    return torch.cat([board, left.unsqueeze(1), -left.unsqueeze(1)], dim=1).to(torch.float32).contiguous()
+
+
 def make_checkerboard_trials(n: int, *, seed: int = 0, coherences: Sequence[float] = DEFAULT_COHERENCES,
-                             noise: float = 0.5, board_size: int = 100) -> CheckerboardTrials:
+                             noise: float = 0.5, board_size: int = 100, coding: str = "board",
+                             coherence_noise: float = 0.1) -> CheckerboardTrials:
     """``n`` checkerboard trials, deterministic for ``seed`` (own generator; the global RNG is untouched).
 
     ``coherences``: unsigned coherence levels in (0, 1]; ``noise``: standard deviation of the
     Gaussian noise added to each board square; ``board_size``: number of squares (default 100, a
-    10x10 board).
+    10x10 board); ``coding``: "board" or "four" (the module docstring); ``coherence_noise``: the
+    standard deviation of the noise on each coherence input of the "four" coding.
 
     Colour, target configuration and coherence level are stratified: the ``4 * len(coherences)``
     combinations are repeated as evenly as ``n`` allows and shuffled, so the labels are balanced
@@ -97,6 +130,8 @@ def make_checkerboard_trials(n: int, *, seed: int = 0, coherences: Sequence[floa
     check_param("seed", seed, Integer())
     check_param("board_size", board_size, Integer(1))
     check_param("noise", noise, Real(0.0))
+    check_param("coherence_noise", coherence_noise, Real(0.0))
+    check_param("coding", coding, Choice(CODINGS))
     # Coherence 0 has no dominant colour, so the colour label would be meaningless.
     levels = list(check_param("coherences", tuple(coherences) if isinstance(coherences, (list, tuple)) else coherences,
                               ListOf(Real(0.0, 1.0, low_open=True))))
@@ -110,16 +145,10 @@ def make_checkerboard_trials(n: int, *, seed: int = 0, coherences: Sequence[floa
 
     sign = 2.0 * colour.float() - 1.0  # +1 green, -1 red
     coherence = sign * torch.tensor(levels, dtype=torch.float32)[level]
-    p_green = (0.5 + coherence / 2).unsqueeze(1).expand(n, board_size)
-    board = 2.0 * torch.bernoulli(p_green, generator=gen) - 1.0
-    if noise > 0:
-        board = board + noise * torch.randn(n, board_size, generator=gen)
-
-    # Left target is red (-1) when targets == 0 (red-left), green (+1) otherwise; right is the opposite.
-    left = 2.0 * targets.float() - 1.0
-    inputs = torch.cat([board, left.unsqueeze(1), -left.unsqueeze(1)], dim=1).to(torch.float32)
-    return CheckerboardTrials(inputs=inputs.contiguous(), direction=direction, colour=colour,
-                              targets=targets, coherence=coherence)
+    inputs = render_inputs(coherence, targets, gen, coding=coding, noise=noise, board_size=board_size,
+                           coherence_noise=coherence_noise)
+    return CheckerboardTrials(inputs=inputs, direction=direction, colour=colour, targets=targets,
+                              coherence=coherence)
 
 
 def split_trials(trials: CheckerboardTrials, val_fraction: float = 0.1,

@@ -62,4 +62,4 @@ def data_tag(cfg) -> str:
 
 
 TASK = Task(name="images", label_sets=("coarse", "fine"), task_label="coarse", irrelevant_label="fine",
-            datasets=("synthetic", "cifar100", "cifar10"), build=build, data_tag=data_tag)
+            datasets=("synthetic", "cifar100", "cifar10"), build=build, data_tag=data_tag, options=("coarse_groups",))
