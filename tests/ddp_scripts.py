@@ -12,6 +12,8 @@ import sys
 import torch
 from torch import nn
 
+from tests.toy import separable
+
 
 def killed_run(out: str, args: list[str]) -> None:
     from uinfo_fast.experiments import run as experiment
@@ -55,13 +57,7 @@ class _Module:
         return Net()
 
 
-def data(n: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 4, (n,), generator=g)
-    x = torch.randn(n, 6, generator=g)
-    x[:, 0] += 2.5 * (y % 2)
-    x[:, 1] += 2.5 * (y // 2)
-    return x, {"four": y, "parity": y % 2}
+data = separable
 
 
 def lightning(out: str) -> None:

@@ -11,14 +11,10 @@ import uinfo_fast as uf
 from uinfo_fast.tracking import read_log
 from uinfo_fast.tracking.schedule import Schedule
 
+from .toy import CHECKERBOARD_BEFORE_17, separable
 
-def _data(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 4, (n,), generator=g)
-    x = torch.randn(n, 6, generator=g)
-    x[:, 0] += 2.5 * (y % 2)
-    x[:, 1] += 2.5 * (y // 2)
-    return x, {"four": y, "parity": y % 2}
+
+_data = separable
 
 
 def _model(seed=0):
@@ -126,9 +122,9 @@ def test_a_budget_measures_more_often_than_the_floor_and_never_less():
 def test_an_asynchronous_run_resumes_without_lost_or_duplicated_rows(tmp_path, monkeypatch):
     from uinfo_fast.experiments import Plan, RunConfig, run_experiment
 
-    cfg = RunConfig.for_task("checkerboard", n_train=640, n_test=200, epochs=2.0, batch_size=32, probe_train=300,
-                             probe_val=50, probe_test=150, track_every=10, early_until=4, early_points=3,
-                             l2_grid=[1e-3, 1e-1], n_bootstrap=20, async_tracking=True)
+    cfg = RunConfig.for_task("checkerboard", **{**CHECKERBOARD_BEFORE_17, "epochs": 2.0}, n_train=640, n_test=200,
+                             probe_train=300, probe_val=50, probe_test=150, track_every=10, early_until=4,
+                             early_points=3, l2_grid=[1e-3, 1e-1], n_bootstrap=20, async_tracking=True)
     ref, out = str(tmp_path / "ref"), str(tmp_path / "killed")
     run_experiment(cfg, ref, progress=False)
     real_lr = Plan.lr

@@ -176,18 +176,23 @@ def test_load_cifar100_tiny_archive(tmp_path):
     assert train.images[0, :, 0, 0].tolist() == [data[0, 0], data[0, 1024], data[0, 2048]]
 
 
-def test_load_cifar100_verifies_checksums(tmp_path):
-    # The tiny files are not the real ones: with verification on they are rejected.
-    root = write_tiny_cifar100(tmp_path, n_train=5, n_test=5)
+# The tiny files are not the real ones: with verification on they are rejected.
+_CIFARS = [(lambda root: write_tiny_cifar100(root, n_train=5, n_test=5), load_cifar100, "meta"),
+           (lambda root: write_tiny_cifar10(root, n_per_batch=2, n_test=2), load_cifar10, "test_batch")]
+
+
+@pytest.mark.parametrize("write, load, _", _CIFARS, ids=["cifar100", "cifar10"])
+def test_load_cifar_verifies_checksums(tmp_path, write, load, _):
     with pytest.raises(RuntimeError, match="MD5"):
-        load_cifar100(root)
+        load(write(tmp_path))
 
 
-def test_load_cifar100_missing(tmp_path):
+@pytest.mark.parametrize("write, load, a_file", _CIFARS, ids=["cifar100", "cifar10"])
+def test_load_cifar_missing(tmp_path, write, load, a_file):
     missing = tmp_path / "no_cifar_here"
     with pytest.raises(FileNotFoundError, match="download=True") as info:
-        load_cifar100(missing)
-    assert str(missing) in str(info.value)
+        load(missing)
+    assert str(missing) in str(info.value) and a_file in str(info.value)
 
 
 # --- CIFAR-10 ---------------------------------------------------------------------------------
@@ -217,17 +222,6 @@ def test_load_cifar10_tiny_archive(tmp_path, groups):
     assert train.images[0, :, 0, 0].tolist() == [data[0, 0], data[0, 1024], data[0, 2048]]
 
 
-def test_load_cifar10_verifies_checksums(tmp_path):
-    root = write_tiny_cifar10(tmp_path, n_per_batch=2, n_test=2)
-    with pytest.raises(RuntimeError, match="MD5"):
-        load_cifar10(root)
-
-
-def test_load_cifar10_missing(tmp_path):
-    missing = tmp_path / "no_cifar_here"
-    with pytest.raises(FileNotFoundError, match="download=True") as info:
-        load_cifar10(missing)
-    assert str(missing) in str(info.value) and "test_batch" in str(info.value)
 
 
 @pytest.mark.parametrize("groups,problem", [

@@ -18,7 +18,7 @@ import uinfo_fast as uf
 from uinfo_fast.tracking import read_log
 from uinfo_fast.tracking.distributed import Ranks
 
-from .ddp_scripts import data
+from .toy import separable as data
 from .test_cli import _TINY_IMAGES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,10 +14,13 @@ from uinfo_fast.experiments import run as experiment
 from uinfo_fast.experiments import Plan, RunConfig, run_experiment
 from uinfo_fast.tracking.log import read_log
 
+from .toy import CHECKERBOARD_BEFORE_17
+
 
 def _cfg(**kw):
-    base = dict(n_train=640, n_test=200, epochs=2.0, batch_size=32, probe_train=300, probe_val=50, probe_test=150,
-                track_every=10, early_until=4, early_points=3, l2_grid=[1e-3, 1e-1], n_bootstrap=20)
+    base = dict(CHECKERBOARD_BEFORE_17, n_train=640, n_test=200, epochs=2.0, batch_size=32, probe_train=300,
+                probe_val=50, probe_test=150, track_every=10, early_until=4, early_points=3, l2_grid=[1e-3, 1e-1],
+                n_bootstrap=20)
     return RunConfig.for_task("checkerboard", **{**base, **kw})
 
 

@@ -17,18 +17,14 @@ from uinfo_fast.integrations import TensorBoardSink, WandbSink, row_scalars
 from uinfo_fast.integrations.scalars import require, scalars_by_step
 from uinfo_fast.tracking import read_log
 
+from .toy import separable
+
 pl = pytest.importorskip("lightning.pytorch")
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _data(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 4, (n,), generator=g)
-    x = torch.randn(n, 6, generator=g)
-    x[:, 0] += 2.5 * (y % 2)
-    x[:, 1] += 2.5 * (y // 2)
-    return x, {"four": y, "parity": y % 2}
+_data = separable
 
 
 def _tracker(model, **kw):

@@ -7,9 +7,11 @@ import pytest
 from uinfo_fast.experiments import RunConfig, sweeps
 from uinfo_fast.experiments.sweeps import curve_stats, format_summary, run_perturbation, run_sweep
 
+from .toy import CHECKERBOARD_BEFORE_17
+
 
 def _base(**kw):
-    base = dict(n_train=320, n_test=100, epochs=1.0, probe_train=160, probe_val=20, probe_test=80, track_every=5, early_points=0,
+    base = dict(CHECKERBOARD_BEFORE_17, n_train=320, n_test=100, epochs=1.0, probe_train=160, probe_val=20, probe_test=80, track_every=5, early_points=0,
                 l2_grid=[1e-2], n_bootstrap=0)
     return RunConfig.for_task("checkerboard", **{**base, **kw})
 

@@ -7,6 +7,8 @@ from torch import nn
 
 from uinfo_fast.tracking import JsonlLog, Schedule, UsableInfoTracker, read_log
 
+from .toy import separable
+
 
 def test_schedule_every_and_log_spaced_early_steps():
     s = Schedule(every=50, early_until=40, early_points=5)
@@ -41,14 +43,7 @@ def test_log_rejects_a_corrupt_middle_line(tmp_path):
         read_log(path)
 
 
-def _task(n, seed):
-    """Inputs whose first two coordinates carry a 4-class label; the 2-class label is its parity."""
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 4, (n,), generator=gen)
-    x = torch.randn(n, 6, generator=gen)
-    x[:, 0] += 2.5 * (y % 2)
-    x[:, 1] += 2.5 * (y // 2)
-    return x, {"four": y, "parity": y % 2}
+_task = separable
 
 
 def _model():

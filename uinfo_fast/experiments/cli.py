@@ -143,6 +143,8 @@ def _add_run_options(p) -> None:
                    help="fit the probes on a background worker while training goes on (pays on a GPU)")
     p.add_argument("--fresh-trials", dest="fresh_trials", action="store_const", const=True, default=None,
                    help="checkerboard: redraw each trial's noise every time it is seen (nothing to memorise)")
+    p.add_argument("--fixed-trials", dest="fresh_trials", action="store_const", const=False, default=None,
+                   help="checkerboard: train on the same draw of every trial each epoch")
     p.add_argument("--shuffled-control", dest="shuffled_control", action="store_const", const=True, default=None,
                    help="also probe a permuted copy of the irrelevant label: the noise floor, label set 'shuffled'")
 

@@ -8,9 +8,10 @@
 
 The callback makes a :class:`~uinfo_fast.tracking.UsableInfoTracker` on the LightningModule when
 training starts, measures on the schedule after each training batch (the trainer's global step is
-the step) and once more when training ends, and logs each row's scalars (:func:`~uinfo_fast.integrations.row_scalars`) through
-every logger of the trainer at the step its features were captured at, so rows that come late
-from the asynchronous worker land where they belong. The model's train/eval modes and its
+the step) and once more when training ends, and logs each row's scalars
+(:func:`~uinfo_fast.integrations.row_scalars`) through every logger of the trainer at the step its
+features were captured at, so rows that come late from the asynchronous worker land where they
+belong. The model's train/eval modes and its
 batch-norm statistics are as they were before each measurement (capture runs in eval and
 inference mode and restores every submodule's mode).
 

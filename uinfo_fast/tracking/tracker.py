@@ -50,9 +50,9 @@ from ..engine.params import Boolean, Choice, Integer, check_param
 from ..engine.results import UsableInformation, unmeasured_row
 from ..engine.validation import label_sets
 from .capture import FeatureCapture
+from .distributed import Ranks, unwrapped
 from .log import JsonlLog, rows_digest
 from .schedule import Schedule
-from .distributed import Ranks, unwrapped
 from .worker import MeasurementWorker
 
 PHASES = ("capture", "fit", "polish", "score", "log")
