@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from uinfo_fast.tasks.images import (CIFAR10_STATS, DEFAULT_COARSE_GROUPS, BatchIterator, ImageSplit, augment_batch,
-                                     load_cifar10, load_cifar100, normalize, synthetic_cifar)
+from uinfo_fast.tasks.images import (CIFAR10_STATS, DEFAULT_COARSE_GROUPS, DIGITS_STATS, BatchIterator, ImageSplit,
+                                     augment_batch, load_cifar10, load_cifar100, normalize, synthetic_cifar)
 
 from .cifar_archive import (FOLDER10, TRAIN_BATCHES10, coarse_of_fine, read_entry, write_tiny_cifar10,
                             write_tiny_cifar100)
@@ -360,3 +360,62 @@ def test_batch_iterator_rejects():
         BatchIterator(_split(), 0)
     with pytest.raises(TypeError, match="split must be an ImageSplit"):
         BatchIterator(torch.zeros(4, 3, 32, 32), 2)
+
+
+# --- the digit set (fine classes that are shapes) -----------------------------------------------
+
+def test_digit_images_are_deterministic_balanced_and_grouped():
+    from uinfo_fast.tasks.images import digit_images
+
+    (a, _), (b, _), (c, _) = (digit_images(500, 10, seed=s) for s in (3, 3, 4))
+    assert a.images.shape == (500, 3, 32, 32) and a.images.dtype == torch.uint8
+    assert torch.equal(a.images, b.images) and torch.equal(a.fine, b.fine) and not torch.equal(a.images, c.images)
+    assert torch.bincount(a.fine).tolist() == [50] * 10 and (a.n_coarse, a.n_fine) == (2, 10)
+    assert torch.equal(a.coarse, (a.fine >= 5).long())
+    grouped, _ = digit_images(100, 10, seed=3, coarse_groups=[[0, 9], [1, 2, 3], [4, 5, 6, 7, 8]])
+    assert grouped.n_coarse == 3 and grouped.coarse[grouped.fine == 9].eq(0).all()
+    with pytest.raises(ValueError, match="coarse_groups"):
+        digit_images(10, 10, coarse_groups=[[0, 1]])
+
+
+def _digit_information(model, train, test, layers):
+    import uinfo_fast as uf
+
+    capture = uf.FeatureCapture(model, layers)
+    feats = capture(normalize(torch.cat([train.images, test.images]), DIGITS_STATS), 256)
+    n = len(train)
+    res = uf.estimate_usable_information({k: v[:n] for k, v in feats.items()}, {"fine": train.fine},
+                                         {k: v[n:] for k, v in feats.items()}, {"fine": test.fine}, n_bootstrap=0)
+    return {layer: res[layer, "fine"] for layer in layers}
+
+
+def test_digit_classes_are_shapes_a_random_network_cannot_read():
+    from uinfo_fast.tasks.images import cifar_resnet18, digit_images
+
+    train, test = digit_images(1000, 500, seed=5)  # 100 probe images per digit
+    torch.manual_seed(0)
+    got = _digit_information(cifar_resnet18(num_classes=2, width=8), train, test,
+                             ["layer1", "layer2", "layer3", "layer4"])
+    for layer, r in got.items():
+        assert r.bits < 0.25 * r.entropy_bits, (layer, r.bits)
+
+
+@pytest.mark.slow
+def test_digit_classes_are_learnable():
+    from uinfo_fast.tasks.images import cifar_resnet18, digit_images
+
+    train, test = digit_images(5000, 1000, seed=6)
+    torch.manual_seed(0)
+    model = cifar_resnet18(num_classes=10, width=8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    x, gen = normalize(train.images, DIGITS_STATS), torch.Generator().manual_seed(0)
+    for _ in range(6):
+        order = torch.randperm(len(train), generator=gen)
+        for i in range(0, len(train), 64):
+            idx = order[i:i + 64]
+            loss = F.cross_entropy(model(x[idx]), train.fine[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    r = _digit_information(model, train.subset(slice(0, 2000)), test, ["layer4"])["layer4"]
+    assert r.bits > 0.6 * r.entropy_bits, r.bits

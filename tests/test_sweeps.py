@@ -92,3 +92,31 @@ def test_sweep_table_shows_the_task_labels_own_drop_and_the_shuffled_floor(tmp_p
     assert "direction: drop from peak" in table and "floor (bits)" in table and f"{floor:.3f}" in table
     plain = run_sweep(_base(), str(tmp_path / "plain"), [0.1], [32], [0], progress=False, log=lambda *_: None)
     assert plain["cells"][0]["floor_bits"] is None and "floor" not in format_summary(plain)
+
+
+def _fake_run(root, name, curve):
+    """A run directory whose log holds coarse and fine rows at layer4 with fine's ``beyond_bits``."""
+    d = os.path.join(root, name)
+    os.makedirs(d)
+    json.dump(RunConfig().to_json(), open(os.path.join(d, "config.json"), "w"))
+    rows = []
+    for step, (coarse, fine) in enumerate(curve):
+        base = {"step": step, "epoch": float(step), "feature_set": "layer4", "status": "ok", "entropy_bits": 3.3}
+        rows += [{**base, "label_set": "coarse", "bits": coarse},
+                 {**base, "label_set": "fine", "bits": fine, "beyond_bits": fine - coarse, "beyond_of": "coarse"}]
+    with open(os.path.join(d, "log.jsonl"), "w") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in rows))
+    return d
+
+
+def test_sweep_summary_and_table_carry_the_information_beyond_the_task_label(tmp_path):
+    from uinfo_fast.experiments.sweeps import summarise
+
+    runs = [_fake_run(str(tmp_path), "a", [(0.2, 0.2), (0.8, 1.4), (0.9, 1.1)]),
+            _fake_run(str(tmp_path), "b", [(0.2, 0.2), (0.8, 1.2), (0.9, 1.2)])]
+    summary = summarise("images", {(0.1, 32): runs})
+    cell = summary["cells"][0]
+    assert cell["beyond_peak_bits"]["mean"] == pytest.approx(0.5)        # 0.6 and 0.4
+    assert cell["beyond_drop_from_peak"]["mean"] == pytest.approx((2 / 3 + 1 / 4) / 2)  # 0.6 -> 0.2, 0.4 -> 0.3
+    table = format_summary(summary)
+    assert "fine beyond coarse: drop from peak" in table and "46% ± " in table

@@ -124,3 +124,33 @@ def test_tracker_chooses_the_penalty_on_explicit_validation_inputs(tmp_path):
     with pytest.raises(ValueError, match=r"val_labels\['four'\] has 119 labels"):
         UsableInfoTracker(model, ["2"], xtr, ytr, xte, yte, val_inputs=xval,
                           val_labels={"four": yval["four"][:119], "parity": yval["parity"][:119]})
+
+
+def test_rows_of_a_refining_label_carry_its_information_beyond_the_reference():
+    x, y = _task(400, 0)
+    xt, yt = _task(200, 1)
+    tracker = UsableInfoTracker(_model(), ["0", "2"], x, y, xt, yt, l2_grid=[1e-2], n_bootstrap=0,
+                                beyond={"four": "parity"})
+    rows = tracker.measure(0)
+    bits = {(r["feature_set"], r["label_set"]): r["bits"] for r in rows}
+    for r in rows:
+        if r["label_set"] == "four":
+            assert r["beyond_of"] == "parity"
+            assert r["beyond_bits"] == pytest.approx(r["bits"] - bits[r["feature_set"], "parity"], abs=1e-12)
+        else:
+            assert "beyond_bits" not in r
+    single = UsableInfoTracker(_model(), ["2"], x, {"four": y["four"], "one": torch.zeros_like(y["four"])}, xt,
+                               {"four": yt["four"], "one": torch.zeros_like(yt["four"])}, l2_grid=[1e-2],
+                               n_bootstrap=0, beyond={"four": "one"})
+    assert single.measure(0)[0]["beyond_bits"] is None  # the reference has a single class: no number
+
+
+@pytest.mark.parametrize("beyond, error, match", [
+    ({"four": "four"}, ValueError, "two different label sets"),
+    ({"four": "colour"}, ValueError, "two different label sets"),
+    (["four"], TypeError, "beyond must be a dict"),
+])
+def test_beyond_names_two_label_sets(beyond, error, match):
+    x, y = _task(100, 0)
+    with pytest.raises(error, match=match):
+        UsableInfoTracker(_model(), ["2"], x, y, x, y, beyond=beyond)

@@ -90,14 +90,15 @@ def _groups(v: str) -> list[list[int]]:
 # --resume can tell the options given on the command line from the ones left out.
 _RUN_OPTIONS = [
     ("--task", "task", str, "images (ResNet on coarse labels) or checkerboard"),
-    ("--dataset", "dataset", str, "synthetic (built in, default), cifar100 or cifar10"),
+    ("--dataset", "dataset", str, "synthetic (built in, default), digits (built in: digit shapes, 10 classes in "
+                                  "coarse groups), cifar100 or cifar10"),
     ("--data-dir", "data_dir", str,
      "cifar100 / cifar10: directory holding cifar-100-python/ or cifar-10-batches-py/ (or where it goes)"),
     ("--coarse-groups", "coarse_groups", _groups,
-     ("cifar10: train on the group of the class, groups separated by '/', classes by ',' "
+     ("cifar10 / digits: train on the group of the class, groups separated by '/', classes by ',' "
       "(default 0,1,2,3,4/5,6,7,8,9: classes 0-4 against 5-9)")),
-    ("--n-train", "n_train", int, "synthetic/checkerboard training examples"),
-    ("--n-test", "n_test", int, "synthetic/checkerboard test examples"),
+    ("--n-train", "n_train", int, "synthetic/digits/checkerboard training examples"),
+    ("--n-test", "n_test", int, "synthetic/digits/checkerboard test examples"),
     ("--width", "width", int, "ResNet-18 base width (64: the standard network)"),
     ("--epochs", "epochs", float, "training epochs"),
     ("--batch-size", "batch_size", int, "SGD batch size"),

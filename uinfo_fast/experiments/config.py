@@ -10,6 +10,7 @@ from ..tasks.registry import get_task
 from ..tracking.capture import POOLS
 
 LR_SCHEDULES = ("constant", "cosine", "step")
+GROUPED_DATASETS = ("cifar10", "digits")  # 10 classes grouped into coarse labels by coarse_groups
 # Fields that only some tasks read (each task lists its own in ``Task.options``).
 _TASK_SPECIFIC = ("coherences", "hidden", "input_coding", "fresh_trials", "coarse_groups")
 DEVICE_TYPES = ("cpu", "cuda")
@@ -21,12 +22,12 @@ class RunConfig:
     """Everything a run depends on; saved as ``config.json`` in the run directory."""
 
     task: str = "images"              # a registered task: "images" (ResNet on coarse labels) or "checkerboard"
-    dataset: str = "synthetic"        # images: "synthetic" (built in), "cifar100" or "cifar10"
+    dataset: str = "synthetic"        # images: "synthetic" or "digits" (built in), "cifar100" or "cifar10"
     data_dir: str | None = None       # cifar100 / cifar10: where cifar-100-python/ or cifar-10-batches-py/ is or goes
     download: bool = False
-    # cifar10: the coarse label is the index of the group holding the class (None: 0-4 against 5-9)
+    # cifar10 / digits: the coarse label is the index of the group holding the class (None: 0-4 against 5-9)
     coarse_groups: list[list[int]] | None = None
-    n_train: int = 10_000             # synthetic / checkerboard size (cifar100 / cifar10: the full set)
+    n_train: int = 10_000             # synthetic / digits / checkerboard size (cifar100 / cifar10: the full set)
     n_test: int = 2_000
     width: int = 8                    # ResNet-18 base width (64 is the standard network)
     epochs: float = 5.0
@@ -86,8 +87,8 @@ class RunConfig:
         validate_params(self, self._CONSTRAINTS)
         self._check_task_options(task)
         if self.coarse_groups is not None:
-            if self.dataset != "cifar10":
-                raise ValueError(f"coarse_groups applies to dataset 'cifar10' only, "
+            if self.dataset not in GROUPED_DATASETS:
+                raise ValueError(f"coarse_groups applies to the datasets {list(GROUPED_DATASETS)} only, "
                                  f"got it with dataset {self.dataset!r}")
             # Lists, as config.json gives them back, so that a saved config equals the one it was made from.
             self.coarse_groups = [list(g) for g in check_coarse_groups(self.coarse_groups)]

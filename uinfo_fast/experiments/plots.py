@@ -13,10 +13,39 @@ def _series(rows, layer, label_set, x):
     return [list(v) for v in zip(*pts)] if pts else None
 
 
+def _beyond(rows, layer, label_set, x):
+    """(xs, bits beyond the reference, the reference's name) of a label set's rows, or None (logs
+    before issue 16 have no ``beyond_bits``)."""
+    pts = sorted((r[x] if r[x] is not None else r["step"], r["beyond_bits"], r["beyond_of"]) for r in rows
+                 if r["feature_set"] == layer and r["label_set"] == label_set and r.get("beyond_bits") is not None)
+    return ([p[0] for p in pts], [p[1] for p in pts], pts[0][2]) if pts else None
+
+
+def _curves(ax, runs, names, layer, lab, x, colour) -> None:
+    """One label set's curves in a layer's panel: a line style per run, the bootstrap band and the
+    information beyond the label's reference (dashed grey) for a single run, H(Y) dotted."""
+    styles = ["-", "--", ":", "-."]
+    for k, rows in enumerate(runs):
+        s = _series(rows, layer, lab, x)
+        if s is None:
+            continue
+        xs, bits, lo, hi, ent = s
+        tag = lab if len(runs) == 1 else f"{lab}, {names[k]}"
+        ax.plot(xs, bits, styles[k % len(styles)], color=colour, lw=1.5, label=tag, alpha=1.0 if len(runs) < 5 else 0.7)
+        if len(runs) == 1 and all(v is not None for v in lo + hi):
+            ax.fill_between(xs, lo, hi, color=colour, alpha=0.2, lw=0)
+        if k == 0:
+            ax.axhline(ent[-1], color=colour, ls=(0, (1, 3)), lw=1)
+        extra = _beyond(rows, layer, lab, x) if len(runs) == 1 else None
+        if extra is not None:
+            ax.plot(extra[0], extra[1], "--", color="0.25", lw=1.2, label=f"{lab} beyond {extra[2]}")
+
+
 def plot_runs(run_dirs: Sequence[str], out_path: str, *, x: str = "step", labels: Sequence[str] | None = None,
               title: str | None = None, log_x: bool = False) -> str:
     """One panel per layer: usable information (bits) of every label set against ``x`` ("step"
-    or "epoch"), one line style per run, 95% bootstrap band, entropy H(Y) dotted. ``log_x``
+    or "epoch"), one line style per run, 95% bootstrap band, entropy H(Y) dotted, and for one run
+    a refining label's information beyond its reference (fine beyond coarse) dashed. ``log_x``
     stretches the early, densely measured part (symlog axis). Returns out_path."""
     import matplotlib
 
@@ -40,24 +69,11 @@ def plot_runs(run_dirs: Sequence[str], out_path: str, *, x: str = "step", labels
     layers = list(dict.fromkeys(r["feature_set"] for rows in runs for r in rows))
     label_sets = list(dict.fromkeys(r["label_set"] for rows in runs for r in rows))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    styles = ["-", "--", ":", "-."]
     fig, axes = plt.subplots(1, len(layers), figsize=(3.6 * len(layers), 3.2), squeeze=False, sharey=True)
     for i, layer in enumerate(layers):
         ax = axes[0, i]
         for j, lab in enumerate(label_sets):
-            c = colours[j % len(colours)]
-            for k, rows in enumerate(runs):
-                s = _series(rows, layer, lab, x)
-                if s is None:
-                    continue
-                xs, bits, lo, hi, ent = s
-                tag = lab if len(runs) == 1 else f"{lab}, {names[k]}"
-                ax.plot(xs, bits, styles[k % len(styles)], color=c, lw=1.5, label=tag,
-                        alpha=1.0 if len(runs) < 5 else 0.7)
-                if len(runs) == 1 and all(v is not None for v in lo + hi):
-                    ax.fill_between(xs, lo, hi, color=c, alpha=0.2, lw=0)
-                if k == 0:
-                    ax.axhline(ent[-1], color=c, ls=(0, (1, 3)), lw=1)
+            _curves(ax, runs, names, layer, lab, x, colours[j % len(colours)])
         ax.set_title(layer)
         ax.set_xlabel(x)
         if log_x:

@@ -118,11 +118,14 @@ def verified_log_rows(files: RunDir, state: dict | None) -> list[dict]:
 def make_tracker(cfg: RunConfig, task: TaskData, log_path: str, sinks=()) -> UsableInfoTracker:
     schedule = Schedule(every=cfg.track_every, early_until=cfg.early_until, early_points=cfg.early_points,
                         budget=cfg.track_budget)
+    probed = task.probe_train_labels
+    beyond = {k: v for k, v in get_task(cfg.task).beyond.items() if k in probed and v in probed}
     return UsableInfoTracker(
         task.model, task.layers, task.probe_train_x, task.probe_train_labels, task.probe_test_x,
         task.probe_test_labels, log_path=log_path, schedule=schedule, l2_grid=cfg.l2_grid,
         n_bootstrap=cfg.n_bootstrap, tol=cfg.probe_tol, seed=cfg.seed, pool=cfg.pool,
-        val_inputs=task.probe_val_x, val_labels=task.probe_val_labels, asynchronous=cfg.async_tracking, sinks=sinks)
+        val_inputs=task.probe_val_x, val_labels=task.probe_val_labels, asynchronous=cfg.async_tracking, sinks=sinks,
+        beyond=beyond)
 
 
 @torch.no_grad()

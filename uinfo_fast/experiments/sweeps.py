@@ -40,10 +40,11 @@ def _finished(run_dir: str, cfg: RunConfig) -> bool:
     return True
 
 
-def curve_stats(rows: Sequence[dict], layer: str, label_set: str) -> dict:
-    """Peak, final value, and the drop from peak to end (share of the peak) of one curve."""
-    pts = sorted((r["step"], r["bits"], r["epoch"], r["entropy_bits"]) for r in rows
-                 if r["feature_set"] == layer and r["label_set"] == label_set and r["bits"] is not None)
+def curve_stats(rows: Sequence[dict], layer: str, label_set: str, key: str = "bits") -> dict:
+    """Peak, final value, and the drop from peak to end (share of the peak) of one curve: of the
+    rows' ``key`` ("bits", or "beyond_bits": the label's information beyond its reference)."""
+    pts = sorted((r["step"], r[key], r["epoch"], r["entropy_bits"]) for r in rows
+                 if r["feature_set"] == layer and r["label_set"] == label_set and r.get(key) is not None)
     if not pts:
         raise ValueError(f"no rows for layer {layer!r}, label set {label_set!r}")
     bits = [p[1] for p in pts]
@@ -94,11 +95,15 @@ def summarise(task: str, cells: dict, layer: str | None = None) -> dict:
         for d in dirs:
             _, rows = load_run(d)
             lay = layer or rows[-1]["feature_set"]
+            beyond = any(r.get("beyond_bits") is not None for r in rows if r["label_set"] == irrelevant)
             per_seed.append({"run": d, "layer": lay, "task": curve_stats(rows, lay, task_label),
-                             "irrelevant": curve_stats(rows, lay, irrelevant), "floor_bits": noise_floor(rows, lay)})
+                             "irrelevant": curve_stats(rows, lay, irrelevant), "floor_bits": noise_floor(rows, lay),
+                             **({"beyond": curve_stats(rows, lay, irrelevant, "beyond_bits")} if beyond else {})})
         out["layer"] = per_seed[0]["layer"]
         agg = {}
-        for which in ("task", "irrelevant"):
+        for which in ("task", "irrelevant", "beyond"):
+            if not all(which in s for s in per_seed):
+                continue
             for key in ("peak_bits", "final_bits", "drop_from_peak", "final_share_of_entropy"):
                 agg[f"{which}_{key}"] = _mean_sd([s[which][key] for s in per_seed])
         floors = [s["floor_bits"] for s in per_seed if s["floor_bits"] is not None]
@@ -107,22 +112,43 @@ def summarise(task: str, cells: dict, layer: str | None = None) -> dict:
     return out
 
 
+def _bits(d: dict) -> str:
+    return f"{d['mean']:.2f} ± {d['sd']:.2f}"
+
+
+def _share(d: dict) -> str:
+    return f"{100 * d['mean']:.0f}% ± {100 * d['sd']:.0f}"
+
+
+def _columns(summary: dict) -> list[tuple[str, object]]:
+    """(header, cell -> text) of every column a sweep's table shows after lr, batch and seeds:
+    the irrelevant label, its information beyond the task label (when the logs have it), the task
+    label, and the shuffled-label floor (when the runs had the control)."""
+    irr, task = summary["irrelevant_label"], summary["task_label"]
+    cols = [(f"{irr}: peak (bits)", lambda c: _bits(c["irrelevant_peak_bits"])),
+            (f"{irr}: final (bits)", lambda c: _bits(c["irrelevant_final_bits"])),
+            (f"{irr}: drop from peak", lambda c: _share(c["irrelevant_drop_from_peak"]))]
+    if all("beyond_peak_bits" in c for c in summary["cells"]):
+        cols += [(f"{irr} beyond {task}: peak (bits)", lambda c: _bits(c["beyond_peak_bits"])),
+                 (f"{irr} beyond {task}: final (bits)", lambda c: _bits(c["beyond_final_bits"])),
+                 (f"{irr} beyond {task}: drop from peak", lambda c: _share(c["beyond_drop_from_peak"]))]
+    cols += [(f"{task}: final (bits)", lambda c: _bits(c["task_final_bits"])),
+             (f"{task}: final / H", lambda c: _share(c["task_final_share_of_entropy"])),
+             (f"{task}: drop from peak", lambda c: _share(c["task_drop_from_peak"]))]
+    if any(c.get("floor_bits") for c in summary["cells"]):
+        cols.append(("floor (bits)", lambda c: f"{c['floor_bits']['mean']:.3f}"))
+    return cols
+
+
 def format_summary(summary: dict) -> str:
     """A Markdown table of a sweep summary (mean ± sd over seeds)."""
-    irr, task = summary["irrelevant_label"], summary["task_label"]
-    f = lambda d, pct=False: (f"{100 * d['mean']:.0f}% ± {100 * d['sd']:.0f}" if pct  # noqa: E731
-                              else f"{d['mean']:.2f} ± {d['sd']:.2f}")
-    floor = any(c.get("floor_bits") for c in summary["cells"])
+    cols = _columns(summary)
+    floor = cols[-1][0] == "floor (bits)"
     lines = [f"layer {summary['layer']}; mean ± sd over seeds" + ("; floor: the largest |bits| about the shuffled "
                                                                  "label in any seed" if floor else ""),
-             f"| lr | batch | seeds | {irr}: peak (bits) | {irr}: final (bits) | {irr}: drop from peak "
-             f"| {task}: final (bits) | {task}: final / H | {task}: drop from peak |" + (" floor (bits) |" if floor else ""),
-             "|---|---|---|---|---|---|---|---|---|" + ("---|" if floor else "")]
+             "| lr | batch | seeds | " + " | ".join(h for h, _ in cols) + " |", "|---" * (3 + len(cols)) + "|"]
     for c in summary["cells"]:
-        lines.append(f"| {c['lr']:g} | {c['batch_size']} | {c['seeds']} | {f(c['irrelevant_peak_bits'])} | "
-                     f"{f(c['irrelevant_final_bits'])} | {f(c['irrelevant_drop_from_peak'], True)} | "
-                     f"{f(c['task_final_bits'])} | {f(c['task_final_share_of_entropy'], True)} | "
-                     f"{f(c['task_drop_from_peak'], True)} |" + (f" {c['floor_bits']['mean']:.3f} |" if floor else ""))
+        lines.append(f"| {c['lr']:g} | {c['batch_size']} | {c['seeds']} | " + " | ".join(f(c) for _, f in cols) + " |")
     return "\n".join(lines)
 
 

@@ -44,7 +44,8 @@ class Task:
     values ``config.dataset`` may take, ``defaults`` the task's own config defaults, ``build``
     makes the run's :class:`TaskData` from a config, and ``data_tag`` names the data in a default
     run directory. ``options`` are the task-specific config fields this task reads (a run of
-    another task refuses them).
+    another task refuses them). ``beyond`` maps a label set to one it refines (fine classes to
+    their coarse ones): runs log the usable information about it beyond that one.
     """
 
     name: str
@@ -56,6 +57,7 @@ class Task:
     data_tag: Callable[..., str]
     defaults: Mapping[str, object] = field(default_factory=dict)
     options: tuple[str, ...] = ()
+    beyond: Mapping[str, str] = field(default_factory=dict)
 
 
 # The label set of the shuffled-label control (``RunConfig.shuffled_control``): its usable

@@ -98,6 +98,23 @@ def _checked_sinks(sinks) -> list:
     return list(sinks)
 
 
+def with_beyond(rows: list[dict], beyond: dict[str, str]) -> list[dict]:
+    """``rows`` with ``beyond_bits`` on the rows of every label set ``k`` of ``beyond``: its usable
+    information minus that of ``beyond_of`` = ``beyond[k]`` at the same layer (None when either
+    has no number).
+    For a label that refines its reference (fine classes within coarse ones) it is the usable
+    information about the label beyond the reference."""
+    bits = {(r["feature_set"], r["label_set"]): r["bits"] for r in rows}
+    out = []
+    for r in rows:
+        ref = beyond.get(r["label_set"])
+        if ref is not None:
+            a, b = r["bits"], bits.get((r["feature_set"], ref))
+            r = {**r, "beyond_bits": None if a is None or b is None else a - b, "beyond_of": ref}
+        out.append(r)
+    return out
+
+
 def _only(features: Features, names: list[str]) -> Features:
     pick = lambda d: None if d is None else {n: d[n] for n in names}  # noqa: E731
     return Features(pick(features.train), pick(features.val), pick(features.test))
@@ -126,6 +143,9 @@ class UsableInfoTracker:
             docstring); ``when_full`` is "wait" or "skip".
         sinks: callables given each batch of new rows (a list of row dicts), on the training
             thread, in step order (see the module docstring).
+        beyond: {label set: reference label set}: the rows of each such label set also carry
+            ``beyond_bits``, its usable information minus the reference's at the same layer (for
+            {"fine": "coarse"}: what a layer holds about the fine classes beyond the coarse ones).
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str], train_inputs: torch.Tensor, train_labels,
@@ -135,7 +155,7 @@ class UsableInfoTracker:
                  pool: str = "avg", project_to: int | None = None, autocast_dtype="auto", batch_size: int = 256,
                  channels_last: bool = True, seed: int = 0, val_inputs: torch.Tensor | None = None, val_labels=None,
                  asynchronous: bool = False, max_in_flight: int = 1, when_full: str = "wait",
-                 sinks: Sequence[Callable[[list[dict]], None]] = ()):
+                 sinks: Sequence[Callable[[list[dict]], None]] = (), beyond: dict[str, str] | None = None):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a uinfo_fast.Schedule, got {type(schedule).__name__}")
         self.options = EstimatorOptions(l2_grid=l2_grid, n_bootstrap=n_bootstrap, confidence=confidence,
@@ -149,6 +169,7 @@ class UsableInfoTracker:
         self._set_inputs(device, train_inputs, test_inputs, val_inputs, val_labels, channels_last)
         self.labels, self.single_class = self._checked_labels(device, train_labels, test_labels, val_labels)
         self.schedule = schedule
+        self.beyond = self._checked_beyond(beyond)
         # Only rank 0 writes; the other ranks capture their shards and hand them over.
         self.log = JsonlLog(log_path) if log_path is not None and self.ranks.main else None
         existing = self.log.read() if self.log else []
@@ -203,6 +224,17 @@ class UsableInfoTracker:
         labels = check_label_splits(*given, None, self.n_rows, device, self.options.val_fraction, self.options.seed,
                                     rows_of="inputs", train_name="train_labels")
         return labels, single
+
+    def _checked_beyond(self, beyond) -> dict[str, str]:
+        if beyond is None:
+            return {}
+        if not isinstance(beyond, dict) or any(not isinstance(k, str) or not isinstance(v, str) for k, v in beyond.items()):
+            raise TypeError("beyond must be a dict {label set: reference label set}")
+        names = self.label_names
+        for k, v in beyond.items():
+            if k not in names or v not in names or k == v:
+                raise ValueError(f"beyond: {k!r} and {v!r} must be two different label sets of {names}")
+        return dict(beyond)
 
     @property
     def layers(self) -> list[str]:
@@ -394,8 +426,9 @@ class UsableInfoTracker:
             for phase, s in res.timings.items():
                 self.phase_seconds[phase] += s
             measured = {(r.feature_set, r.label_set): r.row() for r in res.results}
-        return [measured.get((n, k)) or unmeasured_row(n, k, "single_class" if k in self.single_class else status[n])
+        rows = [measured.get((n, k)) or unmeasured_row(n, k, "single_class" if k in self.single_class else status[n])
                 for n in self.layers for k in self.label_names]
+        return with_beyond(rows, self.beyond)
 
     def overhead(self) -> float:
         """Share of the wall time since the tracker was made that the training thread lost to

@@ -19,6 +19,8 @@ _EXPORTS = {
     "load_cifar100": ".data",
     "normalize": ".data",
     "synthetic_cifar": ".data",
+    "DIGITS_STATS": ".digits",
+    "digit_images": ".digits",
     "CifarResNet": ".resnet",
     "cifar_resnet18": ".resnet",
     "feature_layers": ".resnet",
@@ -29,5 +31,6 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 if TYPE_CHECKING:
     from .data import (CIFAR10_STATS, CIFAR100_STATS, DEFAULT_COARSE_GROUPS, BatchIterator, ChannelStats, ImageSplit,
                        augment_batch, check_coarse_groups, load_cifar10, load_cifar100, normalize, synthetic_cifar)
+    from .digits import DIGITS_STATS, digit_images
     from .resnet import CifarResNet, cifar_resnet18, feature_layers
     from .task import TASK

@@ -18,6 +18,10 @@ def _images(cfg):
         return load_cifar100(cfg.data_dir, download=cfg.download)
     if cfg.dataset == "cifar10":
         return load_cifar10(cfg.data_dir, download=cfg.download, coarse_groups=cfg.coarse_groups)
+    if cfg.dataset == "digits":
+        from .digits import digit_images
+
+        return digit_images(cfg.n_train, cfg.n_test, seed=cfg.seed, coarse_groups=cfg.coarse_groups)
     return synthetic_cifar(cfg.n_train, cfg.n_test, seed=cfg.seed)
 
 
@@ -27,7 +31,9 @@ def build(cfg) -> TaskData:
 
     device = torch.device(cfg.device)
     train, test = _images(cfg)
-    stats = CIFAR10_STATS if cfg.dataset == "cifar10" else CIFAR100_STATS
+    from .digits import DIGITS_STATS
+
+    stats = {"cifar10": CIFAR10_STATS, "digits": DIGITS_STATS}.get(cfg.dataset, CIFAR100_STATS)
 
     def prepare(images):
         return normalize(images, stats)
@@ -52,14 +58,15 @@ def data_tag(cfg) -> str:
     directories of different groupings differ."""
     from .data import DEFAULT_COARSE_GROUPS
 
-    if cfg.dataset != "cifar10":
+    if cfg.dataset not in ("cifar10", "digits"):
         return cfg.dataset
     groups = [sorted(g) for g in cfg.coarse_groups or DEFAULT_COARSE_GROUPS]
     if groups == [sorted(g) for g in DEFAULT_COARSE_GROUPS]:
         return cfg.dataset
     # Classes are single digits, so the compact form is unambiguous.
-    return "cifar10_g" + "-".join("".join(map(str, g)) for g in groups)
+    return f"{cfg.dataset}_g" + "-".join("".join(map(str, g)) for g in groups)
 
 
 TASK = Task(name="images", label_sets=("coarse", "fine"), task_label="coarse", irrelevant_label="fine",
-            datasets=("synthetic", "cifar100", "cifar10"), build=build, data_tag=data_tag, options=("coarse_groups",))
+            datasets=("synthetic", "cifar100", "cifar10", "digits"), build=build, data_tag=data_tag, options=("coarse_groups",),
+            beyond={"fine": "coarse"})
