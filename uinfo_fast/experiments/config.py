@@ -5,12 +5,11 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..engine.params import Boolean, Choice, Integer, ListOf, NoneOr, Real, Text, check_param, validate_params
-from ..tasks.images.data import check_coarse_groups
+from ..tasks.images.data import GROUPED_DATASETS, check_coarse_groups
 from ..tasks.registry import get_task
 from ..tracking.capture import POOLS
 
 LR_SCHEDULES = ("constant", "cosine", "step")
-GROUPED_DATASETS = ("cifar10", "digits")  # 10 classes grouped into coarse labels by coarse_groups
 # Fields that only some tasks read (each task lists its own in ``Task.options``).
 _TASK_SPECIFIC = ("coherences", "hidden", "input_coding", "fresh_trials", "coarse_groups")
 DEVICE_TYPES = ("cpu", "cuda")

@@ -107,7 +107,7 @@ def summarise(task: str, cells: dict, layer: str | None = None) -> dict:
             for key in ("peak_bits", "final_bits", "drop_from_peak", "final_share_of_entropy"):
                 agg[f"{which}_{key}"] = _mean_sd([s[which][key] for s in per_seed])
         floors = [s["floor_bits"] for s in per_seed if s["floor_bits"] is not None]
-        agg["floor_bits"] = {"mean": max(floors), "sd": 0.0} if floors else None
+        agg["floor_bits"] = max(floors) if floors else None
         out["cells"].append({"lr": lr, "batch_size": bs, "seeds": len(dirs), "runs": per_seed, **agg})
     return out
 
@@ -135,8 +135,8 @@ def _columns(summary: dict) -> list[tuple[str, object]]:
     cols += [(f"{task}: final (bits)", lambda c: _bits(c["task_final_bits"])),
              (f"{task}: final / H", lambda c: _share(c["task_final_share_of_entropy"])),
              (f"{task}: drop from peak", lambda c: _share(c["task_drop_from_peak"]))]
-    if any(c.get("floor_bits") for c in summary["cells"]):
-        cols.append(("floor (bits)", lambda c: f"{c['floor_bits']['mean']:.3f}"))
+    if any(c.get("floor_bits") is not None for c in summary["cells"]):
+        cols.append(("floor (bits)", lambda c: "-" if c["floor_bits"] is None else f"{c['floor_bits']:.3f}"))
     return cols
 
 

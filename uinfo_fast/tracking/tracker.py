@@ -384,6 +384,8 @@ class UsableInfoTracker:
 
     def deliver(self) -> None:
         """Hands the rows written since the last call to every sink (on the calling thread)."""
+        if self._delivered == len(self.rows):  # the common case, every training step: no lock
+            return
         with self._written:
             new, self._delivered = self.rows[self._delivered:], len(self.rows)
         if not new:

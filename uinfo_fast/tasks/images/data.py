@@ -60,6 +60,8 @@ IMAGE_SHAPE = (3, 32, 32)
 CIFAR10_CLASSES = 10
 # Kleinman et al. (ICLR 2021): the first five CIFAR-10 classes against the last five.
 DEFAULT_COARSE_GROUPS = ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9))
+# The datasets of 10 classes whose coarse label is a group of them (``coarse_groups``).
+GROUPED_DATASETS = ("cifar10", "digits")
 
 
 class ChannelStats(NamedTuple):
@@ -389,12 +391,17 @@ def check_coarse_groups(coarse_groups, n_classes: int = CIFAR10_CLASSES) -> tupl
     return tuple(tuple(g) for g in coarse_groups)
 
 
-def _cifar10_split(root: Path, train: bool, download: bool, verify: bool, groups) -> ImageSplit:
-    images, fine = _torchvision_split(_CIFAR10, root, train, download, verify)
-    group_of = torch.empty(CIFAR10_CLASSES, dtype=torch.int64)
+def grouped_split(images: torch.Tensor, fine: torch.Tensor, groups, n_classes: int = CIFAR10_CLASSES) -> ImageSplit:
+    """An :class:`ImageSplit` of ``images`` whose coarse label is the index of the group of
+    ``groups`` (checked by :func:`check_coarse_groups`) that holds each ``fine`` class."""
+    group_of = torch.empty(n_classes, dtype=torch.int64)
     for i, group in enumerate(groups):
         group_of[list(group)] = i
-    return ImageSplit(images, group_of[fine], fine, n_coarse=len(groups), n_fine=CIFAR10_CLASSES)
+    return ImageSplit(images, group_of[fine], fine, n_coarse=len(groups), n_fine=n_classes)
+
+
+def _cifar10_split(root: Path, train: bool, download: bool, verify: bool, groups) -> ImageSplit:
+    return grouped_split(*_torchvision_split(_CIFAR10, root, train, download, verify), groups)
 
 
 def load_cifar10(data_dir, download: bool = False, verify: bool = True,

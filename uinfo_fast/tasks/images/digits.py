@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ...engine.params import Integer, check_param
-from .data import DEFAULT_COARSE_GROUPS, ChannelStats, ImageSplit, check_coarse_groups
+from .data import DEFAULT_COARSE_GROUPS, ChannelStats, ImageSplit, check_coarse_groups, grouped_split
 
 N_DIGITS = 10
 GLYPH = 16  # side of a digit in the image, pixels
@@ -74,10 +74,7 @@ def render_digits(fine: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 def _split(n: int, groups, gen: torch.Generator) -> ImageSplit:
     fine = (torch.arange(n) % N_DIGITS)[torch.randperm(n, generator=gen)]  # balanced digits
-    group_of = torch.empty(N_DIGITS, dtype=torch.int64)
-    for i, group in enumerate(groups):
-        group_of[list(group)] = i
-    return ImageSplit(render_digits(fine, gen), group_of[fine], fine, n_coarse=len(groups), n_fine=N_DIGITS)
+    return grouped_split(render_digits(fine, gen), fine, groups, N_DIGITS)
 
 
 def digit_images(n_train: int = 5_000, n_test: int = 1_000, seed: int = 0, *,

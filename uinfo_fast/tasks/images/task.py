@@ -1,6 +1,6 @@
 """The image task: a CIFAR-style ResNet-18 trained on the coarse labels of CIFAR-100 (or of the
-built-in CIFAR-100-shaped set), or on groups of the CIFAR-10 classes, probed for its coarse and
-fine labels at the four stages."""
+built-in CIFAR-100-shaped set), or on groups of the CIFAR-10 classes or of the built-in digits,
+probed for its coarse and fine labels at the four stages."""
 from __future__ import annotations
 
 import torch
@@ -30,9 +30,9 @@ def build(cfg) -> TaskData:
     from .resnet import cifar_resnet18
 
     device = torch.device(cfg.device)
-    train, test = _images(cfg)
     from .digits import DIGITS_STATS
 
+    train, test = _images(cfg)
     stats = {"cifar10": CIFAR10_STATS, "digits": DIGITS_STATS}.get(cfg.dataset, CIFAR100_STATS)
 
     def prepare(images):
@@ -56,9 +56,9 @@ def data_tag(cfg) -> str:
     """The dataset's name, with a CIFAR-10 grouping other than the default spelled out (the classes
     of each group, groups joined by '-': ``cifar10_g09-123-45678``), so that default run
     directories of different groupings differ."""
-    from .data import DEFAULT_COARSE_GROUPS
+    from .data import DEFAULT_COARSE_GROUPS, GROUPED_DATASETS
 
-    if cfg.dataset not in ("cifar10", "digits"):
+    if cfg.dataset not in GROUPED_DATASETS:
         return cfg.dataset
     groups = [sorted(g) for g in cfg.coarse_groups or DEFAULT_COARSE_GROUPS]
     if groups == [sorted(g) for g in DEFAULT_COARSE_GROUPS]:
@@ -68,5 +68,5 @@ def data_tag(cfg) -> str:
 
 
 TASK = Task(name="images", label_sets=("coarse", "fine"), task_label="coarse", irrelevant_label="fine",
-            datasets=("synthetic", "cifar100", "cifar10", "digits"), build=build, data_tag=data_tag, options=("coarse_groups",),
-            beyond={"fine": "coarse"})
+            datasets=("synthetic", "cifar100", "cifar10", "digits"), build=build, data_tag=data_tag,
+            options=("coarse_groups",), beyond={"fine": "coarse"})
