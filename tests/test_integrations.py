@@ -6,6 +6,7 @@ import json
 import os
 import struct
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -129,25 +130,43 @@ def test_tensorboard_sink_writes_scalars_a_reader_gets_back(tmp_path):
     assert "usable_information/2/four/ci_high" in _scalars(tmp_path / "tb")
 
 
-def _wandb_records(run_dir):
-    """The records of an offline W&B run's .wandb file (a LevelDB-style log of protobuf records in
-    32 KiB blocks, after a 7-byte header)."""
+def _parse_wandb_log(data: bytes) -> list:
+    """The records of a .wandb file's bytes (a LevelDB-style log of protobuf records in 32 KiB
+    blocks, after a 7-byte header), up to a torn or half-written last record."""
+    from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2 as pb
 
-    data = Path(glob.glob(os.path.join(run_dir, "wandb", "offline-run-*", "run-*.wandb"))[0]).read_bytes()
     assert data[:4] == b":W&B"
-    pos, chunks, block = 7, b"", 32768
+    pos, chunks, block, records = 7, b"", 32768, []
     while pos + 7 <= len(data):
         if block - pos % block < 7:  # the block's tail is padding
             pos += block - pos % block
             continue
         _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if pos + 7 + length > len(data):
+            break
         chunks = data[pos + 7:pos + 7 + length] if kind in (1, 2) else chunks + data[pos + 7:pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):
             record = pb.Record()
-            record.ParseFromString(chunks)
-            yield record
+            try:
+                record.ParseFromString(chunks)
+            except DecodeError:
+                break
+            records.append(record)
+    return records
+
+
+def _wandb_records(run_dir, timeout=20.0):
+    """The records of an offline W&B run, read once its writer (a separate process, which may
+    still be flushing after ``finish()``) has written the run's exit record."""
+    path = glob.glob(os.path.join(run_dir, "wandb", "offline-run-*", "run-*.wandb"))[0]
+    deadline = time.monotonic() + timeout
+    while True:
+        records = _parse_wandb_log(Path(path).read_bytes())
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
 
 
 def _wandb_history(run_dir):
