@@ -114,7 +114,7 @@ def test_run_cifar10_without_the_files_is_a_one_line_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,match", [
-    (["--coarse-groups", "0,1,2,3,4/5,6,7,8,9"], "coarse_groups applies to the datasets \\['cifar10', 'digits'\\] only"),
+    (["--dataset", "synthetic", "--coarse-groups", "0,1,2,3,4/5,6,7,8,9"], "coarse_groups applies to the datasets \\['cifar10', 'digits'\\] only"),
     (["--dataset", "cifar10", "--data-dir", "d", "--coarse-groups", "0,1,2,3,4/5,6,7,8"], r"missing: \[9\]"),
     (["--dataset", "cifar10", "--data-dir", "d", "--coarse-groups", "0,1,2,3,4,5,6,7,8,9"], "fewer than 2 groups"),
 ])

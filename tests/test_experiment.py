@@ -191,7 +191,7 @@ def test_resume_refuses_a_truncated_checkpoint_in_one_line(tmp_path, capsys):
 def test_a_resumed_run_measures_the_bits_of_the_uninterrupted_one(tmp_path):
     """Resumed, the tracker fits cold what the uninterrupted run fitted warm: near-separable fine
     labels (3 probe rows per class) on bit-identical weights must still give the same bits."""
-    cfg = RunConfig(epochs=2.0, n_train=1000, n_test=600, width=4, probe_train=300, probe_val=100, probe_test=200,
+    cfg = RunConfig(dataset="synthetic", epochs=2.0, n_train=1000, n_test=600, width=4, probe_train=300, probe_val=100, probe_test=200,
                     batch_size=50, track_every=4, seed=3, n_bootstrap=0)
     ref = str(tmp_path / "ref")
     run_experiment(cfg, ref, progress=False)
@@ -217,3 +217,29 @@ def test_resume_accepts_a_checkpoint_written_before_a_config_field_existed(tmp_p
     json.dump(config, open(os.path.join(out, "config.json"), "w"))
     summary = run_experiment(_cfg(), out, resume=True, progress=False)
     assert summary["steps"] == Plan(_cfg(), _cfg().n_train).total_steps
+
+
+def test_the_default_images_run_is_the_digit_set_and_each_dataset_brings_its_own_defaults():
+    default = RunConfig.for_task()
+    assert default.dataset == "digits" and default == RunConfig()
+    synthetic = RunConfig.for_task(dataset="synthetic")
+    assert synthetic.probe_train == 5_000 and synthetic.n_train == 10_000  # 50 per class of its 100
+    assert RunConfig.for_task(dataset="synthetic", probe_train=7).probe_train == 7  # given beats the dataset's
+    assert RunConfig(task="checkerboard").dataset == "synthetic"  # None: the task's first dataset
+
+
+@pytest.mark.parametrize("probe_train,starved", [(100, True), (500, False)])
+def test_a_probe_set_with_fewer_than_50_examples_per_class_is_warned_about(probe_train, starved):
+    import warnings
+
+    from uinfo_fast.tasks.registry import build_task
+
+    cfg = RunConfig(n_train=600, n_test=100, width=2, probe_train=probe_train, probe_val=20, probe_test=50)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_task(cfg)
+    said = [str(w.message) for w in caught if "probe examples each" in str(w.message)]
+    assert bool(said) == starved
+    if starved:
+        assert said == ["probe_train=100 gives the 10 'fine' classes 10 probe examples each; the estimate needs "
+                        "about 50 per class (probe_train >= 500)"]

@@ -207,7 +207,8 @@ def run(args) -> int:
         return 0
     print(f"{summary['steps']} steps in {summary['wall_seconds']:.0f} s; measuring took "
           f"{100 * summary['measure_share']:.1f}% of it; {summary['task_label']} accuracy "
-          f"train {summary['train_accuracy']:.3f}, test {summary['test_accuracy']:.3f}")
+          f"train {summary['train_accuracy']:.3f}, test {summary['test_accuracy']:.3f}; training loss "
+          f"{summary['train_loss']:.4f} nats")
     if cfg.track:
         _print_final_rows(out)
     return 0
@@ -241,7 +242,7 @@ def sweep(args) -> int:
     base = RunConfig.for_task(**given)
     out = args.out or os.path.join("runs", f"sweep_{base.task}")
     summary = run_sweep(base, out, args.lrs, args.batch_sizes, args.seeds, layer=args.layer,
-                        progress=not args.quiet)
+                        progress=not args.quiet, scale_schedule=not args.unscaled_schedule)
     print(format_summary(summary))
     print(f"wrote {out}/sweep.png and sweep.json")
     return 0
@@ -301,6 +302,9 @@ def _add_grid_parsers(sub) -> None:
     p.add_argument("--batch-sizes", type=_ints, required=True, help="comma-separated batch sizes")
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--layer", default=None, help="layer of the figure and table (default: the last tracked)")
+    p.add_argument("--unscaled-schedule", action="store_true",
+                   help="measure every cell at the steps --track-every/--early-until name (default: scaled by "
+                        "--batch-size / the cell's batch size, so that every cell measures after the same examples)")
     p.add_argument("--out", default=None, help="sweep directory (default: runs/sweep_<task>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=sweep)

@@ -18,10 +18,15 @@ _POSITIVE = Real(0.0, low_open=True)
 
 @dataclass
 class RunConfig:
-    """Everything a run depends on; saved as ``config.json`` in the run directory."""
+    """Everything a run depends on; saved as ``config.json`` in the run directory.
+
+    The defaults are the main job: the digit set's run (docs/RESULTS.md, "The digit set"). Other
+    tasks and datasets bring their own on top (``Task.defaults``, ``Task.dataset_defaults``,
+    applied by :meth:`for_task`)."""
 
     task: str = "images"              # a registered task: "images" (ResNet on coarse labels) or "checkerboard"
-    dataset: str = "synthetic"        # images: "synthetic" or "digits" (built in), "cifar100" or "cifar10"
+    dataset: str | None = None        # None: the task's first. images: "digits" or "synthetic" (built in),
+                                      # "cifar100" or "cifar10"; checkerboard: "synthetic"
     data_dir: str | None = None       # cifar100 / cifar10: where cifar-100-python/ or cifar-10-batches-py/ is or goes
     download: bool = False
     # cifar10 / digits: the coarse label is the index of the group holding the class (None: 0-4 against 5-9)
@@ -29,13 +34,13 @@ class RunConfig:
     n_train: int = 10_000             # synthetic / digits / checkerboard size (cifar100 / cifar10: the full set)
     n_test: int = 2_000
     width: int = 8                    # ResNet-18 base width (64 is the standard network)
-    epochs: float = 5.0
-    batch_size: int = 128
+    epochs: float = 20.0
+    batch_size: int = 32
     lr: float = 0.1
     momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_schedule: str = "constant"     # constant | cosine | step (x0.1 at 50% and 75%)
-    augment: bool = True
+    weight_decay: float = 2e-3
+    lr_schedule: str = "step"         # constant | cosine | step (x0.1 at 50% and 75%)
+    augment: bool = False             # random crop and flip (the digits are placed at random already)
     coherences: list[float] | None = None  # checkerboard: colour coherence levels (default LEARNABLE_COHERENCES)
     hidden: list[int] | None = None   # checkerboard: hidden layer sizes (default 100, 100)
     input_coding: str = "board"       # checkerboard: "board" (100 noisy squares + targets) or "four"
@@ -49,12 +54,12 @@ class RunConfig:
     track: bool = True
     layers: list[str] | None = None   # default: the task's stages
     label_sets: list[str] | None = None
-    probe_train: int = 1_200          # fixed probe-training inputs, from the training set
+    probe_train: int = 1_000          # fixed probe-training inputs, from the training set (>= 50 per class)
     probe_val: int = 300              # fixed inputs to choose the penalty on, from the test split (0: carve)
-    probe_test: int = 500             # fixed probe-test inputs, from the test split, disjoint from val
-    track_every: int = 50             # at least this often (with a track_budget, also in between)
-    early_until: int = 50             # plus log-spaced measurements in [1, early_until]
-    early_points: int = 6
+    probe_test: int = 700             # fixed probe-test inputs, from the test split, disjoint from val
+    track_every: int = 160            # at least this often (with a track_budget, also in between)
+    early_until: int = 160            # plus log-spaced measurements in [1, early_until]
+    early_points: int = 4
     track_budget: float | None = None  # measure as often as this share of wall time allows
     async_tracking: bool = False      # fits on a background worker while training goes on
     l2_grid: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1])
@@ -82,6 +87,7 @@ class RunConfig:
 
     def __post_init__(self):
         task = get_task(self.task)
+        self.dataset = task.datasets[0] if self.dataset is None else self.dataset
         check_param("dataset", self.dataset, Choice(task.datasets))
         validate_params(self, self._CONSTRAINTS)
         self._check_task_options(task)
@@ -107,8 +113,11 @@ class RunConfig:
 
     @classmethod
     def for_task(cls, task: str = "images", **overrides) -> RunConfig:
-        """The task's defaults with ``overrides`` on top."""
-        return cls(**{"task": task, **get_task(task).defaults, **overrides})
+        """The task's defaults, its dataset's on top (the dataset ``overrides`` names, else the
+        task's default), and ``overrides`` on top of both."""
+        spec = get_task(task)
+        dataset = overrides.get("dataset") or spec.defaults.get("dataset") or spec.datasets[0]
+        return cls(**{"task": task, **spec.defaults, **spec.dataset_defaults.get(dataset, {}), **overrides})
 
     @classmethod
     def from_json(cls, d: dict) -> RunConfig:

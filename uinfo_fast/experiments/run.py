@@ -129,15 +129,19 @@ def make_tracker(cfg: RunConfig, task: TaskData, log_path: str, sinks=()) -> Usa
 
 
 @torch.no_grad()
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, prep, batch: int = 1024) -> float:
+def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, prep, batch: int = 1024) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy in nats) of ``model`` in eval mode on unaugmented inputs: the
+    training loss it reports tells whether a run reached the near-zero-loss terminal phase."""
     was = model.training
     model.eval()
-    correct = 0
-    for i in range(0, x.shape[0], batch):
-        out = model(prep(x[i:i + batch], None))
-        correct += int((out.argmax(1).cpu() == y[i:i + batch]).sum())
+    correct, loss = 0, 0.0
+    with torch.inference_mode():
+        for i in range(0, x.shape[0], batch):
+            out = model(prep(x[i:i + batch], None)).float().cpu()
+            correct += int((out.argmax(1) == y[i:i + batch]).sum())
+            loss += float(nn.functional.cross_entropy(out, y[i:i + batch], reduction="sum"))
     model.train(was)
-    return correct / x.shape[0]
+    return correct / x.shape[0], loss / x.shape[0]
 
 
 class _Run:
@@ -234,9 +238,14 @@ class _Run:
                 "measure_seconds": self.measured(), "measure_share": self.measured() / wall if wall > 0 else 0.0,
                 "measure_phases": dict(self.tracker.phase_seconds) if self.tracker else {},
                 "measurements": len({r["step"] for r in self.tracker.rows}) if self.tracker else 0,
-                "train_accuracy": _accuracy(task.model, task.train_x[:5000], task.train_y[:5000], task.preprocess),
-                "test_accuracy": _accuracy(task.model, task.test_x, task.test_y, task.preprocess),
-                "task_label": get_task(self.cfg.task).task_label}
+                **_scores(task), "task_label": get_task(self.cfg.task).task_label}
+
+
+def _scores(task: TaskData) -> dict:
+    """Accuracy and loss on (the first 5,000 examples of) the training set and on the test set."""
+    train = _evaluate(task.model, task.train_x[:5000], task.train_y[:5000], task.preprocess)
+    test = _evaluate(task.model, task.test_x, task.test_y, task.preprocess)
+    return {"train_accuracy": train[0], "test_accuracy": test[0], "train_loss": train[1], "test_loss": test[1]}
 
 
 class _TrainStats:

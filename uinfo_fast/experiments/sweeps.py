@@ -63,9 +63,21 @@ def noise_floor(rows: Sequence[dict], layer: str) -> float | None:
     return max(bits) if bits else None
 
 
+def cell_schedule(base: RunConfig, batch_size: int) -> dict:
+    """The batch size of a grid cell, with the measurement schedule scaled by ``base.batch_size /
+    batch_size`` so that every cell measures after the same numbers of examples: a peak taken over
+    more measurements would be the larger by noise alone, and inflate a cell's drop from it."""
+    def scaled(steps: int) -> int:
+        return max(1, round(steps * base.batch_size / batch_size)) if steps > 0 else 0
+
+    return {"batch_size": batch_size, "track_every": scaled(base.track_every), "early_until": scaled(base.early_until)}
+
+
 def run_sweep(base: RunConfig, out_dir: str, lrs: Sequence[float], batch_sizes: Sequence[int], seeds: Sequence[int],
-              *, layer: str | None = None, progress: bool = True, log=print) -> dict:
-    """Runs (or skips, or resumes) every grid cell, then writes sweep.json and sweep.png."""
+              *, layer: str | None = None, progress: bool = True, log=print, scale_schedule: bool = True) -> dict:
+    """Runs (or skips, or resumes) every grid cell, then writes sweep.json and sweep.png.
+    ``scale_schedule``: each cell's measurement schedule scaled to its batch size
+    (:func:`cell_schedule`); False: every cell measures at ``base``'s steps."""
     if not lrs or not batch_sizes or not seeds:
         raise ValueError("a sweep needs at least one learning rate, one batch size and one seed")
     os.makedirs(out_dir, exist_ok=True)
@@ -73,7 +85,8 @@ def run_sweep(base: RunConfig, out_dir: str, lrs: Sequence[float], batch_sizes: 
     for lr in lrs:
         for bs in batch_sizes:
             for seed in seeds:
-                cfg = dataclasses.replace(base, lr=float(lr), batch_size=int(bs), seed=int(seed))
+                cell = cell_schedule(base, int(bs)) if scale_schedule else {"batch_size": int(bs)}
+                cfg = dataclasses.replace(base, **cell, lr=float(lr), seed=int(seed))
                 run_dir = os.path.join(out_dir, run_name(lr, bs, seed))
                 _run_or_skip(cfg, run_dir, progress, log)
                 cells.setdefault((float(lr), int(bs)), []).append(run_dir)

@@ -7,6 +7,7 @@ from the user's own code).
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -41,7 +42,8 @@ class Task:
     ``label_sets`` are the labels a run can probe (the first ones by default);
     ``task_label`` is the one the network is trained on and ``irrelevant_label`` the one the
     paper contrasts with it (the fine classes; the checkerboard's colour). ``datasets`` are the
-    values ``config.dataset`` may take, ``defaults`` the task's own config defaults, ``build``
+    values ``config.dataset`` may take (the first is the default), ``defaults`` the task's own
+    config defaults and ``dataset_defaults`` those of one dataset on top of them, ``build``
     makes the run's :class:`TaskData` from a config, and ``data_tag`` names the data in a default
     run directory. ``options`` are the task-specific config fields this task reads (a run of
     another task refuses them). ``beyond`` maps a label set to one it refines (fine classes to
@@ -56,6 +58,7 @@ class Task:
     build: Callable[..., TaskData]
     data_tag: Callable[..., str]
     defaults: Mapping[str, object] = field(default_factory=dict)
+    dataset_defaults: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     options: tuple[str, ...] = ()
     beyond: Mapping[str, str] = field(default_factory=dict)
 
@@ -125,4 +128,22 @@ def probe_sets(cfg, task: Task, train_x, train_labels: dict, test_x, test_labels
             out[SHUFFLED] = labels[task.irrelevant_label][idx][torch.randperm(idx.shape[0], generator=gen)]
         return prepare(x[idx]), out
 
+    _warn_if_starved(cfg.probe_train, {k: train_labels[k] for k in names})
     return (*pick(train_x, train_labels, tr), *pick(test_x, test_labels, te), *pick(test_x, test_labels, va))
+
+
+# A softmax probe fitted on fewer examples per class than this reads the label's information
+# poorly, and its estimate moves with the draw of the probe set (DESIGN.md section 5).
+PROBE_EXAMPLES_PER_CLASS = 50
+
+
+def _warn_if_starved(probe_train: int, labels: dict) -> None:
+    """Warns, naming the option, when ``probe_train`` gives a label set fewer than
+    PROBE_EXAMPLES_PER_CLASS examples per class."""
+    for name, y in labels.items():
+        classes = int(torch.unique(y).numel())
+        if probe_train < PROBE_EXAMPLES_PER_CLASS * classes:
+            warnings.warn(f"probe_train={probe_train} gives the {classes} '{name}' classes "
+                          f"{probe_train / classes:.0f} probe examples each; the estimate needs about "
+                          f"{PROBE_EXAMPLES_PER_CLASS} per class (probe_train >= "
+                          f"{PROBE_EXAMPLES_PER_CLASS * classes})", stacklevel=3)
