@@ -243,3 +243,15 @@ def test_a_probe_set_with_fewer_than_50_examples_per_class_is_warned_about(probe
     if starved:
         assert said == ["probe_train=100 gives the 10 'fine' classes 10 probe examples each; the estimate needs "
                         "about 50 per class (probe_train >= 500)"]
+
+
+@pytest.mark.parametrize("batch_size", [32, 256])
+def test_warmup_ramps_the_rate_over_the_same_examples_at_every_batch_size(batch_size):
+    plan = Plan(RunConfig(warmup_epochs=2.0, batch_size=batch_size, lr=0.1, lr_schedule="constant"), 1000)
+    halfway = 1000 // batch_size  # one epoch of the two
+    assert plan.lr(0) == pytest.approx(0.1 * batch_size / 2000)
+    assert plan.lr(halfway - 1) == pytest.approx(0.1 * halfway * batch_size / 2000)
+    assert plan.lr(2000 // batch_size + 1) == 0.1 and plan.lr(plan.total_steps - 1) == 0.1
+    rates = [plan.lr(s) for s in range(plan.total_steps)]
+    assert rates == sorted(rates)  # never down during or after the ramp at a constant schedule
+    assert Plan(RunConfig(lr_schedule="constant", warmup_epochs=0.0), 1000).lr(0) == RunConfig().lr

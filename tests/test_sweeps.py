@@ -63,6 +63,22 @@ def test_curve_stats_peak_final_and_drop():
         curve_stats(rows, "h", "other")
 
 
+def test_curve_stats_smoothed_take_peak_and_final_from_a_running_mean():
+    from uinfo_fast.experiments.sweeps import running_mean
+
+    assert running_mean([0.0, 3.0, 0.0, 3.0], 3) == [1.5, 1.0, 2.0, 1.5]
+    assert running_mean([1.0, 2.0], 1) == [1.0, 2.0]
+    with pytest.raises(ValueError, match="smooth"):
+        running_mean([1.0], 0)
+    # one noisy high point: raw, a 75% drop; over three measurements, the peak is the smoothed one
+    rows = [{"step": s, "epoch": float(s), "feature_set": "h", "label_set": "c", "bits": b, "entropy_bits": 1.0}
+            for s, b in enumerate([0.2, 0.2, 0.8, 0.2, 0.2, 0.2])]
+    assert curve_stats(rows, "h", "c")["drop_from_peak"] == pytest.approx(0.75)
+    st = curve_stats(rows, "h", "c", smooth=3)
+    assert st["peak_bits"] == pytest.approx(0.4) and st["final_bits"] == pytest.approx(0.2)
+    assert st["drop_from_peak"] == pytest.approx(0.5)
+
+
 @pytest.mark.slow
 def test_perturbation_runs_baseline_and_perturbed_per_seed(tmp_path):
     out = str(tmp_path / "pert")

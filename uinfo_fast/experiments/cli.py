@@ -106,6 +106,7 @@ _RUN_OPTIONS = [
     ("--momentum", "momentum", float, "SGD momentum"),
     ("--weight-decay", "weight_decay", float, "SGD weight decay"),
     ("--lr-schedule", "lr_schedule", str, "constant, cosine or step"),
+    ("--warmup-epochs", "warmup_epochs", float, "linear learning-rate warm-up over this many epochs (0: none)"),
     ("--early-steps", "early_steps", int, "perturbed early training: number of steps"),
     ("--early-lr", "early_lr", float, "perturbed early training: learning rate"),
     ("--early-batch-size", "early_batch_size", int, "perturbed early training: batch size"),
@@ -242,7 +243,7 @@ def sweep(args) -> int:
     base = RunConfig.for_task(**given)
     out = args.out or os.path.join("runs", f"sweep_{base.task}")
     summary = run_sweep(base, out, args.lrs, args.batch_sizes, args.seeds, layer=args.layer,
-                        progress=not args.quiet, scale_schedule=not args.unscaled_schedule)
+                        progress=not args.quiet, scale_schedule=not args.unscaled_schedule, smooth=args.smooth)
     print(format_summary(summary))
     print(f"wrote {out}/sweep.png and sweep.json")
     return 0
@@ -305,6 +306,8 @@ def _add_grid_parsers(sub) -> None:
     p.add_argument("--unscaled-schedule", action="store_true",
                    help="measure every cell at the steps --track-every/--early-until name (default: scaled by "
                         "--batch-size / the cell's batch size, so that every cell measures after the same examples)")
+    p.add_argument("--smooth", type=int, default=1, metavar="K",
+                   help="take the table's peaks and finals from a running mean over K measurements (default 1)")
     p.add_argument("--out", default=None, help="sweep directory (default: runs/sweep_<task>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=sweep)

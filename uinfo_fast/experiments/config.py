@@ -40,6 +40,7 @@ class RunConfig:
     momentum: float = 0.9
     weight_decay: float = 2e-3
     lr_schedule: str = "step"         # constant | cosine | step (x0.1 at 50% and 75%)
+    warmup_epochs: float = 2.0        # linear learning-rate warm-up over this many epochs (0: none)
     augment: bool = False             # random crop and flip (the digits are placed at random already)
     coherences: list[float] | None = None  # checkerboard: colour coherence levels (default LEARNABLE_COHERENCES)
     hidden: list[int] | None = None   # checkerboard: hidden layer sizes (default 100, 100)
@@ -74,6 +75,7 @@ class RunConfig:
         "n_train": Integer(1), "n_test": Integer(1),
         "width": Integer(1, 1024), "epochs": _POSITIVE, "batch_size": Integer(1), "lr": _POSITIVE,
         "momentum": Real(0.0, 1.0, high_open=True), "weight_decay": Real(0.0), "lr_schedule": Choice(LR_SCHEDULES),
+        "warmup_epochs": Real(0.0),
         "augment": Boolean(), "coherences": NoneOr(ListOf(Real(0.0, 1.0, low_open=True))),
         "early_steps": Integer(0), "early_lr": NoneOr(_POSITIVE), "early_batch_size": NoneOr(Integer(1)),
         "track": Boolean(), "layers": NoneOr(ListOf(Text())), "label_sets": NoneOr(ListOf(Text())),

@@ -14,7 +14,10 @@ class Plan:
     """Step-indexed batches and learning rates, a pure function of the config (for resuming).
 
     Steps [0, early_steps) use the early batch size and learning rate when set; epochs are
-    counted in examples seen, so a perturbed run covers the same data as the plain one.
+    counted in examples seen, so a perturbed run covers the same data as the plain one. A
+    warm-up (``warmup_epochs``) ramps the learning rate up linearly from about 0 over its first
+    epochs (Goyal et al., 2017): SGD at a high rate and a small batch can otherwise sit at chance
+    from initialisation while weight decay shrinks the network until its units are dead.
     """
 
     def __init__(self, cfg: RunConfig, n_train: int):
@@ -65,12 +68,22 @@ class Plan:
         cfg = self.cfg
         if step < self.n_early and cfg.early_lr is not None:
             return cfg.early_lr
-        frac = step / max(1, self.total_steps)
+        return self._schedule(step) * self._warmup(step)
+
+    def _schedule(self, step: int) -> float:
+        cfg, frac = self.cfg, step / max(1, self.total_steps)
         if cfg.lr_schedule == "cosine":
             return cfg.lr * 0.5 * (1 + math.cos(math.pi * frac))
         if cfg.lr_schedule == "step":
             return cfg.lr * (0.1 if frac >= 0.5 else 1.0) * (0.1 if frac >= 0.75 else 1.0)
         return cfg.lr
+
+    def _warmup(self, step: int) -> float:
+        """The linear warm-up's factor: (examples seen, plus this batch) / the warm-up's examples,
+        up to 1. Counted in examples, so that every batch size warms up over the same data."""
+        if self.cfg.warmup_epochs <= 0:
+            return 1.0
+        return min(1.0, (self.offset(step) + self.batch_size(step)) / (self.cfg.warmup_epochs * self.n))
 
 
 def train_step(task: TaskData, plan: Plan, opt: torch.optim.Optimizer, step: int, model: nn.Module | None = None,

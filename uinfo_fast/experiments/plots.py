@@ -91,39 +91,57 @@ def plot_runs(run_dirs: Sequence[str], out_path: str, *, x: str = "step", labels
     return out_path
 
 
+def _sweep_panels(summary: dict) -> list[tuple[str, str, str]]:
+    """(label set, row key, title) of each sweep panel: the irrelevant label, its information
+    beyond the task label when the runs logged it, and the task label."""
+    irr, task, layer = summary["irrelevant_label"], summary["task_label"], summary["layer"]
+    panels = [(irr, "bits", f"{irr} (irrelevant), {layer}")]
+    if all("beyond_peak_bits" in c for c in summary["cells"]):
+        panels.append((irr, "beyond_bits", f"{irr} beyond {task}, {layer}"))
+    return panels + [(task, "bits", f"{task} (task), {layer}")]
+
+
+def _seed_curves(dirs, layer: str, label_set: str, key: str) -> tuple[list, list]:
+    """(epochs, values per epoch over the seeds) of one grid cell, cut to its shortest run."""
+    curves = []
+    for d in dirs:
+        rows = read_log(os.path.join(d, "log.jsonl"))
+        curves.append(sorted((r["epoch"], r[key]) for r in rows if r["feature_set"] == layer
+                             and r["label_set"] == label_set and r.get(key) is not None))
+    n = min(len(c) for c in curves)
+    return [curves[0][i][0] for i in range(n)], [[c[i][1] for c in curves] for i in range(n)]
+
+
 def plot_sweep(summary: dict, cells: dict, out_path: str) -> str:
-    """Sweep figure: irrelevant label (left) and task label (right) at the summary's layer, one line
-    per (lr, batch) cell, mean over seeds with a min-max band, against epochs."""
+    """Sweep figure at the summary's layer: the irrelevant label, its information beyond the task
+    label (when logged) and the task label, one line per (lr, batch) cell, mean over seeds with a
+    min-max band, against epochs; the shuffled-label floor (when the runs had the control) as a
+    grey band around 0 in the beyond panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    layer = summary["layer"]
-    labels = [summary["irrelevant_label"], summary["task_label"]]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    panels = _sweep_panels(summary)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ci, ((lr, bs), dirs) in enumerate(cells.items()):
-        for ax, lab in zip(axes, labels):
-            curves = []
-            for d in dirs:
-                rows = read_log(os.path.join(d, "log.jsonl"))
-                pts = sorted((r["epoch"], r["bits"]) for r in rows
-                             if r["feature_set"] == layer and r["label_set"] == lab and r["bits"] is not None)
-                curves.append(pts)
-            n = min(len(c) for c in curves)
-            xs = [curves[0][i][0] for i in range(n)]
-            ys = [[c[i][1] for c in curves] for i in range(n)]
-            mean = [sum(v) / len(v) for v in ys]
-            colour = colours[ci % len(colours)]
-            ax.plot(xs, mean, color=colour, lw=1.5, label=f"lr {lr:g}, batch {bs} ({len(dirs)} seeds)")
+        colour = colours[ci % len(colours)]
+        for ax, (lab, key, _) in zip(axes[0], panels):
+            xs, ys = _seed_curves(dirs, summary["layer"], lab, key)
+            ax.plot(xs, [sum(v) / len(v) for v in ys], color=colour, lw=1.5,
+                    label=f"lr {lr:g}, batch {bs} ({len(dirs)} seeds)")
             if len(dirs) > 1:
                 ax.fill_between(xs, [min(v) for v in ys], [max(v) for v in ys], color=colour, alpha=0.18, lw=0)
-    for ax, lab in zip(axes, labels):
-        ax.set_title(f"{lab} ({'irrelevant' if lab == labels[0] else 'task'}), {layer}")
+    floors = [c["floor_bits"] for c in summary["cells"] if c.get("floor_bits") is not None]
+    for ax, (_, key, title) in zip(axes[0], panels):
+        if key == "beyond_bits" and floors:
+            ax.axhspan(-max(floors), max(floors), color="0.5", alpha=0.25, lw=0, label="shuffled-label floor")
+            ax.legend(fontsize=7)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch")
-    axes[0].set_ylabel("usable information (bits)")
-    axes[1].legend(fontsize=7)
+    axes[0, 0].set_ylabel("usable information (bits)")
+    axes[0, -1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_path, dpi=120)
     plt.close(fig)

@@ -14,6 +14,7 @@ import math
 import os
 from collections.abc import Sequence
 
+from ..engine.params import Integer, check_param
 from ..tasks.registry import SHUFFLED, get_task
 from ..tracking.log import atomic_write_json
 from .config import RunConfig
@@ -40,14 +41,24 @@ def _finished(run_dir: str, cfg: RunConfig) -> bool:
     return True
 
 
-def curve_stats(rows: Sequence[dict], layer: str, label_set: str, key: str = "bits") -> dict:
+def running_mean(values: Sequence[float], k: int) -> list[float]:
+    """Mean over each value's window of ``k`` measurements centred on it (cut at the ends)."""
+    check_param("smooth", k, Integer(1))
+    lo, hi = (k - 1) // 2, k // 2
+    return [sum(values[max(0, i - lo):i + hi + 1]) / len(values[max(0, i - lo):i + hi + 1])
+            for i in range(len(values))]
+
+
+def curve_stats(rows: Sequence[dict], layer: str, label_set: str, key: str = "bits", smooth: int = 1) -> dict:
     """Peak, final value, and the drop from peak to end (share of the peak) of one curve: of the
-    rows' ``key`` ("bits", or "beyond_bits": the label's information beyond its reference)."""
+    rows' ``key`` ("bits", or "beyond_bits": the label's information beyond its reference), after a
+    running mean over ``smooth`` measurements (1: as measured). A peak over single noisy
+    measurements is high by the noise, and so is a drop from it; smoothing lowers both."""
     pts = sorted((r["step"], r[key], r["epoch"], r["entropy_bits"]) for r in rows
                  if r["feature_set"] == layer and r["label_set"] == label_set and r.get(key) is not None)
     if not pts:
         raise ValueError(f"no rows for layer {layer!r}, label set {label_set!r}")
-    bits = [p[1] for p in pts]
+    bits = running_mean([p[1] for p in pts], smooth)
     peak_i = max(range(len(bits)), key=bits.__getitem__)
     peak, final = bits[peak_i], bits[-1]
     return {"peak_bits": peak, "peak_epoch": pts[peak_i][2], "final_bits": final,
@@ -74,10 +85,13 @@ def cell_schedule(base: RunConfig, batch_size: int) -> dict:
 
 
 def run_sweep(base: RunConfig, out_dir: str, lrs: Sequence[float], batch_sizes: Sequence[int], seeds: Sequence[int],
-              *, layer: str | None = None, progress: bool = True, log=print, scale_schedule: bool = True) -> dict:
+              *, layer: str | None = None, progress: bool = True, log=print, scale_schedule: bool = True,
+              smooth: int = 1) -> dict:
     """Runs (or skips, or resumes) every grid cell, then writes sweep.json and sweep.png.
     ``scale_schedule``: each cell's measurement schedule scaled to its batch size
-    (:func:`cell_schedule`); False: every cell measures at ``base``'s steps."""
+    (:func:`cell_schedule`); False: every cell measures at ``base``'s steps. ``smooth``: the
+    tables' peaks and finals from a running mean over this many measurements."""
+    check_param("smooth", smooth, Integer(1))
     if not lrs or not batch_sizes or not seeds:
         raise ValueError("a sweep needs at least one learning rate, one batch size and one seed")
     os.makedirs(out_dir, exist_ok=True)
@@ -90,7 +104,7 @@ def run_sweep(base: RunConfig, out_dir: str, lrs: Sequence[float], batch_sizes: 
                 run_dir = os.path.join(out_dir, run_name(lr, bs, seed))
                 _run_or_skip(cfg, run_dir, progress, log)
                 cells.setdefault((float(lr), int(bs)), []).append(run_dir)
-    summary = summarise(base.task, cells, layer)
+    summary = summarise(base.task, cells, layer, smooth)
     atomic_write_json(os.path.join(out_dir, "sweep.json"), summary)
     from .plots import plot_sweep
 
@@ -98,20 +112,22 @@ def run_sweep(base: RunConfig, out_dir: str, lrs: Sequence[float], batch_sizes: 
     return summary
 
 
-def summarise(task: str, cells: dict, layer: str | None = None) -> dict:
-    """Per grid cell and seed: curve statistics of the task and the irrelevant label at ``layer``
-    (default: the last layer tracked), plus their mean and standard deviation over seeds."""
+def summarise(task: str, cells: dict, layer: str | None = None, smooth: int = 1) -> dict:
+    """Per grid cell and seed: curve statistics (:func:`curve_stats`, over ``smooth``
+    measurements) of the task and the irrelevant label at ``layer`` (default: the last layer
+    tracked), plus their mean and standard deviation over seeds."""
     task_label, irrelevant = get_task(task).task_label, get_task(task).irrelevant_label
-    out = {"task": task, "task_label": task_label, "irrelevant_label": irrelevant, "cells": []}
+    out = {"task": task, "task_label": task_label, "irrelevant_label": irrelevant, "smooth": smooth, "cells": []}
     for (lr, bs), dirs in cells.items():
         per_seed = []
         for d in dirs:
             _, rows = load_run(d)
             lay = layer or rows[-1]["feature_set"]
             beyond = any(r.get("beyond_bits") is not None for r in rows if r["label_set"] == irrelevant)
-            per_seed.append({"run": d, "layer": lay, "task": curve_stats(rows, lay, task_label),
-                             "irrelevant": curve_stats(rows, lay, irrelevant), "floor_bits": noise_floor(rows, lay),
-                             **({"beyond": curve_stats(rows, lay, irrelevant, "beyond_bits")} if beyond else {})})
+            per_seed.append({"run": d, "layer": lay, "task": curve_stats(rows, lay, task_label, smooth=smooth),
+                             "irrelevant": curve_stats(rows, lay, irrelevant, smooth=smooth),
+                             "floor_bits": noise_floor(rows, lay),
+                             **({"beyond": curve_stats(rows, lay, irrelevant, "beyond_bits", smooth)} if beyond else {})})
         out["layer"] = per_seed[0]["layer"]
         agg = {}
         for which in ("task", "irrelevant", "beyond"):
@@ -157,7 +173,9 @@ def format_summary(summary: dict) -> str:
     """A Markdown table of a sweep summary (mean ± sd over seeds)."""
     cols = _columns(summary)
     floor = cols[-1][0] == "floor (bits)"
-    lines = [f"layer {summary['layer']}; mean ± sd over seeds" + ("; floor: the largest |bits| about the shuffled "
+    smooth = summary.get("smooth", 1)
+    lines = [f"layer {summary['layer']}; mean ± sd over seeds" + (
+        f"; peaks and finals of a running mean over {smooth} measurements" if smooth > 1 else "") + ("; floor: the largest |bits| about the shuffled "
                                                                  "label in any seed" if floor else ""),
              "| lr | batch | seeds | " + " | ".join(h for h, _ in cols) + " |", "|---" * (3 + len(cols)) + "|"]
     for c in summary["cells"]:
