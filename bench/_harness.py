@@ -1,11 +1,19 @@
-"""What the bench scripts share: the machine's name for table headers, and the default run's
-network, data and optimiser set up as ``uinfo-fast run`` sets them up."""
+"""What the bench scripts share: the machine's name for table headers, the run configuration
+they measure, and its network, data and optimiser set up as ``uinfo-fast run`` sets them up."""
 import platform
 
 import torch
 
 from uinfo_fast.experiments import Plan, RunConfig
 from uinfo_fast.tasks import build_task
+
+# The network, data and training of the default `uinfo-fast run` as of uinfo-fast 0.2 (the
+# synthetic CIFAR-100-shaped set), pinned so that the benches keep measuring what bench/RESULTS.md
+# recorded when the default run changes (issue 16 made the digit set the default).
+PINNED = dict(task="images", dataset="synthetic", n_train=10_000, n_test=2_000, width=8, epochs=5.0, batch_size=128,
+              lr=0.1, momentum=0.9, weight_decay=5e-4, lr_schedule="constant", warmup_epochs=0.0, augment=True,
+              probe_train=1_200, probe_val=300, probe_test=500, track_every=50, early_until=50, early_points=6,
+              l2_grid=[1e-4, 1e-3, 1e-2, 1e-1], n_bootstrap=200, probe_tol=1e-5)
 
 
 def machine_name(device: torch.device) -> str:

@@ -25,15 +25,10 @@ import torch
 
 from uinfo_fast.experiments import RunConfig, run_experiment
 
-from _harness import machine_name  # noqa: E402  (bench/, the script's folder)
+from _harness import PINNED, machine_name  # noqa: E402  (bench/, the script's folder)
 
-# The network, data and training of the default `uinfo-fast run` as of uinfo-fast 0.2, pinned here
-# so that this bench keeps measuring the same thing when the default run changes.
-PINNED = dict(task="images", dataset="synthetic", n_train=10_000, n_test=2_000, width=8, epochs=5.0, batch_size=128,
-              lr=0.1, momentum=0.9, weight_decay=5e-4, probe_train=1_200, probe_val=300, probe_test=500,
-              l2_grid=[1e-4, 1e-3, 1e-2, 1e-1], n_bootstrap=200, probe_tol=1e-5)
 SIZES = {
-    # the default `uinfo-fast run` configuration
+    # the default `uinfo-fast run` configuration of uinfo-fast 0.2
     "cpu": dict(PINNED, device="cpu"),
     # CIFAR-100 size: 50,000 training images of the synthetic set, standard-width ResNet-18
     "gpu": dict(PINNED, device="cuda", n_train=50_000, n_test=10_000, width=64, epochs=2.0, probe_train=5_000,

@@ -24,7 +24,7 @@ import torch
 from uinfo_fast.engine import estimate
 from uinfo_fast.experiments import RunConfig, make_tracker, train_step
 
-from _harness import machine_name, training_setup
+from _harness import PINNED, machine_name, training_setup
 
 
 def captured_measurements(cfg: RunConfig):
@@ -60,8 +60,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tols", default="1e-4,1e-5")
     args = p.parse_args(argv)
-    cfg = RunConfig(epochs=2.0, n_train=1000, n_test=600, width=4, probe_train=300, probe_val=100, probe_test=200,
-                    batch_size=50, track_every=4, seed=3, n_bootstrap=0)
+    cfg = RunConfig(**{**PINNED, **dict(epochs=2.0, n_train=1000, n_test=600, width=4, probe_train=300, probe_val=100,
+                                        probe_test=200, batch_size=50, track_every=4, seed=3, n_bootstrap=0)})
     measurements = list(captured_measurements(cfg))
     base = measurements[0][2].options
     print(f"# {len(measurements)} measurements x {len(base.l2_grid)} penalties, 4 layers x (coarse, fine), "

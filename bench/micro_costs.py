@@ -71,9 +71,9 @@ def bookkeeping_ms_per_iteration(generic: bool) -> float:
 def measurement_split(train_steps: int = 100, repeats: int = 3) -> tuple[float, float]:
     from uinfo_fast.experiments import RunConfig, make_tracker, train_step
 
-    from _harness import training_setup
+    from _harness import PINNED, training_setup
 
-    cfg = RunConfig(layers=["layer2", "layer3", "layer4"])
+    cfg = RunConfig(**PINNED, layers=["layer2", "layer3", "layer4"])
     task, plan, opt = training_setup(cfg)
     tracker = make_tracker(cfg, task, None)
     capture, total = [], []
@@ -96,7 +96,9 @@ def capture_seconds(channels_last: bool, repeats: int = 3) -> float:
     from uinfo_fast.tasks import build_task
     from uinfo_fast.tracking import FeatureCapture
 
-    task = build_task(RunConfig())
+    from _harness import PINNED
+
+    task = build_task(RunConfig(**PINNED))
     x = torch.cat([task.probe_train_x, task.probe_val_x, task.probe_test_x])
     x = x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
     capture = FeatureCapture(task.model, task.layers)

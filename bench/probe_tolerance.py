@@ -13,14 +13,14 @@ import time
 from uinfo_fast.experiments import RunConfig, train_step
 from uinfo_fast.tracking import UsableInfoTracker
 
-from _harness import training_setup
+from _harness import PINNED, training_setup
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--steps", type=int, default=200)
 p.add_argument("--tols", default="1e-5,1e-4,3e-4,1e-3")
 args = p.parse_args()
 
-cfg = RunConfig(layers=["layer2", "layer3", "layer4"])
+cfg = RunConfig(**PINNED, layers=["layer2", "layer3", "layer4"])
 task, plan, opt = training_setup(cfg)
 model = task.model
 for step in range(args.steps):

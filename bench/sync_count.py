@@ -19,7 +19,7 @@ import torch
 from uinfo_fast.experiments import RunConfig, make_tracker
 from uinfo_fast.tasks import build_task
 
-from _harness import machine_name
+from _harness import PINNED, machine_name
 
 
 def count_syncs(fn) -> int:
@@ -38,8 +38,8 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("sync_count: needs a CUDA device", file=sys.stderr)
         return 2
-    cfg = RunConfig(device="cuda", width=64, n_train=2_000, n_test=2_000, layers=["layer2", "layer3", "layer4"],
-                    n_bootstrap=200)
+    cfg = RunConfig(**{**PINNED, **dict(device="cuda", width=64, n_train=2_000, n_test=2_000,
+                                        layers=["layer2", "layer3", "layer4"])})
     task = build_task(cfg)
     print(f"# host synchronisations of a warm measurement, on {machine_name(torch.device('cuda'))}")
     tracker = make_tracker(cfg, task, None)

@@ -255,3 +255,10 @@ def test_warmup_ramps_the_rate_over_the_same_examples_at_every_batch_size(batch_
     rates = [plan.lr(s) for s in range(plan.total_steps)]
     assert rates == sorted(rates)  # never down during or after the ramp at a constant schedule
     assert Plan(RunConfig(lr_schedule="constant", warmup_epochs=0.0), 1000).lr(0) == RunConfig().lr
+
+
+def test_a_config_written_before_the_warmup_existed_reads_back_without_one():
+    saved = RunConfig(lr_schedule="constant").to_json()
+    del saved["warmup_epochs"]
+    assert RunConfig.from_json(saved).warmup_epochs == 0.0  # as the run was made, not today's default
+    assert RunConfig.from_json(RunConfig().to_json()) == RunConfig()

@@ -123,8 +123,14 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, d: dict) -> RunConfig:
+        """The config a ``config.json`` holds. A field it lacks (written before the field existed)
+        takes the value that reproduces the run as it was made (``_BEFORE_IT_EXISTED``), else its default."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"config has unknown keys {unknown}")
-        return cls(**d)
+        return cls(**{**_BEFORE_IT_EXISTED, **d})
+
+
+# Fields whose default is not what runs did before the field was added.
+_BEFORE_IT_EXISTED = {"warmup_epochs": 0.0}
