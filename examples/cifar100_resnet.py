@@ -23,7 +23,7 @@ if args.data_dir:  # the real thing: standard-width ResNet-18, high learning rat
                     epochs=args.epochs or 60, lr=0.1, batch_size=128, lr_schedule="cosine", probe_train=10_000,
                     probe_test=5_000, track_every=200, early_until=200, device=args.device)
 else:
-    cfg = RunConfig(epochs=args.epochs or 5, device=args.device)
+    cfg = RunConfig.for_task(dataset="synthetic", epochs=args.epochs or 5, device=args.device)  # CIFAR-100-shaped
 summary = run_experiment(cfg, args.out)
 print(summary)
 print(f"log: {args.out}/log.jsonl, figure: {args.out}/usable_information.png")

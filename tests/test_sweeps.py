@@ -32,7 +32,8 @@ def test_sweep_runs_each_cell_once_and_skips_finished_runs(tmp_path, monkeypatch
     assert [c["seeds"] for c in summary["cells"]] == [2, 2]
     assert os.path.getsize(os.path.join(out, "sweep.png")) > 1000
     assert json.load(open(os.path.join(out, "sweep.json")))["irrelevant_label"] == "colour"
-    assert "| 0.1 | 32 | 2 |" in format_summary(summary)
+    assert "| 0.1 | 32 | 2 |" in format_summary(summary) and "training loss (nats)" in format_summary(summary)
+    assert all(r["train_loss"] >= 0 for c in summary["cells"] for r in c["runs"])
 
     calls.clear()  # a second call: nothing to run
     run_sweep(_base(), out, [0.1, 0.01], [32], [0, 1], progress=False, log=lambda *_: None)
@@ -136,3 +137,13 @@ def test_sweep_summary_and_table_carry_the_information_beyond_the_task_label(tmp
     assert cell["beyond_drop_from_peak"]["mean"] == pytest.approx((2 / 3 + 1 / 4) / 2)  # 0.6 -> 0.2, 0.4 -> 0.3
     table = format_summary(summary)
     assert "fine beyond coarse: drop from peak" in table and "46% ± " in table
+
+
+def test_every_cell_of_a_sweep_measures_after_the_same_examples():
+    from uinfo_fast.experiments.sweeps import cell_schedule
+
+    base = RunConfig(batch_size=32, track_every=160, early_until=160)
+    assert cell_schedule(base, 256) == {"batch_size": 256, "track_every": 20, "early_until": 20}
+    assert cell_schedule(base, 32) == {"batch_size": 32, "track_every": 160, "early_until": 160}
+    assert cell_schedule(RunConfig(batch_size=32, track_every=3, early_until=0), 1024) == {
+        "batch_size": 1024, "track_every": 1, "early_until": 0}

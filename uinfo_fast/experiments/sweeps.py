@@ -10,6 +10,7 @@ with the task label's beside it, against epochs (batch sizes differ, so steps do
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -112,6 +113,20 @@ def run_sweep(base: RunConfig, out_dir: str, lrs: Sequence[float], batch_sizes: 
     return summary
 
 
+def _seed_stats(run_dir: str, layer: str | None, task_label: str, irrelevant: str, smooth: int) -> dict:
+    """One run's curve statistics at ``layer`` (default: its last tracked), its floor, and the
+    training loss and test accuracy its summary.json records (None where it has none)."""
+    _, rows = load_run(run_dir)
+    lay = layer or rows[-1]["feature_set"]
+    beyond = any(r.get("beyond_bits") is not None for r in rows if r["label_set"] == irrelevant)
+    path = os.path.join(run_dir, "summary.json")
+    done = json.load(open(path)) if os.path.exists(path) else {}
+    return {"run": run_dir, "layer": lay, "task": curve_stats(rows, lay, task_label, smooth=smooth),
+            "irrelevant": curve_stats(rows, lay, irrelevant, smooth=smooth), "floor_bits": noise_floor(rows, lay),
+            "train_loss": done.get("train_loss"), "test_accuracy": done.get("test_accuracy"),
+            **({"beyond": curve_stats(rows, lay, irrelevant, "beyond_bits", smooth)} if beyond else {})}
+
+
 def summarise(task: str, cells: dict, layer: str | None = None, smooth: int = 1) -> dict:
     """Per grid cell and seed: curve statistics (:func:`curve_stats`, over ``smooth``
     measurements) of the task and the irrelevant label at ``layer`` (default: the last layer
@@ -119,15 +134,7 @@ def summarise(task: str, cells: dict, layer: str | None = None, smooth: int = 1)
     task_label, irrelevant = get_task(task).task_label, get_task(task).irrelevant_label
     out = {"task": task, "task_label": task_label, "irrelevant_label": irrelevant, "smooth": smooth, "cells": []}
     for (lr, bs), dirs in cells.items():
-        per_seed = []
-        for d in dirs:
-            _, rows = load_run(d)
-            lay = layer or rows[-1]["feature_set"]
-            beyond = any(r.get("beyond_bits") is not None for r in rows if r["label_set"] == irrelevant)
-            per_seed.append({"run": d, "layer": lay, "task": curve_stats(rows, lay, task_label, smooth=smooth),
-                             "irrelevant": curve_stats(rows, lay, irrelevant, smooth=smooth),
-                             "floor_bits": noise_floor(rows, lay),
-                             **({"beyond": curve_stats(rows, lay, irrelevant, "beyond_bits", smooth)} if beyond else {})})
+        per_seed = [_seed_stats(d, layer, task_label, irrelevant, smooth) for d in dirs]
         out["layer"] = per_seed[0]["layer"]
         agg = {}
         for which in ("task", "irrelevant", "beyond"):
@@ -135,6 +142,9 @@ def summarise(task: str, cells: dict, layer: str | None = None, smooth: int = 1)
                 continue
             for key in ("peak_bits", "final_bits", "drop_from_peak", "final_share_of_entropy"):
                 agg[f"{which}_{key}"] = _mean_sd([s[which][key] for s in per_seed])
+        for key in ("train_loss", "test_accuracy"):
+            if all(s[key] is not None for s in per_seed):
+                agg[key] = _mean_sd([s[key] for s in per_seed])
         floors = [s["floor_bits"] for s in per_seed if s["floor_bits"] is not None]
         agg["floor_bits"] = max(floors) if floors else None
         out["cells"].append({"lr": lr, "batch_size": bs, "seeds": len(dirs), "runs": per_seed, **agg})
@@ -164,6 +174,9 @@ def _columns(summary: dict) -> list[tuple[str, object]]:
     cols += [(f"{task}: final (bits)", lambda c: _bits(c["task_final_bits"])),
              (f"{task}: final / H", lambda c: _share(c["task_final_share_of_entropy"])),
              (f"{task}: drop from peak", lambda c: _share(c["task_drop_from_peak"]))]
+    if all("train_loss" in c for c in summary["cells"]):
+        cols += [("training loss (nats)", lambda c: f"{c['train_loss']['mean']:.3f} ± {c['train_loss']['sd']:.3f}"),
+                 (f"{task} test accuracy", lambda c: f"{c['test_accuracy']['mean']:.3f} ± {c['test_accuracy']['sd']:.3f}")]
     if any(c.get("floor_bits") is not None for c in summary["cells"]):
         cols.append(("floor (bits)", lambda c: "-" if c["floor_bits"] is None else f"{c['floor_bits']:.3f}"))
     return cols
