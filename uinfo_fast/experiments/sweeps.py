@@ -156,6 +156,8 @@ def _bits(d: dict) -> str:
 
 
 def _share(d: dict) -> str:
+    if math.isnan(d["mean"]):  # a drop from a peak at or below 0 bits
+        return "-"
     return f"{100 * d['mean']:.0f}% ± {100 * d['sd']:.0f}"
 
 
