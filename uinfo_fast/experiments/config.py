@@ -91,7 +91,7 @@ class RunConfig:
 
     def __post_init__(self):
         task = get_task(self.task)
-        self.dataset = task.datasets[0] if self.dataset is None else self.dataset
+        self.dataset = task.default_dataset if self.dataset is None else self.dataset
         check_param("dataset", self.dataset, Choice(task.datasets))
         validate_params(self, self._CONSTRAINTS)
         self._check_task_options(task)
@@ -120,7 +120,7 @@ class RunConfig:
         """The task's defaults, its dataset's on top (the dataset ``overrides`` names, else the
         task's default), and ``overrides`` on top of both."""
         spec = get_task(task)
-        dataset = overrides.get("dataset") or spec.defaults.get("dataset") or spec.datasets[0]
+        dataset = overrides.get("dataset") or spec.default_dataset
         return cls(**{"task": task, **spec.defaults, **spec.dataset_defaults.get(dataset, {}), **overrides})
 
     @classmethod

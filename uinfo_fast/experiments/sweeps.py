@@ -46,8 +46,8 @@ def running_mean(values: Sequence[float], k: int) -> list[float]:
     """Mean over each value's window of ``k`` measurements centred on it (cut at the ends)."""
     check_param("smooth", k, Integer(1))
     lo, hi = (k - 1) // 2, k // 2
-    return [sum(values[max(0, i - lo):i + hi + 1]) / len(values[max(0, i - lo):i + hi + 1])
-            for i in range(len(values))]
+    windows = (values[max(0, i - lo):i + hi + 1] for i in range(len(values)))
+    return [sum(w) / len(w) for w in windows]
 
 
 def curve_stats(rows: Sequence[dict], layer: str, label_set: str, key: str = "bits", smooth: int = 1) -> dict:

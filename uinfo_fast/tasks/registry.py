@@ -59,6 +59,11 @@ class Task:
     data_tag: Callable[..., str]
     defaults: Mapping[str, object] = field(default_factory=dict)
     dataset_defaults: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+
+    @property
+    def default_dataset(self) -> str:
+        """The dataset a config that names none gets."""
+        return self.defaults.get("dataset", self.datasets[0])
     options: tuple[str, ...] = ()
     beyond: Mapping[str, str] = field(default_factory=dict)
 
@@ -128,7 +133,7 @@ def probe_sets(cfg, task: Task, train_x, train_labels: dict, test_x, test_labels
             out[SHUFFLED] = labels[task.irrelevant_label][idx][torch.randperm(idx.shape[0], generator=gen)]
         return prepare(x[idx]), out
 
-    _warn_if_starved(cfg.probe_train, {k: train_labels[k] for k in names})
+    _warn_if_starved(int(tr.numel()), {k: train_labels[k] for k in names})
     return (*pick(train_x, train_labels, tr), *pick(test_x, test_labels, te), *pick(test_x, test_labels, va))
 
 
