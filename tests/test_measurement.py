@@ -67,9 +67,11 @@ def test_a_warm_measurement_fits_every_layer_in_one_call_then_polishes_in_one(co
     cold = list(counting.fits)
     counting.fits.clear()
     tracker.measure(1)
-    # then at most one more, for the finalists that need polishing, of every layer at once
-    assert cold[:3] == [4, 4, 4] and len(cold) <= 4
-    assert counting.fits[:1] == [4] and len(counting.fits) <= 2  # warm: the grid in one call
+    # then one per decade the grid is widened by and at most one more, for the finalists that
+    # need polishing, each of every layer at once
+    from uinfo_fast.engine.estimator import GRID_EXTENSION
+    assert cold[:3] == [4, 4, 4] and len(cold) <= 3 + GRID_EXTENSION + 1
+    assert counting.fits[:1] == [4] and len(counting.fits) <= 1 + GRID_EXTENSION + 1  # warm: the grid in one call
 
 
 class _Broken(nn.Module):

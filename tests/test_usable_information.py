@@ -52,10 +52,11 @@ def test_bits_are_entropy_minus_test_cross_entropy_and_mean_of_pointwise():
 def test_warm_start_from_previous_measurement():
     x, y = _clusters(1000, noise=1.5)
     xt, yt = _clusters(400, seed=1, noise=1.5)
-    first = uf.estimate_usable_information(x, y, xt, yt, n_bootstrap=0)
+    same_grid = dict(n_bootstrap=0, grid_extension=0)  # iterations compared over the same probes
+    first = uf.estimate_usable_information(x, y, xt, yt, **same_grid)
     x2 = x + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
-    warm = uf.estimate_usable_information(x2, y, xt, yt, n_bootstrap=0, warm_start=first)
-    cold = uf.estimate_usable_information(x2, y, xt, yt, n_bootstrap=0)
+    warm = uf.estimate_usable_information(x2, y, xt, yt, warm_start=first, **same_grid)
+    cold = uf.estimate_usable_information(x2, y, xt, yt, **same_grid)
     assert int(warm.fits["features"].n_iter.sum()) < int(cold.fits["features"].n_iter.sum()) / 2
     for a, b in zip(warm.results, cold.results):
         assert abs(a.bits - b.bits) < 1e-3

@@ -15,22 +15,28 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm.auto import tqdm
 
-from .fit import (SCHEDULES, FitOptions, ProbeFit, compatible_init, fit_feature_sets, polish, standardisation,
-                  standardise)
+from .fit import (SCHEDULES, FitOptions, ProbeFit, fit_feature_sets, fit_further, polish, regridded,
+                  standardisation, standardise)
 from .inputs import Features, Labels, check_feature_splits, check_label_splits
-from .results import UsableInformation
-from .scoring import score_all, unfinished_finalists, validation_ce
+from .results import UsableInformation, UsableInformationResult
+from .scoring import TIE_NATS, score_all, unfinished_finalists, validation_ce
 from .params import Boolean, Choice, Integer, NoneOr, Real, validate_params
 from .validation import check_l2
 
-# Penalties for standardised features: scikit-learn's default C = 1 is l2 = 1 / N, about 2e-5
-# at N = 50,000; the grid spans four decades around and above it.
-DEFAULT_L2_GRID = tuple(float(v) for v in torch.logspace(-5, -1, 8, dtype=torch.float64))
+# Penalties for standardised features, the one default grid of the API, the tracker and the
+# command line: scikit-learn's default C = 1 is l2 = 1 / N, 1e-4 at N = 10,000. The top, 10,
+# is where a layer that carries nothing about a label is fitted best (a near-constant probe);
+# a grid that stops short of it reads such a layer below 0 bits. Where the validation minimum
+# lies past either end anyway, the estimator widens the grid (GRID_EXTENSION).
+DEFAULT_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+# Decades the search may go past each end of the grid given, one at a time, while the penalty
+# at that end beats its neighbour on validation by more than the tie tolerance.
+GRID_EXTENSION = 3
 _OPEN_UNIT = Real(0.0, 1.0, low_open=True, high_open=True)
 # The finalists of each label set (the best few by validation cross-entropy after the grid fit)
 # are fitted on in float64 (fit.polish) until max |gradient| <= min(tol, POLISH_L2_TOL * l2)
@@ -57,8 +63,9 @@ class EstimatorOptions:
     tol: float = 1e-5
     schedule: str = "auto"
     polish_l2_tol: float | None = POLISH_L2_TOL  # None: choose between the probes as the grid fit left them
+    grid_extension: int = GRID_EXTENSION  # 0: search the grid as given
 
-    _CONSTRAINTS = {"val_fraction": _OPEN_UNIT, "standardize": Boolean(), "n_bootstrap": Integer(0),
+    _CONSTRAINTS = {"grid_extension": Integer(0), "val_fraction": _OPEN_UNIT, "standardize": Boolean(), "n_bootstrap": Integer(0),
                     "confidence": _OPEN_UNIT, "seed": Integer(), "schedule": Choice(SCHEDULES),
                     "polish_l2_tol": NoneOr(Real(0.0, low_open=True))}
 
@@ -108,15 +115,17 @@ def set_rows(name: str, features: Features, labels: Labels, options: EstimatorOp
 
 
 def warm_inits(warm_start: UsableInformation | None, rows: dict[str, SetRows], labels: Labels,
-               options: EstimatorOptions) -> dict[str, ProbeFit | None]:
-    """The earlier fit of each feature set where its layout still fits, else None (a cold start)."""
-    counts, grid = [labels.num_classes[n] for n in labels.names], list(options.l2_grid)
+               grid: list[float]) -> dict[str, ProbeFit | None]:
+    """The earlier fit of each feature set, laid out on ``grid`` (:func:`regridded`), where its
+    label sets, classes and width still fit; else None (a cold start)."""
+    counts = [labels.num_classes[n] for n in labels.names]
     inits = {}
     for name, r in rows.items():
         warm = warm_start.fits.get(name) if warm_start is not None else None
-        ok = warm is not None and warm.label_names == labels.names and compatible_init(warm, counts, grid,
-                                                                                        r.x_fit.shape[1])
-        inits[name] = warm if ok else None
+        ok = (warm is not None and warm.label_names == labels.names and warm.num_classes == counts
+              and warm.weight.shape[0] == r.x_fit.shape[1])
+        inits[name] = (warm if warm.l2 == [float(v) for _ in counts for v in grid] else regridded(warm, grid)) \
+            if ok else None
     return inits
 
 
@@ -124,21 +133,91 @@ def fit_all(rows: dict[str, SetRows], labels: Labels, options: EstimatorOptions,
             warm_start: UsableInformation | None) -> dict[str, ProbeFit]:
     """Every (feature set, label set, penalty) probe, in one op call from warm starts (one per
     penalty from a cold start)."""
-    names = labels.names
+    names, grid = labels.names, list(options.l2_grid)
     return fit_feature_sets({n: r.x_fit for n, r in rows.items()}, labels.stacked("train"), names,
-                            [labels.num_classes[n] for n in names], list(options.l2_grid),
-                            warm_inits(warm_start, rows, labels, options), options.fit,
-                            {n: r.scaling for n, r in rows.items()}, [labels.classes[n] for n in names])
+                            [labels.num_classes[n] for n in names], grid, warm_inits(warm_start, rows, labels, grid),
+                            options.fit, {n: r.scaling for n, r in rows.items()}, [labels.classes[n] for n in names])
+
+
+def grid_of(fit: ProbeFit) -> list[float]:
+    """The penalties a fit holds, ascending."""
+    return sorted(set(fit.l2))
+
+
+def extension_bounds(options: EstimatorOptions) -> tuple[float, float]:
+    """The smallest and largest penalty the search may reach."""
+    positive = [v for v in options.l2_grid if v > 0] or [0.0]
+    factor = 10.0 ** options.grid_extension
+    return min(positive) / factor * (1 - 1e-9), max(options.l2_grid) * factor * (1 + 1e-9)
+
+
+def edge_pulls(fits: dict[str, ProbeFit], val_ce: dict[str, torch.Tensor]) -> dict[str, list[tuple[bool, bool]]]:
+    """Per feature set and label set: whether (its smallest penalty, its largest penalty) beats
+    its neighbour on validation by more than the tie tolerance, so that the minimum may lie past
+    that end. One host synchronisation for every feature set."""
+    flags = []
+    for name, fit in fits.items():
+        grid, dev = grid_of(fit), val_ce[name].device
+        if len(grid) < 2:
+            flags.append(torch.zeros(len(fit.label_names), 2, dtype=torch.bool, device=dev))
+            continue
+        probes = torch.tensor([[fit.index(label, v) for v in grid] for label in fit.label_names], device=dev)
+        vals = val_ce[name][probes]
+        flags.append(torch.stack([vals[:, 0] < vals[:, 1] - TIE_NATS, vals[:, -1] < vals[:, -2] - TIE_NATS], 1))
+    host = torch.cat(flags).tolist()
+    out, start = {}, 0
+    for name, fit in fits.items():
+        out[name] = [tuple(p) for p in host[start:start + len(fit.label_names)]]
+        start += len(fit.label_names)
+    return out
+
+
+def widened(grid: list[float], pulls: list[tuple[bool, bool]], options: EstimatorOptions) -> list[float]:
+    """``grid`` with a decade added past each end that a label set's validation minimum pulls
+    at, within :func:`extension_bounds`."""
+    low, high = extension_bounds(options)
+    wider = list(grid)
+    if any(p[0] for p in pulls) and grid[0] > 0 and grid[0] / 10 >= low:
+        wider.insert(0, grid[0] / 10)
+    if any(p[1] for p in pulls) and grid[-1] > 0 and grid[-1] * 10 <= high:
+        wider.append(grid[-1] * 10)
+    return wider
+
+
+def widen(fits: dict[str, ProbeFit], val_ce: dict, rows: dict[str, SetRows], labels: Labels,
+          options: EstimatorOptions) -> tuple[dict, dict, dict]:
+    """Widens each feature set's grid a decade at a time while a validation minimum lies at an end
+    of it, fitting only the new probes (from their neighbours' solutions), every feature set in
+    one op call per round. Returns the fits, their validation cross-entropies and the pulls
+    still left (at the bounds)."""
+    while True:
+        pulls = edge_pulls(fits, val_ce)
+        grids = {n: widened(grid_of(f), pulls[n], options) for n, f in fits.items()}
+        growing = [n for n, f in fits.items() if len(grids[n]) > len(grid_of(f))]
+        if not growing:
+            return fits, val_ce, pulls
+        new = {}
+        for n in growing:
+            old = set(fits[n].l2)
+            fits[n] = regridded(fits[n], grids[n])
+            new[n] = [k for k in range(fits[n].n_probes) if fits[n].l2[k] not in old]
+        fits = {**fits, **fit_further({n: fits[n] for n in growing}, {n: rows[n].x_fit for n in growing},
+                                      labels.stacked("train"), new, options.fit)}
+        val_ce = {**val_ce, **{n: validation_ce(fits[n], rows[n].x_val, labels) for n in growing}}
 
 
 def estimate(features: Features, labels: Labels, options: EstimatorOptions,
              warm_start: UsableInformation | None = None, progress: bool = False) -> UsableInformation:
     """Usable information of every feature set about every label set, on validated inputs:
-    fit every probe, polish the finalists, choose, score."""
+    fit every probe (widening a grid where the choice sits at an end), polish the finalists,
+    choose, score, flag what makes a number less than a measurement."""
     clock = _Phases(progress)
     rows = {n: set_rows(n, features, labels, options) for n in features.train}
     fits = fit_all(rows, labels, options, warm_start)
     val_ce = {n: validation_ce(f, rows[n].x_val, labels) for n, f in fits.items()}
+    pulls = {}
+    if options.grid_extension:
+        fits, val_ce, pulls = widen(dict(fits), val_ce, rows, labels, options)
     clock.done("fit")
     polishing = options.finalist_fit
     unfinished = unfinished_finalists(fits, val_ce, FINALISTS, polishing) if polishing is not None else {}
@@ -147,8 +226,36 @@ def estimate(features: Features, labels: Labels, options: EstimatorOptions,
         val_ce = {n: validation_ce(f, rows[n].x_val, labels) for n, f in fits.items()}
     clock.done("polish")
     results = score_all(fits, val_ce, {n: r.x_test for n, r in rows.items()}, labels, options)
+    results = [flagged(r, fits[r.feature_set], pulls.get(r.feature_set), labels, options) for r in results]
     clock.done("score")
     return UsableInformation(results, fits, clock.total(), clock.seconds)
+
+
+def flagged(result: UsableInformationResult, fit: ProbeFit, pulls, labels: Labels,
+            options: EstimatorOptions) -> UsableInformationResult:
+    """``result`` with the grid searched, and with a status and warnings where its number is less
+    than a measurement: a chosen probe that did not converge, a choice at a bound of the
+    search, an interval wholly below 0."""
+    notes = [result.warning] if result.warning else []
+    status, grid = result.status, grid_of(fit)
+    if not result.converged:
+        k = fit.index(result.label_set, result.l2)
+        status = "not_converged"
+        notes.append(f"the chosen probe (l2={result.l2:g}) did not converge: {fit.statuses[k].name.lower()} "
+                     f"after {int(fit.n_iter[k])} iterations with max |gradient| {float(fit.grad_max[k]):.2g} > tol "
+                     f"{options.tol:g}; the number depends on where the optimiser stopped (raise max_iter, or "
+                     "standardize the features)")
+    pull = pulls[labels.names.index(result.label_set)] if pulls else (False, False)
+    for side, end, how in ((0, min(grid), "smaller"), (1, max(grid), "larger")):
+        if pull[side]:
+            notes.append(f"validation cross-entropy still falls past l2={end:g}, the {how[:-2]}est penalty searched "
+                         f"({min(grid):g} to {max(grid):g}): a {how} penalty may read more; widen l2_grid")
+    if result.ci_high < 0:
+        notes.append(f"the whole {options.confidence:.0%} interval lies below 0 bits: the probe predicts the test "
+                     "labels worse than their train frequencies do; likely causes: too weak a penalty for these "
+                     "features (overfitting), too few probe rows per class, or test labels distributed unlike the "
+                     "train labels")
+    return replace(result, status=status, warning="; ".join(notes) or None, l2_grid=tuple(grid))
 
 
 class _Phases:
@@ -193,6 +300,7 @@ def estimate_usable_information(
     progress: bool = False,
     val_features=None,
     val_labels=None,
+    grid_extension: int = GRID_EXTENSION,
 ) -> UsableInformation:
     """Usable information, in bits, of every feature set about every label set.
 
@@ -200,15 +308,16 @@ def estimate_usable_information(
         features: train features, a tensor [N, D] or a mapping name -> [N, D_name] (e.g. layers).
         labels: train labels, a tensor [N] or a mapping name -> [N] int64 (e.g. coarse, fine).
         test_features, test_labels: the same for the disjoint test set (same names).
-        l2_grid: penalties to choose from, per (feature set, label set), by validation CE.
+        l2_grid, grid_extension: penalties to choose from by validation CE, per (feature set,
+            label set), widened a decade at a time, up to ``grid_extension`` decades past each
+            end, while the minimum lies at an end (results record the grid searched).
         num_classes: None (max label + 1 over train and test), an int, or a mapping per label set.
         val_fraction: share of the train rows held out to choose the penalty.
         standardize: scale every feature to zero mean, unit variance on the fit split first.
         n_bootstrap, confidence: bootstrap confidence interval over test examples.
         seed: the train/validation split and the bootstrap.
         warm_start: an earlier result for the same names (e.g. the previous checkpoint).
-        max_iter, tol: L-BFGS limits per probe (see :func:`fit_probes`).
-        schedule: how the penalties of a feature set are fitted (see :func:`fit_probes`).
+        max_iter, tol, schedule: L-BFGS limits per probe and the penalty schedule (:func:`fit_probes`).
         progress: show a progress bar over the feature sets.
         val_features, val_labels: an explicit validation set (same names) to choose the penalty
             on, instead of carving ``val_fraction`` out of the train rows; the probes then fit on
@@ -218,14 +327,13 @@ def estimate_usable_information(
     """
     options = EstimatorOptions(l2_grid=l2_grid, val_fraction=val_fraction, standardize=standardize,
                                n_bootstrap=n_bootstrap, confidence=confidence, seed=seed, max_iter=max_iter, tol=tol,
-                               schedule=schedule)
+                               schedule=schedule, grid_extension=grid_extension)
     if (val_features is None) != (val_labels is None):
         raise ValueError("val_features and val_labels go together: give both or neither")
     feats = check_feature_splits(features, test_features, val_features)
-    first = {split: next(iter(sets.values())) for split, sets in
-             (("train", feats.train), ("test", feats.test), ("val", feats.val)) if sets}
-    rows = {split: x.shape[0] for split, x in first.items()}
-    device = first["train"].device
+    rows = {split: next(iter(sets.values())).shape[0] for split, sets in
+            (("train", feats.train), ("test", feats.test), ("val", feats.val)) if sets}
+    device = next(iter(feats.train.values())).device
     labs = check_label_splits(labels, test_labels, val_labels, num_classes, rows, device, val_fraction, seed)
     result = estimate(feats, labs, options, warm_start, progress)
     for r in result.results:

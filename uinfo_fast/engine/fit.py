@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -268,6 +269,42 @@ def compatible_init(init: ProbeFit, counts: list[int], l2_values: list[float], w
     return init.offsets == layout.offsets and init.label_col == layout.label_col and init.weight.shape[0] == width
 
 
+def regridded(fit: ProbeFit, l2_values: list[float]) -> ProbeFit:
+    """``fit`` laid out on the penalties ``l2_values``: a probe whose penalty ``fit`` has keeps
+    its parameters and outcome; a new one starts from its label set's probe of the nearest
+    penalty (in log scale) and is marked unfitted (status MAX_ITER, no iterations)."""
+    layout = probe_layout(fit.num_classes, l2_values)
+    dev = fit.weight.device
+    source, fresh = [], []
+    for k_new in range(layout.n_probes):
+        j, l2 = layout.label_col[k_new], layout.l2[k_new]
+        own = fit.probes_of(j)
+        k = min(own, key=lambda i: abs(math.log(max(fit.l2[i], 1e-300)) - math.log(max(l2, 1e-300))))
+        source.append(k)
+        fresh.append(fit.l2[k] != l2)
+    cols = torch.cat([torch.arange(fit.offsets[k], fit.offsets[k + 1]) for k in source]).to(dev)
+    idx, new = torch.tensor(source, device=dev), torch.tensor(fresh, device=dev)
+    return replace(fit, weight=fit.weight.index_select(1, cols), bias=fit.bias.index_select(0, cols),
+                   offsets=layout.offsets, label_col=layout.label_col, l2=layout.l2,
+                   objective=fit.objective[idx].masked_fill(new, float("inf")),
+                   grad_max=fit.grad_max[idx].masked_fill(new, float("inf")),
+                   n_iter=fit.n_iter[idx].masked_fill(new, 0),
+                   status=fit.status[idx].masked_fill(new, int(FitStatus.MAX_ITER)))
+
+
+def fit_further(fits: dict[str, ProbeFit], xs: dict[str, torch.Tensor], y_all: torch.Tensor,
+                probes: dict[str, list[int]], options: FitOptions, dtype: torch.dtype | None = None
+                ) -> dict[str, ProbeFit]:
+    """``fits`` with ``probes[name]`` fitted on from where they stand, in one op call for every
+    feature set, on the features (``xs``) and labels they were fitted on (``dtype``: the
+    arithmetic, default the fits' own)."""
+    names = list(fits)
+    works = [FitWork.of(fits[n], xs[n]) for n in names]
+    run(works, [probes.get(n, []) for n in names], y_all, options, dtype=dtype)
+    return {n: replace(fits[n], weight=w.weight, bias=w.bias, objective=w.objective, grad_max=w.grad_max,
+                       n_iter=w.n_iter, status=w.status) for n, w in zip(names, works)}
+
+
 def polish(fits: dict[str, ProbeFit], xs: dict[str, torch.Tensor], y_all: torch.Tensor,
            probes: dict[str, list[int]], options: FitOptions) -> dict[str, ProbeFit]:
     """``fits`` with ``probes[name]`` fitted further, to ``options.tol``, in float64 and in one
@@ -280,11 +317,7 @@ def polish(fits: dict[str, ProbeFit], xs: dict[str, torch.Tensor], y_all: torch.
     fits of the same features at different points. Float64 has no such floor; the features are
     widened a row chunk at a time, never copied whole.
     """
-    names = list(fits)
-    works = [FitWork.of(fits[n], xs[n]) for n in names]
-    run(works, [probes.get(n, []) for n in names], y_all, options, dtype=torch.float64)
-    return {n: replace(fits[n], weight=w.weight, bias=w.bias, objective=w.objective, grad_max=w.grad_max,
-                       n_iter=w.n_iter, status=w.status) for n, w in zip(names, works)}
+    return fit_further(fits, xs, y_all, probes, options, dtype=torch.float64)
 
 
 def fit_validated(x, y_all, names, counts, l2_values, init, options: FitOptions,

@@ -83,12 +83,22 @@ def check_feature_splits(features, test_features, val_features=None) -> Features
         splits[arg] = {name: check_features(x, f"{arg}[{name!r}]") for name, x in sets.items()}
     train = splits["features"]
     for arg, sets in splits.items():
+        _same_rows(sets, arg)
         for name, x in sets.items():
             ref = train[name]
             if x.shape[1] != ref.shape[1] or x.device != ref.device:
                 raise ValueError(f"{arg}[{name!r}] has {x.shape[1]} columns on {x.device}, features[{name!r}] has "
                                  f"{ref.shape[1]} on {ref.device}")
     return Features(train, splits.get("val_features"), splits["test_features"])
+
+
+def _same_rows(sets: dict[str, torch.Tensor], arg: str) -> None:
+    """Every feature set of one split describes the same examples, so they have as many rows."""
+    first = next(iter(sets))
+    for name, x in sets.items():
+        if x.shape[0] != sets[first].shape[0]:
+            raise ValueError(f"{arg}[{name!r}] has {x.shape[0]} rows but {arg}[{first!r}] has "
+                             f"{sets[first].shape[0]}: every feature set of {arg} must hold the same examples")
 
 
 def check_label_splits(labels, test_labels, val_labels, num_classes, rows: Mapping[str, int], device,

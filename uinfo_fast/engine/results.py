@@ -12,25 +12,31 @@ LN2 = math.log(2.0)
 # estimator's rows and in every log row (the tracker adds step, epoch and seconds around them).
 # Units are in the names: bits unless a name says nats.
 MEASUREMENT_FIELDS = ("feature_set", "label_set", "status", "bits", "ci_low", "ci_high", "entropy_bits",
-                      "test_ce_nats", "l2", "num_classes", "converged", "unseen_test_rows", "warning")
+                      "test_ce_nats", "l2", "l2_grid", "num_classes", "converged", "unseen_test_rows", "warning")
 # Why a row may hold no number: the features or labels it would measure (a diverging network,
 # a dead layer, a label set of one class) give nothing a probe could be fitted on, or the
 # measurement was skipped (an asynchronous tracker with its queue full).
-STATUSES = ("ok", "nonfinite_features", "constant_features", "single_class", "skipped")
+UNMEASURED = ("nonfinite_features", "constant_features", "single_class", "skipped")
+# A row with a number: "ok", or "not_converged" when the chosen probe stopped before its
+# tolerance, so that its number depends on where the optimiser gave up and is no measurement.
+STATUSES = ("ok", "not_converged") + UNMEASURED
 
 
 def unmeasured_row(feature_set: str, label_set: str, status: str) -> dict:
-    """A row of :data:`MEASUREMENT_FIELDS` with no number, saying why (one of :data:`STATUSES`)."""
-    if status not in STATUSES[1:]:
-        raise ValueError(f"status must be one of {STATUSES[1:]}, got {status!r}")
+    """A row of :data:`MEASUREMENT_FIELDS` with no number, saying why (one of :data:`UNMEASURED`)."""
+    if status not in UNMEASURED:
+        raise ValueError(f"status must be one of {UNMEASURED}, got {status!r}")
     return {name: None for name in MEASUREMENT_FIELDS} | {"feature_set": feature_set, "label_set": label_set,
                                                           "status": status}
 
 
 def json_value(v):
-    """A row value as JSON can hold it: a non-finite float (no bootstrap, say) becomes None."""
+    """A row value as JSON can hold it: a non-finite float (no bootstrap, say) becomes None, a
+    tuple a list."""
     if isinstance(v, float) and not math.isfinite(v):
         return None
+    if isinstance(v, tuple):
+        return [json_value(x) for x in v]
     return v
 
 
@@ -52,7 +58,8 @@ class UsableInformationResult:
     pointwise_bits: torch.Tensor = field(repr=False)
     unseen_test_rows: int = 0     # test rows of classes absent from the train split, left out
     warning: str | None = None    # why the result may be less trustworthy than its CI says
-    status: str = "ok"            # a result always measures; unmeasured rows say why not (STATUSES)
+    status: str = "ok"            # "ok" or "not_converged"; unmeasured rows say why not (UNMEASURED)
+    l2_grid: tuple[float, ...] = ()  # the penalties searched, the grid given widened where needed
 
     def row(self) -> dict:
         """The measurement as a row of :data:`MEASUREMENT_FIELDS`."""

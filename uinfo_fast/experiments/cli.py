@@ -226,7 +226,8 @@ def _print_final_rows(out: str) -> None:
             if r["bits"] is None:
                 print(f"  {r['feature_set']:<10}{r['label_set']:<10}   none  ({r['status']})")
             else:
-                print(f"  {r['feature_set']:<10}{r['label_set']:<10}{r['bits']:7.3f}  [{r['entropy_bits']:.3f}]")
+                flag = "" if r["status"] == "ok" else f"  ({r['status']}: not a measurement)"
+                print(f"  {r['feature_set']:<10}{r['label_set']:<10}{r['bits']:7.3f}  [{r['entropy_bits']:.3f}]{flag}")
     print(f"wrote {out}/log.jsonl, config.json, summary.json, usable_information.png")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from ..engine.estimator import DEFAULT_L2_GRID
 from ..engine.params import Boolean, Choice, Integer, ListOf, NoneOr, Real, Text, check_param, validate_params
 from ..tasks.images.data import GROUPED_DATASETS, check_coarse_groups
 from ..tasks.registry import get_task
@@ -65,7 +66,7 @@ class RunConfig:
     async_tracking: bool = False      # fits on a background worker while training goes on
     # Up to 10: at 0.1, the top of the grid before, the choice sat at the top in most measurements
     # of the digit runs' last stage, and a probe of features that hold little overfitted below 0 bits.
-    l2_grid: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0])
+    l2_grid: list[float] = field(default_factory=lambda: list(DEFAULT_L2_GRID))
     n_bootstrap: int = 200
     pool: str = "avg"                 # how conv maps become probe features: avg, max or flatten
     probe_tol: float = 1e-5           # max |gradient| of every probe; the chosen ones are polished further

@@ -4,12 +4,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from ..tracking.log import read_log
+from ..tracking.log import measured, read_log
 
 
 def _series(rows, layer, label_set, x):
     pts = sorted((r[x] if r[x] is not None else r["step"], r["bits"], r["ci_low"], r["ci_high"], r["entropy_bits"])
-                 for r in rows if r["feature_set"] == layer and r["label_set"] == label_set and r["bits"] is not None)
+                 for r in rows if r["feature_set"] == layer and r["label_set"] == label_set and measured(r))
     return [list(v) for v in zip(*pts)] if pts else None
 
 
@@ -17,7 +17,8 @@ def _beyond(rows, layer, label_set, x):
     """(xs, bits beyond the reference, the reference's name) of a label set's rows, or None (logs
     before issue 16 have no ``beyond_bits``)."""
     pts = sorted((r[x] if r[x] is not None else r["step"], r["beyond_bits"], r["beyond_of"]) for r in rows
-                 if r["feature_set"] == layer and r["label_set"] == label_set and r.get("beyond_bits") is not None)
+                 if r["feature_set"] == layer and r["label_set"] == label_set and r.get("beyond_bits") is not None
+                 and measured(r))
     return ([p[0] for p in pts], [p[1] for p in pts], pts[0][2]) if pts else None
 
 
@@ -159,8 +160,8 @@ def plot_perturbation(summary: dict, out_path: str) -> str:
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(entries)), 3.4))
     for j, kind in enumerate(("baseline", "perturbed")):
         xs = [i + (j - 0.5) * 0.38 for i in range(len(entries))]
-        ax.bar(xs, [e[kind]["mean"] for e in entries], 0.38, yerr=[e[kind]["sd"] for e in entries], capsize=3,
-               label=kind)
+        ax.bar(xs, [_or_nan(e[kind]["mean"]) for e in entries], 0.38, yerr=[_or_nan(e[kind]["sd"]) for e in entries],
+               capsize=3, label=kind)
     ax.set_xticks(range(len(entries)), [f"{e['layer']}\n{e['label_set']}" for e in entries], fontsize=7)
     ax.set_ylabel("usable information at the end (bits)")
     p = summary["perturbation"]
@@ -171,3 +172,8 @@ def plot_perturbation(summary: dict, out_path: str) -> str:
     fig.savefig(out_path, dpi=120)
     plt.close(fig)
     return out_path
+
+
+def _or_nan(v):
+    """A bar's value, NaN (no bar) where the value is missing."""
+    return float("nan") if v is None else v

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..integrations.tensorboard_sink import TensorBoardSink
 from ..tasks.registry import TaskData, build_task, get_task
-from ..tracking.log import JsonlLog, atomic_write, atomic_write_json, read_log, rows_digest
+from ..tracking.log import JsonlLog, WriterLock, atomic_write, atomic_write_json, lock_path, read_log, rows_digest
 from ..tracking.schedule import Schedule
 from ..tracking.distributed import Ranks
 from ..tracking.tracker import UsableInfoTracker
@@ -46,7 +46,7 @@ class RunDir:
     """The files of a run directory."""
 
     def __init__(self, out_dir: str):
-        self.root = out_dir
+        self.root, self.lock = out_dir, None
         self.config = os.path.join(out_dir, "config.json")
         self.checkpoint = os.path.join(out_dir, "checkpoint.pt")
         self.log = os.path.join(out_dir, "log.jsonl")
@@ -55,9 +55,12 @@ class RunDir:
 
     def prepare(self, cfg: RunConfig, resume: bool, write: bool = True) -> None:
         """A fresh run writes its config (when ``write``: rank 0 only); a resumed one must find
-        the same config there."""
+        the same config there. The writer first takes the directory's lock (the log's), held
+        until :meth:`release`: a second process writing the same directory is refused."""
         if write:
-            os.makedirs(self.root, exist_ok=True)
+            if os.path.exists(self.root) and not os.path.isdir(self.root):
+                raise NotADirectoryError(f"--out {self.root} is a file; --out must name a run directory")
+            self.lock = WriterLock(lock_path(self.log), f"run directory {self.root}")
         if resume:
             if not os.path.exists(self.config):
                 raise FileNotFoundError(f"--resume: {self.root} has no config.json; is it a run directory?")
@@ -71,6 +74,12 @@ class RunDir:
                                       "another --out")
             if write:
                 atomic_write_json(self.config, cfg.to_json())
+
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def save_checkpoint(state: dict, path: str) -> None:
@@ -160,11 +169,14 @@ class _Run:
         self.resumed = resume and os.path.exists(files.checkpoint)
         state = self._restore() if self.resumed else None
         self.start, self.elapsed = (state["step"], state["elapsed"]) if state else (0, 0.0)
+        self.segments = state.get("segments", 1) + 1 if state else 1  # processes the run has taken
         self.tracker = None
         if cfg.track:
+            kept = verified_log_rows(files, state) if resume and self.ranks.main else []
             if self.ranks.main:  # rows after the checkpoint belong to steps that will run again
-                JsonlLog(files.log).rewrite(verified_log_rows(files, state) if resume else [])
+                JsonlLog(files.log).rewrite(kept)
             self.tracker = make_tracker(cfg, self.task, files.log, sinks)
+            self.tracker.continue_after(kept)  # the summary counts the whole run's rows
             self.tracker.measure_seconds = state["measure_seconds"] if state else 0.0
             self.tracker.phase_seconds.update(state.get("phase_seconds", {}) if state else {})
         # An asynchronous measurement still on its way at the checkpoint is measured again.
@@ -192,7 +204,8 @@ class _Run:
         log = self.tracker.written(wait_before=step) if self.tracker else {}
         save_checkpoint({"model": self.task.model.state_dict(), "optimizer": self.opt.state_dict(), "step": step,
                          "elapsed": self.wall(), "measure_seconds": self.measured(), "config": self.cfg.to_json(),
-                         "phase_seconds": dict(self.tracker.phase_seconds) if self.tracker else {}, **log},
+                         "phase_seconds": dict(self.tracker.phase_seconds) if self.tracker else {},
+                         "segments": self.segments, **log},
                         self.files.checkpoint)
 
     def measure_if_due(self, step: int) -> bool:
@@ -228,13 +241,16 @@ class _Run:
             raise
         finally:
             bar.close()
-        if self.tracker is not None and self.tracker.worker is not None:
+        if self.tracker is not None:
+            drained = self.tracker.worker is not None
             self.tracker.close()  # the last rows written, then a checkpoint that records them
-            self.checkpoint(total)
+            if drained:
+                self.checkpoint(total)
 
     def summary(self) -> dict:
         task, wall = self.task, self.wall()
         return {"steps": self.plan.total_steps, "epochs": self.cfg.epochs, "wall_seconds": wall,
+                "segments": self.segments,
                 "measure_seconds": self.measured(), "measure_share": self.measured() / wall if wall > 0 else 0.0,
                 "measure_phases": dict(self.tracker.phase_seconds) if self.tracker else {},
                 "measurements": len({r["step"] for r in self.tracker.rows}) if self.tracker else 0,
@@ -285,26 +301,34 @@ def _run_on_every_rank(cfg: RunConfig, files: RunDir, resume: bool, progress: bo
     """The run; under torchrun every rank trains and measures, and rank 0 alone writes the run
     directory and returns the summary (the others return None)."""
     ranks = Ranks.current()
-    files.prepare(cfg, resume, write=ranks.main)
-    barrier(ranks)  # config.json is there before any rank reads the run directory
-    sinks = [] if tensorboard is None or not cfg.track or not ranks.main else [TensorBoardSink(tensorboard)]
+    try:
+        files.prepare(cfg, resume, write=ranks.main)
+        barrier(ranks)  # config.json is there before any rank reads the run directory
+        run = _train(cfg, files, resume, progress, tensorboard if cfg.track and ranks.main else None)
+        barrier(ranks)
+        if not ranks.main:
+            return None
+        summary = run.summary()
+        atomic_write_json(files.summary, summary)
+        if run.tracker is not None:
+            from .plots import plot_runs
+
+            plot_runs([files.root], files.figure)
+        return summary
+    finally:
+        files.release()
+
+
+def _train(cfg: RunConfig, files: RunDir, resume: bool, progress: bool, tensorboard) -> _Run:
+    sinks = [] if tensorboard is None else [TensorBoardSink(tensorboard)]
     try:
         run = _Run(cfg, files, resume, sinks)
         run.task.model.train()
         run.loop(progress)
+        return run
     finally:
         for sink in sinks:
             sink.close()
-    barrier(ranks)
-    if not ranks.main:
-        return None
-    summary = run.summary()
-    atomic_write_json(files.summary, summary)
-    if run.tracker is not None:
-        from .plots import plot_runs
-
-        plot_runs([files.root], files.figure)
-    return summary
 
 
 def load_run(run_dir: str) -> tuple[RunConfig, list[dict]]:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from ..engine.params import Integer, check_param
 from ..tasks.registry import SHUFFLED, get_task
-from ..tracking.log import atomic_write_json
+from ..tracking.log import atomic_write_json, measured
 from .config import RunConfig
 from .run import load_run, run_experiment
 
@@ -56,7 +56,7 @@ def curve_stats(rows: Sequence[dict], layer: str, label_set: str, key: str = "bi
     running mean over ``smooth`` measurements (1: as measured). A peak over single noisy
     measurements is high by the noise, and so is a drop from it; smoothing lowers both."""
     pts = sorted((r["step"], r[key], r["epoch"], r["entropy_bits"]) for r in rows
-                 if r["feature_set"] == layer and r["label_set"] == label_set and r.get(key) is not None)
+                 if r["feature_set"] == layer and r["label_set"] == label_set and r.get(key) is not None and measured(r))
     if not pts:
         raise ValueError(f"no rows for layer {layer!r}, label set {label_set!r}")
     bits = running_mean([p[1] for p in pts], smooth)
@@ -70,8 +70,7 @@ def curve_stats(rows: Sequence[dict], layer: str, label_set: str, key: str = "bi
 def noise_floor(rows: Sequence[dict], layer: str) -> float | None:
     """The largest |usable information| about the shuffled label (``shuffled_control``) at
     ``layer`` over the run: the size of a difference that means nothing. None without the control."""
-    bits = [abs(r["bits"]) for r in rows if r["feature_set"] == layer and r["label_set"] == SHUFFLED
-            and r["bits"] is not None]
+    bits = [abs(r["bits"]) for r in rows if r["feature_set"] == layer and r["label_set"] == SHUFFLED and measured(r)]
     return max(bits) if bits else None
 
 
@@ -208,9 +207,23 @@ def _run_or_skip(cfg: RunConfig, run_dir: str, progress: bool, log) -> None:
     run_experiment(cfg, run_dir, resume=resume, progress=progress)
 
 
-def final_values(rows: Sequence[dict]) -> dict[tuple[str, str], float]:
+def final_values(rows: Sequence[dict]) -> dict[tuple[str, str], float | None]:
+    """Usable information per (layer, label set) at the run's last step; None where that row
+    holds no measurement (a dead layer, a probe that did not converge)."""
     last = max(r["step"] for r in rows)
-    return {(r["feature_set"], r["label_set"]): r["bits"] for r in rows if r["step"] == last}
+    return {(r["feature_set"], r["label_set"]): r["bits"] if measured(r) else None for r in rows if r["step"] == last}
+
+
+def _final_entry(key: tuple[str, str], finals: dict, seeds: Sequence[int]) -> dict:
+    """A (layer, label set)'s finals over the seeds, baseline and perturbed; seeds whose run has
+    no measurement of it are named as missing, not averaged."""
+    entry = {"layer": key[0], "label_set": key[1]}
+    for kind, per_seed in finals.items():
+        vals = [f.get(key) for f in per_seed]
+        have = [v for v in vals if v is not None]
+        stats = _mean_sd(have) if have else {"mean": None, "sd": None}
+        entry[kind] = {**stats, "values": vals, "missing_seeds": [s for s, v in zip(seeds, vals) if v is None]}
+    return entry
 
 
 def run_perturbation(base: RunConfig, out_dir: str, seeds: Sequence[int], *, progress: bool = True, log=print) -> dict:
@@ -226,14 +239,8 @@ def run_perturbation(base: RunConfig, out_dir: str, seeds: Sequence[int], *, pro
             run_dir = os.path.join(out_dir, f"{kind}_s{seed}")
             _run_or_skip(cfg, run_dir, progress, log)
             finals[kind].append(final_values(load_run(run_dir)[1]))
-    keys = list(finals["baseline"][0])
-    table = []
-    for key in keys:
-        entry = {"layer": key[0], "label_set": key[1]}
-        for kind in finals:
-            vals = [f[key] for f in finals[kind]]
-            entry[kind] = {**_mean_sd(vals), "values": vals}
-        table.append(entry)
+    keys = list(dict.fromkeys(k for per_seed in finals.values() for f in per_seed for k in f))
+    table = [_final_entry(key, finals, seeds) for key in keys]
     summary = {"perturbation": {"early_steps": base.early_steps, "early_lr": base.early_lr,
                                 "early_batch_size": base.early_batch_size},
                "seeds": list(seeds), "final": table}
@@ -253,6 +260,12 @@ def format_perturbation(summary: dict) -> str:
              "| layer | label set | baseline | perturbed | difference |", "|---|---|---|---|---|"]
     for e in summary["final"]:
         b, q = e["baseline"], e["perturbed"]
-        lines.append(f"| {e['layer']} | {e['label_set']} | {b['mean']:.3f} ± {b['sd']:.3f} | "
-                     f"{q['mean']:.3f} ± {q['sd']:.3f} | {q['mean'] - b['mean']:+.3f} |")
+        diff = "-" if b["mean"] is None or q["mean"] is None else f"{q['mean'] - b['mean']:+.3f}"
+        lines.append(f"| {e['layer']} | {e['label_set']} | {_cell(b)} | {_cell(q)} | {diff} |")
     return "\n".join(lines)
+
+
+def _cell(stats: dict) -> str:
+    value = "missing" if stats["mean"] is None else f"{stats['mean']:.3f} ± {stats['sd']:.3f}"
+    missing = stats.get("missing_seeds") or []
+    return value + (f" (no measurement in seeds {', '.join(map(str, missing))})" if missing else "")

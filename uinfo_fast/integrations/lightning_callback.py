@@ -131,12 +131,15 @@ class UsableInformationCallback(pl.Callback):
     def _make_tracker(self, pl_module, main: bool) -> UsableInfoTracker:
         splits = {k: probe_split(v, f"probe_sets[{k!r}]") for k, v in self.probe_sets.items() if v is not None}
         val = splits.get("val", (None, None))
-        if self.log_path is not None and main:
-            _prepare_log(self.log_path, self._restored)
-        tracker = UsableInfoTracker(pl_module, self.layers, *splits["train"], *splits["test"], val_inputs=val[0],
-                                    val_labels=val[1], log_path=self.log_path, schedule=self.schedule,
-                                    asynchronous=self.asynchronous, sinks=[self._log_rows],
-                                    **self.tracker_options)
+        log = _prepare_log(self.log_path, self._restored) if self.log_path is not None and main else None
+        try:
+            tracker = UsableInfoTracker(pl_module, self.layers, *splits["train"], *splits["test"], val_inputs=val[0],
+                                        val_labels=val[1], log_path=self.log_path, schedule=self.schedule,
+                                        asynchronous=self.asynchronous, sinks=[self._log_rows],
+                                        **self.tracker_options)
+        finally:
+            if log is not None:
+                log.close()  # the tracker holds the lock from here on
         tracker.continue_after(self._restored or [])
         return tracker
 
@@ -180,15 +183,18 @@ class UsableInformationCallback(pl.Callback):
         self._restored = list(state_dict["rows"])
 
 
-def _prepare_log(path, restored: list[dict] | None) -> None:
-    """A resumed run's log is cut back to its checkpoint's rows (the steps after it run again);
-    a fresh run refuses a log that already holds rows rather than write over them."""
-    log = JsonlLog(path)
+def _prepare_log(path, restored: list[dict] | None) -> JsonlLog:
+    """The log, locked for writing: a resumed run's cut back to its checkpoint's rows (the steps
+    after it run again); a fresh run refuses a log that already holds rows rather than write
+    over them."""
+    log = JsonlLog(path, writer=True)
     if restored is not None:
         log.rewrite(restored)
     elif log.read():
+        log.close()
         raise FileExistsError(f"log_path {os.fspath(path)} already holds rows of another run; pick another "
                               "log_path, delete it, or resume the run from its checkpoint (ckpt_path=...)")
+    return log
 
 
 def _batches_per_epoch(trainer) -> int:

@@ -4,14 +4,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from importlib import import_module
 
+from ..tracking.log import measured
+
 PREFIX = "usable_information"
 
 
 def row_scalars(row: dict, prefix: str = PREFIX) -> dict[str, float]:
     """The scalars of one log row: ``<prefix>/<layer>/<label set>`` (usable information, bits),
     ``.../ci_low`` and ``.../ci_high`` (its confidence bounds, bits) and ``.../l2`` (the chosen
-    penalty). A row that holds no number (its ``status`` says why) has none."""
-    if row.get("bits") is None:
+    penalty). A row that holds no measurement (its ``status`` says why) has none."""
+    if not measured(row):
         return {}
     name = f"{prefix}/{row['feature_set']}/{row['label_set']}"
     out = {name: float(row["bits"])}

@@ -16,6 +16,7 @@ training loop is untouched.
 from __future__ import annotations
 
 import contextlib
+import zlib
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -57,6 +58,12 @@ def eval_mode(model: nn.Module):
     finally:
         for m, training in modes:
             m.training = training
+
+
+def layer_seed(seed: int, layer: str) -> int:
+    """The seed of ``layer``'s projection: ``seed`` and a stable hash of the name (Python's own
+    hash of a string changes between processes)."""
+    return (seed * 1_000_003 + zlib.crc32(layer.encode("utf-8"))) % 2**63
 
 
 class FeatureCapture:
@@ -112,7 +119,9 @@ class FeatureCapture:
             if proj is None or proj.shape[0] != out.shape[1]:
                 # One fixed projection per layer for the whole run: features of different
                 # checkpoints must live in the same coordinates for warm starts to help.
-                gen = torch.Generator().manual_seed(self.seed + 7919 * len(self._projections))
+                # Seeded by the layer's name, not by the order layers come in: the same layer
+                # gets the same projection whatever the layer list.
+                gen = torch.Generator().manual_seed(layer_seed(self.seed, name))
                 proj = torch.randn(out.shape[1], self.project_to, generator=gen) / self.project_to ** 0.5
                 self._projections[name] = proj
             out = out @ proj.to(out.device)

@@ -14,12 +14,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import socket
+import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import IO
 
 # Renamed fields of logs and result files written by uinfo-fast 0.1 -> their names now.
 LEGACY_FIELDS = {"layer": "feature_set", "usable_information_bits": "bits", "ci_low_bits": "ci_low",
                  "ci_high_bits": "ci_high", "test_cross_entropy_nats": "test_ce_nats"}
+
+
+def measured(row: dict) -> bool:
+    """Whether a row holds a measurement: a number whose status is "ok". Rows of a probe that
+    did not converge hold a number that is none, and unmeasured rows hold none at all."""
+    return row.get("bits") is not None and row.get("status", "ok") == "ok"
 
 
 def upgrade_row(row: dict) -> dict:
@@ -58,14 +68,89 @@ def rows_digest(rows: Sequence[dict], digest=None):
     return digest
 
 
-class JsonlLog:
-    """Append-only JSON-lines log; each append is flushed and fsynced before it returns."""
+class LogBusy(RuntimeError):
+    """Another process writes the log (or run directory) this one was to write."""
 
-    def __init__(self, path: str | os.PathLike):
+
+class WriterLock:
+    """One writer per log: an exclusive OS file lock (``fcntl.flock``) on ``path``, held until
+    :meth:`release` or the process ends (a killed writer's lock goes with it, so its run can be
+    resumed). Within one process the lock is shared: a run and the tracker it makes hold the
+    same one. The file names its holder, for the message a second writer gets."""
+
+    _held: dict[str, list] = {}  # real path -> [open file, holders], this process's locks
+
+    def __init__(self, path: str | os.PathLike, what: str):
+        self.path, self.held = os.path.realpath(os.fspath(path)), False
+        entry = self._held.get(self.path)
+        if entry is None:
+            entry = [self._acquire(what), 0]
+            self._held[self.path] = entry
+        entry[1] += 1
+        self.held = True
+
+    def _acquire(self, what: str):
+        parent = os.path.dirname(self.path)
+        os.makedirs(parent, exist_ok=True)
+        fh = open(self.path, "a+", encoding="utf-8")
+        try:
+            _flock(fh)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise LogBusy(f"{what} is being written by {holder} (lock file {self.path}); wait for it to finish, "
+                          "stop it, or write elsewhere") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"process {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv)[:200]})\n")
+        fh.flush()
+        return fh
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        entry = self._held[self.path]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._held[self.path]
+            entry[0].close()  # closing the file releases the lock
+
+
+def _flock(fh) -> None:
+    try:
+        import fcntl
+    except ImportError:  # no POSIX file locks here: one writer per log is the caller's to keep
+        return
+    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def lock_path(log_path: str | os.PathLike) -> str:
+    """The lock file of a log: beside it, the log's name with ``.lock``."""
+    return os.fspath(log_path) + ".lock"
+
+
+class JsonlLog:
+    """Append-only JSON-lines log; each append is flushed and fsynced before it returns.
+
+    With ``writer=True`` the log is opened for writing: it takes the log's :class:`WriterLock`
+    (a second process refuses with a message naming the holder) and repairs a torn tail
+    (:func:`repair_tail`) before anything is appended."""
+
+    def __init__(self, path: str | os.PathLike, writer: bool = False):
         self.path = os.fspath(path)
         parent = os.path.dirname(self.path)
         if parent:
             os.makedirs(parent, exist_ok=True)
+        self.lock = WriterLock(lock_path(self.path), f"log {self.path}") if writer else None
+        if writer:
+            repair_tail(self.path)
+
+    def close(self) -> None:
+        """Releases the writer's lock (nothing to do for a reader)."""
+        if self.lock is not None:
+            self.lock.release()
 
     def append(self, rows: Sequence[dict]) -> None:
         if not rows:
@@ -87,6 +172,53 @@ class JsonlLog:
     def rewrite(self, rows: Sequence[dict]) -> None:
         """Replaces the log by ``rows``, atomically."""
         atomic_write(self.path, lambda fh: fh.write(_lines(rows).encode("utf-8")))
+
+
+_STEP = re.compile(rb'^\{"step": (\d+)[,}]')
+
+
+def repair_tail(path: str | os.PathLike) -> int | None:
+    """Cuts a torn last line off the log at ``path`` (a kill during a write leaves one; appending
+    after it would merge it with the next row), with a warning. The rows of the torn row's
+    step are cut with it, so that step counts as not measured and is measured again. Returns
+    that step (None when the tail was whole, or its step cannot be read)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        return None
+    with open(path, "rb") as fh:
+        data = fh.read()
+    lines = data.split(b"\n")
+    whole = lines[:-1]  # the part after the last newline is "" when the tail is whole
+    torn = lines[-1]
+    if not torn.strip() and whole and not _is_json(whole[-1]):
+        torn = whole.pop()  # a last line that ends but is no JSON (a block of zeros, say)
+    if not torn.strip():
+        return None
+    if _is_json(torn):  # a whole row written without its newline (by hand, say): keep it
+        with open(path, "ab") as fh:
+            fh.write(b"\n")
+        return None
+    match = _STEP.match(torn)
+    step = int(match.group(1)) if match else None
+    kept = [ln for ln in whole if ln.strip()]
+    dropped = 0
+    while step is not None and kept and _STEP.match(kept[-1]) and int(_STEP.match(kept[-1]).group(1)) == step:
+        kept.pop()
+        dropped += 1
+    atomic_write(path, lambda fh: fh.write(b"".join(ln + b"\n" for ln in kept)))
+    what = f"step {step}" if step is not None else "an unknown step"
+    warnings.warn(f"{path}: its last line was torn ({len(torn)} bytes of {what}, a kill during a write?); it was cut "
+                  f"off" + (f" with the {dropped} other rows of step {step}" if dropped else "")
+                  + f", and {what} counts as not measured", RuntimeWarning, stacklevel=3)
+    return step
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:

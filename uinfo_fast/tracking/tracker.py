@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import threading
 import time
 import warnings
@@ -44,14 +45,14 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from ..engine.estimator import DEFAULT_L2_GRID, EstimatorOptions, estimate
+from ..engine.estimator import DEFAULT_L2_GRID, GRID_EXTENSION, EstimatorOptions, estimate
 from ..engine.inputs import Features, Labels, check_label_splits
 from ..engine.params import Boolean, Choice, Integer, check_param
 from ..engine.results import UsableInformation, unmeasured_row
 from ..engine.validation import label_sets
 from .capture import FeatureCapture
 from .distributed import Ranks, unwrapped
-from .log import JsonlLog, rows_digest
+from .log import JsonlLog, measured, rows_digest
 from .schedule import Schedule
 from .worker import MeasurementWorker
 
@@ -101,15 +102,15 @@ def _checked_sinks(sinks) -> list:
 def with_beyond(rows: list[dict], beyond: dict[str, str]) -> list[dict]:
     """``rows`` with ``beyond_bits`` on the rows of every label set ``k`` of ``beyond``: its usable
     information minus that of ``beyond_of`` = ``beyond[k]`` at the same layer (None when either
-    has no number).
+    holds no measurement).
     For a label that refines its reference (fine classes within coarse ones) it is the usable
     information about the label beyond the reference."""
-    bits = {(r["feature_set"], r["label_set"]): r["bits"] for r in rows}
+    bits = {(r["feature_set"], r["label_set"]): r["bits"] if measured(r) else None for r in rows}
     out = []
     for r in rows:
         ref = beyond.get(r["label_set"])
         if ref is not None:
-            a, b = r["bits"], bits.get((r["feature_set"], ref))
+            a, b = bits[r["feature_set"], r["label_set"]], bits.get((r["feature_set"], ref))
             r = {**r, "beyond_bits": None if a is None or b is None else a - b, "beyond_of": ref}
         out.append(r)
     return out
@@ -132,9 +133,12 @@ class UsableInfoTracker:
             penalty on (see :func:`estimate_usable_information`); without them ``val_fraction``
             of the train inputs is held out instead. Prefer them when the train inputs come from
             the network's own training set.
-        log_path: JSONL file the rows are appended to (None: keep them in memory only).
+        log_path: JSONL file the rows are appended to (None: keep them in memory only). The
+            tracker holds its writer lock until :meth:`close` (another process writing it is
+            refused) and cuts a torn last line off first (:func:`~uinfo_fast.tracking.log.repair_tail`).
         schedule: when :meth:`step` measures.
-        l2_grid, n_bootstrap, confidence, val_fraction, max_iter, tol: the estimator's options.
+        l2_grid, grid_extension, n_bootstrap, confidence, val_fraction, max_iter, tol: the
+            estimator's options (see :func:`estimate_usable_information`).
         pool, project_to, autocast_dtype, batch_size: the capture's options (``autocast_dtype``
             "auto": bfloat16 on CUDA, none on CPU); ``channels_last``: keep 4-D probe inputs in
             channels-last memory format.
@@ -152,6 +156,7 @@ class UsableInfoTracker:
                  test_inputs: torch.Tensor, test_labels, *, log_path: str | os.PathLike | None = None,
                  schedule: Schedule = Schedule(), l2_grid=DEFAULT_L2_GRID, n_bootstrap: int = 200,
                  confidence: float = 0.95, val_fraction: float = 0.2, max_iter: int = 1000, tol: float = 1e-5,
+                 grid_extension: int = GRID_EXTENSION,
                  pool: str = "avg", project_to: int | None = None, autocast_dtype="auto", batch_size: int = 256,
                  channels_last: bool = True, seed: int = 0, val_inputs: torch.Tensor | None = None, val_labels=None,
                  asynchronous: bool = False, max_in_flight: int = 1, when_full: str = "wait",
@@ -159,7 +164,8 @@ class UsableInfoTracker:
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a uinfo_fast.Schedule, got {type(schedule).__name__}")
         self.options = EstimatorOptions(l2_grid=l2_grid, n_bootstrap=n_bootstrap, confidence=confidence,
-                                        val_fraction=val_fraction, max_iter=max_iter, tol=tol, seed=seed)
+                                        val_fraction=val_fraction, max_iter=max_iter, tol=tol, seed=seed,
+                                        grid_extension=grid_extension)
         self.batch_size = check_param("batch_size", batch_size, Integer(1))
         check_param("channels_last", channels_last, Boolean())
         self.capture = FeatureCapture(unwrapped(model), layers, pool=pool, project_to=project_to, seed=seed,
@@ -171,7 +177,7 @@ class UsableInfoTracker:
         self.schedule = schedule
         self.beyond = self._checked_beyond(beyond)
         # Only rank 0 writes; the other ranks capture their shards and hand them over.
-        self.log = JsonlLog(log_path) if log_path is not None and self.ranks.main else None
+        self.log = JsonlLog(log_path, writer=True) if log_path is not None and self.ranks.main else None
         existing = self.log.read() if self.log else []
         # Steps only move forward: a log that already holds rows continues after its last step
         # (rank 0's log, for every rank).
@@ -181,6 +187,7 @@ class UsableInfoTracker:
         self._log_rows, self._log_digest, self._unwritten = len(existing), rows_digest(existing), []
         self.rows: list[dict] = []
         self.sinks, self._delivered = _checked_sinks(sinks) if self.ranks.main else [], 0
+        self._warned: set[tuple] = set()
         self.last: UsableInformation | None = None
         self.measure_seconds = 0.0  # training-thread seconds lost to tracking, over the whole run
         self.phase_seconds = dict.fromkeys(PHASES, 0.0)
@@ -343,7 +350,7 @@ class UsableInfoTracker:
         if skip:
             skipped = [{**stamp, **unmeasured_row(n, k, "skipped"), "seconds": 0.0}
                        for n in self.layers for k in self.label_names]
-            self.worker.submit(lambda: self._write(skipped), counts=False)
+            self.worker.submit(lambda: self._write(skipped), counts=False, step=stamp["step"])
             return []
         self.worker.wait_for_room()
         features = self.capture_timed()
@@ -351,7 +358,8 @@ class UsableInfoTracker:
         if stream is not None:  # the side stream starts when the capture's kernels are done
             ready = torch.cuda.Event()
             ready.record()
-        self.worker.submit(lambda: self._finish_on_worker(stamp, features, t0, stream), counts=True, ready=ready)
+        self.worker.submit(lambda: self._finish_on_worker(stamp, features, t0, stream), counts=True, ready=ready,
+                           step=stamp["step"])
         return []
 
     def _finish_on_worker(self, stamp: dict, features: Features, t0: float, stream) -> None:
@@ -365,12 +373,20 @@ class UsableInfoTracker:
         """Waits for the measurements in flight and ends the worker (nothing to do when
         synchronous); raises what a background measurement raised."""
         self.asynchronous = False  # from here on a measurement runs on the calling thread
-        if self.worker is not None:
-            try:
-                self.worker.stop(drain=True)
-            finally:
-                self.worker = None
-                self.deliver()
+        try:
+            if self.worker is not None:
+                try:
+                    self.worker.stop(drain=True)
+                finally:
+                    self.worker = None
+                    self.deliver()
+        finally:
+            self._release_log()
+
+    def _release_log(self) -> None:
+        """Lets another process write the log (this tracker may still append to it)."""
+        if self.log is not None:
+            self.log.close()
 
     def continue_after(self, rows: list[dict]) -> None:
         """Continues a run that measured ``rows`` before (a resumed one): they are kept in
@@ -390,6 +406,7 @@ class UsableInfoTracker:
             new, self._delivered = self.rows[self._delivered:], len(self.rows)
         if not new:
             return
+        self._warn(new)
         for sink in list(self.sinks):
             try:
                 sink(new)
@@ -398,6 +415,19 @@ class UsableInfoTracker:
                 warnings.warn(f"usable-information sink {sink!r} failed and is dropped ({type(e).__name__}: "
                               f"{e}); the rows stay in the log", RuntimeWarning, stacklevel=2)
 
+    def _warn(self, rows: list[dict]) -> None:
+        """A Python warning the first time each (layer, label set) gets each kind of warning (its
+        numbers aside): the log's rows carry every one."""
+        for r in rows:
+            if not r.get("warning"):
+                continue
+            key = (r["feature_set"], r["label_set"], r["status"], re.sub(r"[-+.\de]+", "#", r["warning"]))
+            if key not in self._warned:
+                self._warned.add(key)
+                warnings.warn(f"usable information of {r['feature_set']}/{r['label_set']} at step {r['step']} "
+                              f"({r['status']}): {r['warning']} (later rows like it say so in their 'warning' field)",
+                              RuntimeWarning, stacklevel=3)
+
     def abandon(self) -> None:
         """Ends the worker without writing the measurements not yet started (a run that stops
         on an error: its resume measures them again)."""
@@ -405,6 +435,7 @@ class UsableInfoTracker:
         if self.worker is not None:
             self.worker.stop(drain=False)
             self.worker = None
+        self._release_log()
 
     def __enter__(self) -> UsableInfoTracker:
         return self

@@ -6,15 +6,37 @@ The bound counts measurements in flight (submitted and not yet written); other j
 of a skipped measurement) always queue behind them, so rows reach the log in step order. An
 exception in a job is kept and raised in the submitting thread at its next call; the jobs after
 it are dropped, and every later call raises it again.
+
+A worker nobody stopped is drained when the interpreter exits (``atexit``): its measurements
+reach the log, and no job is still inside an op while the process tears down its thread pools
+(which aborts the process). Where a job fails then, a warning names it; the process keeps the
+exit code the script gave.
 """
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 import time
+import warnings
+import weakref
 from collections.abc import Callable
 
 import torch
+
+
+_RUNNING: weakref.WeakSet = weakref.WeakSet()  # workers started and not stopped
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    for worker in list(_RUNNING):
+        pending = worker.pending_steps()
+        try:
+            worker.stop(drain=True)
+        except BaseException as e:  # noqa: BLE001  (at exit there is nobody left to raise to)
+            warnings.warn(f"uinfo-fast: a measurement still running at exit failed ({e!r}); the rows of steps "
+                          f"{pending} may be missing from the log", RuntimeWarning, stacklevel=1)
 
 
 class MeasurementWorker:
@@ -24,6 +46,7 @@ class MeasurementWorker:
         self.max_in_flight = max_in_flight
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._jobs: queue.Queue = queue.Queue()
+        self._pending: list[int] = []  # steps of the measurements queued and not yet finished
         self._room = threading.Condition()
         self._in_flight = 0
         self._error: BaseException | None = None
@@ -32,6 +55,7 @@ class MeasurementWorker:
         threads, self._started = torch.get_num_threads(), threading.Event()
         self._thread = threading.Thread(target=self._loop, name="uinfo-fast measurement", daemon=True)
         self._thread.start()
+        _RUNNING.add(self)
         if self.stream is None:
             # The worker's thread count below is its own, but torch also keeps the last one set
             # as the default of threads started later: put the process's back.
@@ -47,14 +71,21 @@ class MeasurementWorker:
             self._room.wait_for(lambda: self._in_flight < self.max_in_flight or self._error is not None)
         self.raise_error()
 
-    def submit(self, job: Callable[[], None], *, counts: bool, ready: torch.cuda.Event | None = None) -> None:
+    def submit(self, job: Callable[[], None], *, counts: bool, ready: torch.cuda.Event | None = None,
+               step: int | None = None) -> None:
         """Queues ``job``; ``counts``: it is a measurement, bounded by ``max_in_flight``;
-        ``ready``: a CUDA event the job's inputs are complete at, on the submitting stream."""
+        ``ready``: a CUDA event the job's inputs are complete at, on the submitting stream;
+        ``step``: the training step it measures, named in warnings."""
         self.raise_error()
-        if counts:
-            with self._room:
-                self._in_flight += 1
+        with self._room:
+            self._in_flight += counts
+            self._pending.append(step)
         self._jobs.put((job, counts, ready))
+
+    def pending_steps(self) -> list[int]:
+        """The steps of the jobs queued or running."""
+        with self._room:
+            return [s for s in self._pending if s is not None]
 
     def drain(self) -> None:
         """Waits until every job submitted so far has run; raises a job's exception."""
@@ -65,8 +96,10 @@ class MeasurementWorker:
         """Drains (or drops the jobs not started) and ends the thread."""
         if not drain:
             self._stopped = True
-        self._jobs.put(None)
-        self._thread.join()
+        _RUNNING.discard(self)
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
         if drain:
             self.raise_error()
 
@@ -99,10 +132,10 @@ class MeasurementWorker:
             except BaseException as e:  # noqa: BLE001  (kept, raised in the training thread)
                 self._error = e
             finally:
-                if counts:
-                    with self._room:
-                        self._in_flight -= 1
-                        self._room.notify_all()
+                with self._room:
+                    self._in_flight -= counts
+                    self._pending.pop(0)
+                    self._room.notify_all()
                 self._jobs.task_done()
 
     def _run(self, job: Callable[[], None], ready) -> None:
