@@ -16,6 +16,11 @@ PINNED = dict(task="images", dataset="synthetic", n_train=10_000, n_test=2_000, 
               l2_grid=[1e-4, 1e-3, 1e-2, 1e-1], n_bootstrap=200, probe_tol=1e-5)
 
 
+# The penalty grid the engine benches compare solvers over (the estimator's default before
+# 0.3), searched as given: every solver fits the same probes.
+BENCH_L2_GRID = tuple(float(v) for v in torch.logspace(-5, -1, 8, dtype=torch.float64))
+
+
 def machine_name(device: torch.device) -> str:
     """The GPU's name on CUDA; else the CPU model as /proc/cpuinfo names it and torch's threads."""
     if device.type == "cuda":

@@ -27,11 +27,11 @@ import torch
 from tqdm import tqdm
 
 import uinfo_fast as uf
-from uinfo_fast.engine import DEFAULT_L2_GRID, standardisation, validation_split
+from uinfo_fast.engine import standardisation, validation_split
 from uinfo_fast.engine.reference import fit_probe_lbfgs
 from uinfo_fast.tasks import layered_features
 
-from _harness import machine_name  # noqa: E402  (bench/, the script's folder)
+from _harness import BENCH_L2_GRID, machine_name  # noqa: E402  (bench/, the script's folder)
 
 SIZES = {
     "full": dict(n=50_000, m=10_000, d=512, f=4),
@@ -52,7 +52,7 @@ def run_uinfo(xtr, ytr, xte, yte, args, device, dtype):
                                        n_bootstrap=0, max_iter=5)
     sync()
     t0 = time.perf_counter()
-    res = uf.estimate_usable_information(xtr_d, ytr_d, xte_d, yte_d, l2_grid=DEFAULT_L2_GRID, n_bootstrap=0,
+    res = uf.estimate_usable_information(xtr_d, ytr_d, xte_d, yte_d, l2_grid=BENCH_L2_GRID, grid_extension=0, n_bootstrap=0,
                                          max_iter=args.max_iter, tol=args.tol, schedule=args.schedule)
     sync()
     seconds = time.perf_counter() - t0
@@ -78,7 +78,7 @@ def run_per_probe(kind, xtr, ytr, xte, yte, args, device):
     """The per-probe loop a researcher writes by hand: every (feature set, label set, l2) alone."""
     n_train = next(iter(ytr.values())).shape[0]
     fit_idx, val_idx, data = standardised_splits(xtr, xte, n_train)
-    jobs = [(f, lab, l2) for f in data for lab in ytr for l2 in DEFAULT_L2_GRID]
+    jobs = [(f, lab, l2) for f in data for lab in ytr for l2 in BENCH_L2_GRID]
     out, total_iters = {}, 0
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     t0 = time.perf_counter()
@@ -111,9 +111,9 @@ def run_per_probe(kind, xtr, ytr, xte, yte, args, device):
     seconds = time.perf_counter() - t0
     for f in data:
         for lab in ytr:
-            best = min(DEFAULT_L2_GRID, key=lambda l2: val_ce[(f, lab, l2)])
+            best = min(BENCH_L2_GRID, key=lambda l2: val_ce[(f, lab, l2)])
             out[(f, lab)] = dict(test_ce=test_ce[(f, lab, best)], l2=best,
-                                 test_ce_by_l2={l2: test_ce[(f, lab, l2)] for l2 in DEFAULT_L2_GRID})
+                                 test_ce_by_l2={l2: test_ce[(f, lab, l2)] for l2 in BENCH_L2_GRID})
     return seconds, out, {"all": total_iters}
 
 
@@ -134,7 +134,7 @@ def main(argv=None):
     xtr, ytr, xte, yte = layered_features(size["n"], size["m"], size["d"], size["f"])
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     print(f"# {args.size}: N={size['n']} test={size['m']} D={size['d']} feature sets={size['f']}, "
-          f"2 label sets (20, 100 classes) x {len(DEFAULT_L2_GRID)} l2, {args.dtype} on {machine_name(device)}, "
+          f"2 label sets (20, 100 classes) x {len(BENCH_L2_GRID)} l2, {args.dtype} on {machine_name(device)}, "
           f"schedule {args.schedule}, "
           f"torch {torch.__version__}", flush=True)
     results = {}

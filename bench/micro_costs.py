@@ -45,8 +45,10 @@ def softmax_ns_per_logit(repeats: int = 50) -> float:
 
 
 def bookkeeping_ms_per_iteration(generic: bool) -> float:
-    from uinfo_fast.engine import DEFAULT_L2_GRID, standardisation
+    from uinfo_fast.engine import standardisation
     from uinfo_fast.tasks import layered_features
+
+    from _harness import BENCH_L2_GRID
 
     if generic:
         os.environ["UINFO_FAST_GENERIC_LBFGS"] = "1"
@@ -56,14 +58,14 @@ def bookkeeping_ms_per_iteration(generic: bool) -> float:
     x = xtr["layer1"]
     mean, std = standardisation(x)
     x, y = ((x - mean) / std)[:64].contiguous(), {k: v[:64] for k, v in ytr.items()}
-    uf.fit_probes(x, y, DEFAULT_L2_GRID, max_iter=3)
+    uf.fit_probes(x, y, BENCH_L2_GRID, max_iter=3)
     t0 = time.perf_counter()
-    fit = uf.fit_probes(x, y, DEFAULT_L2_GRID, max_iter=60, tol=1e-12, schedule="path")
+    fit = uf.fit_probes(x, y, BENCH_L2_GRID, max_iter=60, tol=1e-12, schedule="path")
     seconds = time.perf_counter() - t0
     os.environ.pop("UINFO_FAST_GENERIC_LBFGS", None)
     # The path runs one stage per penalty (coarse and fine probe together): a stage takes as many
     # iterations as its slower probe.
-    k = len(DEFAULT_L2_GRID)
+    k = len(BENCH_L2_GRID)
     iterations = sum(max(int(fit.n_iter[i]), int(fit.n_iter[k + i])) for i in range(k))
     return seconds / iterations * 1e3
 

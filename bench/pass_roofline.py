@@ -37,9 +37,9 @@ import traceback
 
 import torch
 
-from uinfo_fast.engine import DEFAULT_L2_GRID, ops, probe_layout
+from uinfo_fast.engine import ops, probe_layout
 
-from _harness import machine_name  # noqa: E402  (bench/, the script's folder)
+from _harness import BENCH_L2_GRID, machine_name  # noqa: E402  (bench/, the script's folder)
 
 SIZES = {
     "full": dict(n=40_000, d=512),  # the fit split (80%) of 50,000 train rows
@@ -213,7 +213,7 @@ def rel_err(out, ref) -> float:
 
 def run_passes(device, args, size, model, out: list) -> None:
     n, d = size["n"], size["d"]
-    offsets, label_col, l2_per_probe = probe_layout(CLASS_COUNTS, DEFAULT_L2_GRID)
+    offsets, label_col, l2_per_probe = probe_layout(CLASS_COUNTS, BENCH_L2_GRID)
     c = offsets[-1]
     groups = groups_of(offsets, label_col)
     op = ops.probe_objective
@@ -301,15 +301,15 @@ def main(argv=None):
     args.ceiling_repeats = max(10, args.ceiling_repeats)
     device = torch.device(args.device)
     size = SIZES[args.size]
-    n_probes = len(CLASS_COUNTS) * len(DEFAULT_L2_GRID)
-    c = len(DEFAULT_L2_GRID) * sum(CLASS_COUNTS)
+    n_probes = len(CLASS_COUNTS) * len(BENCH_L2_GRID)
+    c = len(BENCH_L2_GRID) * sum(CLASS_COUNTS)
     try:
         name = machine_name(device)
     except Exception as exc:
         name = f"? ({err_str(exc)})"
     log(f"# pass roofline, {args.size}: N={size['n']} D={size['d']} C={c} ({len(CLASS_COUNTS)} label sets "
-        f"{CLASS_COUNTS} x {len(DEFAULT_L2_GRID)} l2 = {n_probes} probes) on {name}, torch {torch.__version__}")
-    result = dict(size=args.size, **size, c=c, k=n_probes, class_counts=list(CLASS_COUNTS), l2=list(DEFAULT_L2_GRID),
+        f"{CLASS_COUNTS} x {len(BENCH_L2_GRID)} l2 = {n_probes} probes) on {name}, torch {torch.__version__}")
+    result = dict(size=args.size, **size, c=c, k=n_probes, class_counts=list(CLASS_COUNTS), l2=list(BENCH_L2_GRID),
                   device=name, torch=torch.__version__, cuda=torch.version.cuda, repeats=args.repeats,
                   ceiling_repeats=args.ceiling_repeats, ceilings={}, model={}, passes=[])
 

@@ -14,8 +14,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import uinfo_fast as uf
-from uinfo_fast.engine import DEFAULT_L2_GRID, standardisation
+from uinfo_fast.engine import standardisation
 from uinfo_fast.tasks import layered_features
+
+from _harness import BENCH_L2_GRID  # noqa: E402  (bench/, the script's folder)
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--rows", type=int, default=8000)
@@ -31,16 +33,16 @@ mean, std = standardisation(x)
 x = ((x - mean) / std).to(device)
 ytr = {k: v.to(device) for k, v in ytr.items()}
 sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-uf.fit_probes(x[:500], {k: v[:500] for k, v in ytr.items()}, DEFAULT_L2_GRID, max_iter=30)  # warm-up
+uf.fit_probes(x[:500], {k: v[:500] for k, v in ytr.items()}, BENCH_L2_GRID, max_iter=30)  # warm-up
 sync()
 t0 = time.perf_counter()
-fit = uf.fit_probes(x, ytr, DEFAULT_L2_GRID, schedule=args.schedule)
+fit = uf.fit_probes(x, ytr, BENCH_L2_GRID, schedule=args.schedule)
 sync()
 wall = time.perf_counter() - t0
 activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
 check_every = {} if device.type == "cuda" else {"check_every": 1}
 with profile(activities=activities) as prof:
-    fit = uf.fit_probes(x, ytr, DEFAULT_L2_GRID, schedule=args.schedule, **check_every)
+    fit = uf.fit_probes(x, ytr, BENCH_L2_GRID, schedule=args.schedule, **check_every)
     sync()
 print(f"probe-iterations: {int(fit.n_iter.sum())}, fit wall time {wall * 1e3:.1f} ms (unprofiled), "
       f"{x.shape[0]} x {x.shape[1]} on {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}")

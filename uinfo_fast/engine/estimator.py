@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .fit import (SCHEDULES, FitOptions, ProbeFit, fit_feature_sets, fit_further, polish, regridded,
                   standardisation, standardise)
+from .layout import FitStatus
 from .inputs import Features, Labels, check_feature_splits, check_label_splits
 from .results import UsableInformation, UsableInformationResult
 from .scoring import TIE_NATS, score_all, unfinished_finalists, validation_ce
@@ -177,10 +178,11 @@ def widened(grid: list[float], pulls: list[tuple[bool, bool]], options: Estimato
     at, within :func:`extension_bounds`."""
     low, high = extension_bounds(options)
     wider = list(grid)
-    if any(p[0] for p in pulls) and grid[0] > 0 and grid[0] / 10 >= low:
-        wider.insert(0, grid[0] / 10)
-    if any(p[1] for p in pulls) and grid[-1] > 0 and grid[-1] * 10 <= high:
-        wider.append(grid[-1] * 10)
+    down, up = float(f"{grid[0] / 10:.12g}"), float(f"{grid[-1] * 10:.12g}")  # 1e-06, not 1.0000000000000002e-06
+    if any(p[0] for p in pulls) and grid[0] > 0 and down >= low:
+        wider.insert(0, down)
+    if any(p[1] for p in pulls) and grid[-1] > 0 and up <= high:
+        wider.append(up)
     return wider
 
 
@@ -215,9 +217,7 @@ def estimate(features: Features, labels: Labels, options: EstimatorOptions,
     rows = {n: set_rows(n, features, labels, options) for n in features.train}
     fits = fit_all(rows, labels, options, warm_start)
     val_ce = {n: validation_ce(f, rows[n].x_val, labels) for n, f in fits.items()}
-    pulls = {}
-    if options.grid_extension:
-        fits, val_ce, pulls = widen(dict(fits), val_ce, rows, labels, options)
+    fits, val_ce, pulls = widen(dict(fits), val_ce, rows, labels, options)
     clock.done("fit")
     polishing = options.finalist_fit
     unfinished = unfinished_finalists(fits, val_ce, FINALISTS, polishing) if polishing is not None else {}
@@ -231,6 +231,10 @@ def estimate(features: Features, labels: Labels, options: EstimatorOptions,
     return UsableInformation(results, fits, clock.total(), clock.seconds)
 
 
+_ENDINGS = {FitStatus.MAX_ITER: "it stopped at max_iter", FitStatus.GRADIENT: "it stopped",
+            FitStatus.FLAT: "its objective went flat", FitStatus.LINE_SEARCH_FAILED: "its line search failed"}
+
+
 def flagged(result: UsableInformationResult, fit: ProbeFit, pulls, labels: Labels,
             options: EstimatorOptions) -> UsableInformationResult:
     """``result`` with the grid searched, and with a status and warnings where its number is less
@@ -241,8 +245,8 @@ def flagged(result: UsableInformationResult, fit: ProbeFit, pulls, labels: Label
     if not result.converged:
         k = fit.index(result.label_set, result.l2)
         status = "not_converged"
-        notes.append(f"the chosen probe (l2={result.l2:g}) did not converge: {fit.statuses[k].name.lower()} "
-                     f"after {int(fit.n_iter[k])} iterations with max |gradient| {float(fit.grad_max[k]):.2g} > tol "
+        notes.append(f"the chosen probe (l2={result.l2:g}) did not converge: {_ENDINGS[fit.statuses[k]]} after "
+                     f"{int(fit.n_iter[k])} iterations with max |gradient| {float(fit.grad_max[k]):.2g} > tol "
                      f"{options.tol:g}; the number depends on where the optimiser stopped (raise max_iter, or "
                      "standardize the features)")
     pull = pulls[labels.names.index(result.label_set)] if pulls else (False, False)

@@ -18,6 +18,9 @@ from .params import Choice, Integer, NoneOr, Real, validate_params
 from .validation import check_features, check_l2, check_labels, label_sets
 
 SCHEDULES = ("auto", "batched", "path")
+# How far above its tolerance a probe's gradient may sit when its objective went flat at the
+# working precision (float32 rounding stops near-separable probes a little above tol).
+FLAT_GRADIENT_FACTOR = 1e3
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,13 @@ class ProbeFit:
 
     @property
     def converged(self) -> torch.Tensor:
-        """[K] bool: the gradient reached tol, or the objective stopped moving at working precision."""
-        return torch.isin(self.status, torch.tensor(CONVERGED_CODES, device=self.status.device))
+        """[K] bool: the gradient reached tol, or the objective stopped moving at working precision
+        with the gradient within :data:`FLAT_GRADIENT_FACTOR` times tol. A flat objective with a
+        large gradient is a stuck fit (features of 1e18, say, where every step overflows), not
+        an optimum."""
+        ended = torch.isin(self.status, torch.tensor(CONVERGED_CODES, device=self.status.device))
+        flat_ok = (self.status != int(FitStatus.FLAT)) | (self.grad_max <= FLAT_GRADIENT_FACTOR * self.tol)
+        return ended & flat_ok
 
     @property
     def statuses(self) -> list[FitStatus]:
