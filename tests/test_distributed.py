@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import uinfo_fast as uf
+from uinfo_fast.experiments.distributed import leave_process_group
 from uinfo_fast.tracking import read_log
 from uinfo_fast.tracking.distributed import Ranks
 
@@ -69,7 +70,7 @@ def _rank_main(rank, world, init, out, options):
         else:
             assert tracker.rows == [] and tracker.log is None  # rank 0 alone writes
     finally:
-        dist.destroy_process_group()
+        leave_process_group()
 
 
 def _spawn(tmp_path, options):

@@ -125,9 +125,9 @@ def test_bad_config_is_named(kw, match):
         RunConfig(**kw)
 
 
-def _killed_run(tmp_path, name="run", cfg=None, after=5, **kw):
+def _killed_run(tmp_path, name="run", cfg=None, after=5, resume=False, **kw):
     """The directory of a run (``cfg``, else ``_cfg(**kw)``) killed right after its ``after``-th
-    checkpoint."""
+    checkpoint (``resume``: of the run already there, resumed)."""
     out = str(tmp_path / name)
     real_save, calls = experiment.save_checkpoint, {"n": 0}
 
@@ -140,7 +140,7 @@ def _killed_run(tmp_path, name="run", cfg=None, after=5, **kw):
     experiment.save_checkpoint = dying_save
     try:
         with pytest.raises(Killed):
-            run_experiment(cfg or _cfg(**kw), out, progress=False)
+            run_experiment(cfg or _cfg(**kw), out, resume=resume, progress=False)
     finally:
         experiment.save_checkpoint = real_save
     return out

@@ -31,11 +31,12 @@ def test_selected_probe_matches_sklearn_test_cross_entropy(device):
     res = uf.estimate_usable_information(x.to(device), {k: v.to(device) for k, v in y.items()}, xt.to(device),
                                          {k: v.to(device) for k, v in yt.items()}, n_bootstrap=0)
     fit = res.fits["features"]
-    mean, std = (t.cpu().double().numpy() for t in fit.standardize)
-    # The same fit split and standardisation the estimator used.
+    mean, std, lo, hi = (t.cpu().double().numpy() for t in fit.standardize)
+    # The same fit split and standardisation the estimator used, and its clipping of the test
+    # rows to the range of the fit rows.
     fit_idx, _ = validation_split(len(x), 0.2, 0)
     x_fit = (x[fit_idx].double().numpy() - mean) / std
-    x_test = (xt.double().numpy() - mean) / std
+    x_test = np.clip((xt.double().numpy() - mean) / std, lo, hi)
     for name in ("digit", "parity"):
         r = res["features", name]
         ce = _sklearn_ce(x_fit, y[name][fit_idx].numpy(), x_test, yt[name].numpy(), r.l2)

@@ -181,9 +181,28 @@ def test_warm_and_cold_fits_of_the_same_features_agree_at_the_same_penalty():
 def test_penalties_within_the_tie_margin_choose_the_largest():
     from types import SimpleNamespace
 
-    from uinfo_fast.engine.scoring import TIE_NATS, choose
+    from uinfo_fast.engine.scoring import TIE_NATS, Validation, choose
 
     fit = SimpleNamespace(l2=[1e-4, 1e-3, 1e-2, 1e-1], label_names=["y"], probes_of=lambda j: [0, 1, 2, 3])
-    val = torch.tensor([1.0, 0.9, 0.9 + TIE_NATS / 2, 1.2], dtype=torch.float64)
-    assert choose(fit, val).tolist() == [2]
-    assert choose(fit, torch.tensor([1.0, 0.9, 0.9 + 2 * TIE_NATS, 1.2], dtype=torch.float64)).tolist() == [1]
+
+    def same_on_every_row(means):  # paired differences without spread: the margin is TIE_NATS
+        nll = torch.tensor(means, dtype=torch.float64).expand(50, 4)
+        return Validation(nll, torch.ones(50, 4, dtype=torch.float64))
+
+    assert choose(fit, same_on_every_row([1.0, 0.9, 0.9 + TIE_NATS / 2, 1.2])).tolist() == [2]
+    assert choose(fit, same_on_every_row([1.0, 0.9, 0.9 + 2 * TIE_NATS, 1.2])).tolist() == [1]
+
+
+def test_penalties_the_validation_rows_cannot_tell_apart_choose_the_largest():
+    # one standard error of the paired difference: 0.1 / sqrt(100) = 0.01 nats, above TIE_NATS
+    from types import SimpleNamespace
+
+    from uinfo_fast.engine.scoring import Validation, choose
+
+    fit = SimpleNamespace(l2=[1e-3, 1e-1], label_names=["y"], probes_of=lambda j: [0, 1])
+    noise = torch.tensor([0.1, -0.1], dtype=torch.float64).repeat(50)
+    for gap, chosen in ((0.005, 1), (0.03, 0)):  # within one standard error, and three beyond it
+        nll = torch.stack([torch.full((100,), 0.7, dtype=torch.float64), 0.7 + gap + noise], 1)
+        val = Validation(nll, torch.ones(100, 2, dtype=torch.float64))
+        assert val.margin(torch.tensor([1]), torch.tensor([0])).item() == pytest.approx(0.1 / 100 ** 0.5, rel=0.01)
+        assert choose(fit, val).tolist() == [chosen]

@@ -44,9 +44,10 @@ def test_bits_are_entropy_minus_test_cross_entropy_and_mean_of_pointwise():
         assert math.isclose(r.bits, r.entropy_bits - r.test_ce_nats / math.log(2), abs_tol=1e-9)
         assert math.isclose(float(r.pointwise_bits.mean()), r.bits, abs_tol=1e-9)
         assert r.pointwise_bits.shape == (400,)
-        # the chosen penalty: the largest of those within TIE_NATS of the lowest validation CE
+        # the chosen penalty: at least the largest of those within TIE_NATS of the lowest
+        # validation CE (the margin widens to a standard error of the paired difference)
         best = min(r.val_ce_nats.values())
-        assert r.l2 == max(l2 for l2, ce in r.val_ce_nats.items() if ce <= best + TIE_NATS)
+        assert r.l2 >= max(l2 for l2, ce in r.val_ce_nats.items() if ce <= best + TIE_NATS)
 
 
 def test_warm_start_from_previous_measurement():
@@ -108,8 +109,8 @@ def test_explicit_validation_set_picks_the_penalty_and_the_fit_uses_every_train_
     fit = res.fits["features"]
     want = fit.cross_entropy(xv, {"labels": yv})
     assert r.val_ce_nats == {l2: float(v) for l2, v in zip(fit.l2, want)}
-    assert r.l2 == min(r.val_ce_nats, key=r.val_ce_nats.get)
-    mean, _ = fit.standardize
+    assert r.l2 >= min(r.val_ce_nats, key=r.val_ce_nats.get)  # the largest penalty tied with the best
+    mean = fit.standardize[0]
     torch.testing.assert_close(mean, x.mean(0))  # standardised on all 400 train rows: nothing carved out
     with pytest.raises(ValueError, match="together"):
         uf.estimate_usable_information(x, y, xt, yt, val_features=xv)

@@ -21,11 +21,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .fit import (SCHEDULES, FitOptions, ProbeFit, fit_feature_sets, fit_further, polish, regridded,
-                  standardisation, standardise)
+                  standardisation, standardise, with_fit_range)
 from .layout import FitStatus
 from .inputs import Features, Labels, check_feature_splits, check_label_splits
 from .results import UsableInformation, UsableInformationResult
-from .scoring import TIE_NATS, score_all, unfinished_finalists, validation_ce
+from .scoring import Validation, choose, score_all, unfinished_finalists, validation_ce
 from .params import Boolean, Choice, Integer, NoneOr, Real, validate_params
 from .validation import check_l2
 
@@ -33,10 +33,10 @@ from .validation import check_l2
 # command line: scikit-learn's default C = 1 is l2 = 1 / N, 1e-4 at N = 10,000. The top, 10,
 # is where a layer that carries nothing about a label is fitted best (a near-constant probe);
 # a grid that stops short of it reads such a layer below 0 bits. Where the validation minimum
-# lies past either end anyway, the estimator widens the grid (GRID_EXTENSION).
+# a choice sits at either end anyway, the estimator widens the grid (GRID_EXTENSION).
 DEFAULT_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
-# Decades the search may go past each end of the grid given, one at a time, while the penalty
-# at that end beats its neighbour on validation by more than the tie tolerance.
+# Decades the search may go past each end of the grid given, one at a time, while a label set's
+# choice sits at that end.
 GRID_EXTENSION = 3
 _OPEN_UNIT = Real(0.0, 1.0, low_open=True, high_open=True)
 # The finalists of each label set (the best few by validation cross-entropy after the grid fit)
@@ -98,7 +98,7 @@ class SetRows:
     x_fit: torch.Tensor   # the train rows, standardised
     x_val: torch.Tensor
     x_test: torch.Tensor
-    scaling: tuple[torch.Tensor, torch.Tensor] | None
+    scaling: tuple[torch.Tensor, ...] | None  # mean, std, and the fit rows' range (fit.with_fit_range)
 
 
 def set_rows(name: str, features: Features, labels: Labels, options: EstimatorOptions) -> SetRows:
@@ -111,8 +111,10 @@ def set_rows(name: str, features: Features, labels: Labels, options: EstimatorOp
         x_train, x_val = x, features.val[name]
     scaling = standardisation(x_train) if options.standardize else None
     owned = labels.carve is not None
-    x_fit = standardise(x_train, scaling, in_place=owned).to(x.dtype) if scaling is not None else x_train
-    return SetRows(x_fit, x_val, features.test[name], scaling)
+    if scaling is None:
+        return SetRows(x_train, x_val, features.test[name], None)
+    x_fit = standardise(x_train, scaling, in_place=owned).to(x.dtype)
+    return SetRows(x_fit, x_val, features.test[name], with_fit_range(scaling, x_fit))
 
 
 def warm_inits(warm_start: UsableInformation | None, rows: dict[str, SetRows], labels: Labels,
@@ -152,19 +154,23 @@ def extension_bounds(options: EstimatorOptions) -> tuple[float, float]:
     return min(positive) / factor * (1 - 1e-9), max(options.l2_grid) * factor * (1 + 1e-9)
 
 
-def edge_pulls(fits: dict[str, ProbeFit], val_ce: dict[str, torch.Tensor]) -> dict[str, list[tuple[bool, bool]]]:
-    """Per feature set and label set: whether (its smallest penalty, its largest penalty) beats
-    its neighbour on validation by more than the tie tolerance, so that the minimum may lie past
-    that end. One host synchronisation for every feature set."""
+def edge_pulls(fits: dict[str, ProbeFit], val_ce: dict[str, Validation]) -> dict[str, list[tuple[bool, ...]]]:
+    """Per feature set and label set: (the choice sits at the smallest penalty, at the largest;
+    the validation cross-entropy still falls past the smallest, past the largest: that end
+    beats its neighbour by more than the tie margin, :meth:`Validation.margin`). A choice at an
+    end widens the grid there; one still falling at a bound of the search gets a warning. One
+    host synchronisation for every feature set."""
     flags = []
     for name, fit in fits.items():
-        grid, dev = grid_of(fit), val_ce[name].device
+        grid, v = grid_of(fit), val_ce[name]
         if len(grid) < 2:
-            flags.append(torch.zeros(len(fit.label_names), 2, dtype=torch.bool, device=dev))
+            flags.append(torch.zeros(len(fit.label_names), 4, dtype=torch.bool, device=v.device))
             continue
-        probes = torch.tensor([[fit.index(label, v) for v in grid] for label in fit.label_names], device=dev)
-        vals = val_ce[name][probes]
-        flags.append(torch.stack([vals[:, 0] < vals[:, 1] - TIE_NATS, vals[:, -1] < vals[:, -2] - TIE_NATS], 1))
+        probes = torch.tensor([[fit.index(label, l2) for l2 in grid] for label in fit.label_names], device=v.device)
+        chosen, vals = choose(fit, v), v.mean[probes]
+        falls_low = vals[:, 0] < vals[:, 1] - v.margin(probes[:, 0], probes[:, 1])
+        falls_high = vals[:, -1] < vals[:, -2] - v.margin(probes[:, -1], probes[:, -2])
+        flags.append(torch.stack([chosen == probes[:, 0], chosen == probes[:, -1], falls_low, falls_high], 1))
     host = torch.cat(flags).tolist()
     out, start = {}, 0
     for name, fit in fits.items():
@@ -173,9 +179,9 @@ def edge_pulls(fits: dict[str, ProbeFit], val_ce: dict[str, torch.Tensor]) -> di
     return out
 
 
-def widened(grid: list[float], pulls: list[tuple[bool, bool]], options: EstimatorOptions) -> list[float]:
-    """``grid`` with a decade added past each end that a label set's validation minimum pulls
-    at, within :func:`extension_bounds`."""
+def widened(grid: list[float], pulls: list[tuple[bool, ...]], options: EstimatorOptions) -> list[float]:
+    """``grid`` with a decade added past each end that a label set's choice sits at, within
+    :func:`extension_bounds`."""
     low, high = extension_bounds(options)
     wider = list(grid)
     down, up = float(f"{grid[0] / 10:.12g}"), float(f"{grid[-1] * 10:.12g}")  # 1e-06, not 1.0000000000000002e-06
@@ -188,7 +194,7 @@ def widened(grid: list[float], pulls: list[tuple[bool, bool]], options: Estimato
 
 def widen(fits: dict[str, ProbeFit], val_ce: dict, rows: dict[str, SetRows], labels: Labels,
           options: EstimatorOptions) -> tuple[dict, dict, dict]:
-    """Widens each feature set's grid a decade at a time while a validation minimum lies at an end
+    """Widens each feature set's grid a decade at a time while a label set's choice sits at an end
     of it, fitting only the new probes (from their neighbours' solutions), every feature set in
     one op call per round. Returns the fits, their validation cross-entropies and the pulls
     still left (at the bounds)."""
@@ -249,8 +255,8 @@ def flagged(result: UsableInformationResult, fit: ProbeFit, pulls, labels: Label
                      f"{int(fit.n_iter[k])} iterations with max |gradient| {float(fit.grad_max[k]):.2g} > tol "
                      f"{options.tol:g}; the number depends on where the optimiser stopped (raise max_iter, or "
                      "standardize the features)")
-    pull = pulls[labels.names.index(result.label_set)] if pulls else (False, False)
-    for side, end, how in ((0, min(grid), "smaller"), (1, max(grid), "larger")):
+    pull = pulls[labels.names.index(result.label_set)] if pulls else (False,) * 4
+    for side, end, how in ((2, min(grid), "smaller"), (3, max(grid), "larger")):
         if pull[side]:
             notes.append(f"validation cross-entropy still falls past l2={end:g}, the {how[:-2]}est penalty searched "
                          f"({min(grid):g} to {max(grid):g}): a {how} penalty may read more; widen l2_grid")

@@ -11,7 +11,9 @@ from .results import LN2, UsableInformationResult
 
 # Penalties whose validation cross-entropy lies within this of the lowest count as tied (the
 # largest is chosen): far above the differences that stopping points make, far below the
-# differences between neighbouring penalties of a grid.
+# differences between neighbouring penalties of a grid. The margin is wider where the validation
+# rows cannot tell two probes apart: one standard error of their paired difference
+# (:meth:`Validation.margin`).
 TIE_NATS = 1e-3
 # Fewer train rows than this per class, on average, and a probe's test cross-entropy, hence I_u,
 # is dominated by the classes it barely saw: the result carries a warning.
@@ -20,28 +22,53 @@ MIN_ROWS_PER_CLASS = 10
 _RESAMPLE_CHUNK = 64
 
 
-def mean_nll(ll: torch.Tensor, fit: ProbeFit, seen: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
-    """Mean negative log-likelihood [K] of every probe over the rows whose class its label set has."""
-    mask = torch.stack([seen[names[j]] for j in fit.label_col], 1).to(ll.dtype)  # [rows, K]
-    return -(ll * mask).sum(0) / mask.sum(0)
+class Validation:
+    """Every probe's cross-entropy on the validation rows of classes it knows: per row
+    (``nll`` [rows, K], 0 on rows left out; ``mask`` marks the rows counted) and on average
+    (``mean`` [K], float64)."""
+
+    def __init__(self, nll: torch.Tensor, mask: torch.Tensor):
+        self.nll, self.mask = nll * mask, mask
+        self.mean = self.nll.sum(0) / mask.sum(0)
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    def margin(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """How far probe ``a``'s mean may lie above probe ``b``'s and still count as tied, for
+        index tensors of one shape (probes of the same label set): the larger of
+        :data:`TIE_NATS` and the standard error of their paired difference over the rows.
+        Within it, 500 validation rows (say) cannot tell which of the two predicts better, and
+        choosing the weaker penalty on such a difference overfits by chance (a shuffled label
+        read -0.03 bits that way)."""
+        diff = self.nll[:, a] - self.nll[:, b]
+        mask = self.mask[:, a]
+        n = mask.sum(0)
+        centred = (diff - (diff * mask).sum(0) / n) * mask
+        se = (centred.pow(2).sum(0) / (n - 1).clamp_min(1) / n).sqrt()
+        return se.clamp_min(TIE_NATS)
 
 
-def validation_ce(fit: ProbeFit, x_val: torch.Tensor, labels: Labels) -> torch.Tensor:
-    """[K] float64: every probe's mean cross-entropy on the validation rows of classes it knows."""
-    val_ll = log_likelihood_of(fit, x_val, labels.stacked("val")).to(torch.float64)
-    return mean_nll(val_ll, fit, labels.val_seen, labels.names)
+def validation_ce(fit: ProbeFit, x_val: torch.Tensor, labels: Labels) -> Validation:
+    """Every probe's cross-entropy on the validation rows of classes it knows."""
+    ll = log_likelihood_of(fit, x_val, labels.stacked("val")).to(torch.float64)
+    mask = torch.stack([labels.val_seen[labels.names[j]] for j in fit.label_col], 1).to(ll.dtype)  # [rows, K]
+    return Validation(-ll, mask)
 
 
-def unfinished_finalists(fits: dict[str, ProbeFit], val_ce: dict[str, torch.Tensor], count: int,
+def unfinished_finalists(fits: dict[str, ProbeFit], val_ce: dict[str, Validation], count: int,
                          polish) -> dict[str, list[int]]:
-    """Of the ``count`` probes of each (feature set, label set) with the lowest validation
-    cross-entropy, those whose gradient has not reached the ``polish`` options' tolerance, as
-    host indices: one host synchronisation for every feature set."""
+    """Of the finalists of each (feature set, label set), the ``count`` probes with the lowest
+    validation cross-entropy and the one :func:`choose` takes, those whose gradient has not
+    reached the ``polish`` options' tolerance, as host indices: one host synchronisation for
+    every feature set."""
     ranked = {}
     for name, fit in fits.items():
         dev = val_ce[name].device
         probes = torch.tensor([fit.probes_of(j) for j in range(len(fit.label_names))], device=dev)
-        top = probes.gather(1, val_ce[name][probes].argsort(dim=1)[:, :count]).flatten()
+        top = probes.gather(1, val_ce[name].mean[probes].argsort(dim=1)[:, :count])
+        top = torch.cat([top, choose(fit, val_ce[name])[:, None]], 1).flatten()
         target = polish.tolerance(torch.tensor(fit.l2, dtype=torch.float64, device=dev)[top])
         ranked[name] = torch.where(fit.grad_max[top] > target, top, -1)
     flat = torch.cat(list(ranked.values())).tolist()
@@ -52,15 +79,16 @@ def unfinished_finalists(fits: dict[str, ProbeFit], val_ce: dict[str, torch.Tens
     return out
 
 
-def choose(fit: ProbeFit, val_ce: torch.Tensor) -> torch.Tensor:
-    """[L] the chosen probe of every label set, on the device: the lowest validation
-    cross-entropy, penalties within :data:`TIE_NATS` of it counting as tied and the largest of
-    those (the simplest probe) chosen, so that fits that differ only by where they stopped
-    choose alike."""
-    dev = val_ce.device
+def choose(fit: ProbeFit, val: Validation) -> torch.Tensor:
+    """[L] the chosen probe of every label set, on the device: of the penalties whose validation
+    cross-entropy lies within its :meth:`Validation.margin` of the lowest (one standard error of
+    the paired difference, at least :data:`TIE_NATS`), the largest (the simplest probe): the
+    one-standard-error rule. Fits that differ only by where they stopped choose alike."""
+    dev = val.device
     probes = torch.tensor([fit.probes_of(j) for j in range(len(fit.label_names))], device=dev)  # [L, P]
-    vals = val_ce[probes]
-    tied = vals <= vals.min(dim=1, keepdim=True).values + TIE_NATS
+    vals = val.mean[probes]
+    best = probes.gather(1, vals.argmin(dim=1, keepdim=True)).expand_as(probes)
+    tied = vals <= vals.min(dim=1, keepdim=True).values + val.margin(probes, best)
     l2 = torch.tensor(fit.l2, dtype=torch.float64, device=dev)[probes]
     return probes.gather(1, torch.where(tied, l2, -1.0).argmax(dim=1, keepdim=True)).squeeze(1)
 
@@ -88,7 +116,7 @@ def bootstrap(pointwise: torch.Tensor, n_bootstrap: int, confidence: float, seed
                                                          device=values.device))
 
 
-def pair_numbers(fit: ProbeFit, chosen: torch.Tensor, j: int, test_ll: torch.Tensor, val_ce: torch.Tensor,
+def pair_numbers(fit: ProbeFit, chosen: torch.Tensor, j: int, test_ll: torch.Tensor, val_ce: Validation,
                  labels: Labels, options) -> tuple[torch.Tensor, torch.Tensor]:
     """(numbers [7 + P], pointwise bits [seen test rows]) of label set ``j`` under its chosen
     probe, on the device: bits, CI, test CE, H(Y), chosen probe, converged, then the validation
@@ -100,13 +128,13 @@ def pair_numbers(fit: ProbeFit, chosen: torch.Tensor, j: int, test_ll: torch.Ten
     pointwise = (ll - log_prior) / LN2
     ci = bootstrap(pointwise, options.n_bootstrap, options.confidence, options.seed)
     converged = fit.converged.index_select(0, chosen.view(1)).to(torch.float64)
-    val = val_ce[torch.tensor(fit.probes_of(j), device=val_ce.device)]
+    val = val_ce.mean[torch.tensor(fit.probes_of(j), device=val_ce.device)]
     head = torch.stack([pointwise.mean(), ci[0], ci[1], -ll.mean(), -log_prior.mean() / LN2,
                         chosen.to(torch.float64), converged[0]])
     return torch.cat([head, val]), pointwise
 
 
-def score_all(fits: dict[str, ProbeFit], val_ce: dict[str, torch.Tensor], x_test: dict[str, torch.Tensor],
+def score_all(fits: dict[str, ProbeFit], val_ce: dict[str, Validation], x_test: dict[str, torch.Tensor],
               labels: Labels, options) -> list[UsableInformationResult]:
     """Every (feature set, label set) pair scored on the device; its numbers reach the host in
     one transfer, the one host synchronisation of scoring."""

@@ -8,6 +8,7 @@ measures together (``uinfo_fast.tracking.distributed``); rank 0 alone writes the
 """
 from __future__ import annotations
 
+import gc
 import os
 
 import torch
@@ -28,6 +29,18 @@ def join_from_env(device: str) -> bool:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if cuda else "gloo")
     return True
+
+
+def leave_process_group() -> None:
+    """Destroys the process group, after freeing what still holds it.
+
+    A DistributedDataParallel wrapper sits in reference cycles, so it outlives its last name
+    until the cycle collector runs; its reducer holds the process group. Freed only at
+    interpreter exit, it tears gloo's threads down while the interpreter does, which aborts the
+    process ("terminate called without an active exception"). Collecting first frees it while
+    everything is still alive."""
+    gc.collect()
+    dist.destroy_process_group()
 
 
 def wrap(model: nn.Module, ranks: Ranks) -> nn.Module:

@@ -38,7 +38,7 @@ from ..tracking.schedule import Schedule
 from ..tracking.distributed import Ranks
 from ..tracking.tracker import UsableInfoTracker
 from .config import RunConfig
-from .distributed import barrier, join_from_env, mean_over_ranks, my_share, wrap
+from .distributed import barrier, join_from_env, leave_process_group, mean_over_ranks, my_share, wrap
 from .plan import Plan, train_step
 
 
@@ -294,7 +294,7 @@ def run_experiment(cfg: RunConfig, out_dir: str, *, resume: bool = False, progre
         return _run_on_every_rank(cfg, RunDir(out_dir), resume, progress, tensorboard)
     finally:
         if joined:
-            dist.destroy_process_group()
+            leave_process_group()
 
 
 def _run_on_every_rank(cfg: RunConfig, files: RunDir, resume: bool, progress: bool, tensorboard) -> dict | None:
