@@ -32,8 +32,8 @@ from .validation import check_l2
 # Penalties for standardised features, the one default grid of the API, the tracker and the
 # command line: scikit-learn's default C = 1 is l2 = 1 / N, 1e-4 at N = 10,000. The top, 10,
 # is where a layer that carries nothing about a label is fitted best (a near-constant probe);
-# a grid that stops short of it reads such a layer below 0 bits. Where the validation minimum
-# a choice sits at either end anyway, the estimator widens the grid (GRID_EXTENSION).
+# a grid that stops short of it reads such a layer below 0 bits. Where a choice sits at either
+# end anyway, the estimator widens the grid (GRID_EXTENSION).
 DEFAULT_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 # Decades the search may go past each end of the grid given, one at a time, while a label set's
 # choice sits at that end.
