@@ -30,7 +30,7 @@ tracker = UsableInfoTracker(
     normalize(train.images[:1500]), {"coarse": train.coarse[:1500], "fine": train.fine[:1500]},
     normalize(test.images[:500]), {"coarse": test.coarse[:500], "fine": test.fine[:500]},
     log_path="runs/example_loop/log.jsonl", schedule=Schedule(every=50, early_until=20, early_points=4),
-    l2_grid=[1e-4, 1e-3, 1e-2, 1e-1], asynchronous=True)
+    asynchronous=True)
 
 opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 gen = torch.Generator().manual_seed(0)

@@ -69,7 +69,7 @@ def test_a_warm_measurement_fits_every_layer_in_one_call_then_polishes_in_one(co
     tracker.measure(1)
     # then one per decade the grid is widened by and at most one more, for the finalists that
     # need polishing, each of every layer at once
-    from uinfo_fast.engine.estimator import GRID_EXTENSION
+    from uinfo_fast.engine.grid import GRID_EXTENSION
     assert cold[:3] == [4, 4, 4] and len(cold) <= 3 + GRID_EXTENSION + 1
     assert counting.fits[:1] == [4] and len(counting.fits) <= 1 + GRID_EXTENSION + 1  # warm: the grid in one call
 

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 import uinfo_fast as uf
-from uinfo_fast.engine.estimator import extension_bounds, EstimatorOptions
+from uinfo_fast.engine.estimator import EstimatorOptions
+from uinfo_fast.engine.grid import extension_bounds
 from uinfo_fast.experiments import run_experiment
 from uinfo_fast.experiments.sweeps import _final_entry, format_perturbation, final_values
 from uinfo_fast.tracking import FeatureCapture, read_log

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "DEFAULT_L2_GRID": ".estimator",
+    "DEFAULT_L2_GRID": ".grid",
     "EstimatorOptions": ".estimator",
     "FitOptions": ".fit",
     "FitStatus": ".layout",
@@ -37,7 +37,8 @@ __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from .estimator import DEFAULT_L2_GRID, EstimatorOptions, estimate, estimate_usable_information
+    from .estimator import EstimatorOptions, estimate, estimate_usable_information
+    from .grid import DEFAULT_L2_GRID
     from .inputs import validation_split
     from .fit import FitOptions, ProbeFit, fit_probes, probe_log_likelihood, sklearn_C, standardisation
     from .layout import FitStatus, ProbeLayout, probe_layout

@@ -20,24 +20,16 @@ from dataclasses import dataclass, replace
 import torch
 from tqdm.auto import tqdm
 
-from .fit import (SCHEDULES, FitOptions, ProbeFit, fit_feature_sets, fit_further, polish, regridded,
-                  standardisation, standardise, with_fit_range)
+from .fit import (SCHEDULES, FitOptions, ProbeFit, fit_feature_sets, polish, regridded, standardisation, standardise,
+                  with_fit_range)
 from .layout import FitStatus
 from .inputs import Features, Labels, check_feature_splits, check_label_splits
 from .results import UsableInformation, UsableInformationResult
-from .scoring import Validation, choose, score_all, unfinished_finalists, validation_ce
+from .grid import DEFAULT_L2_GRID, GRID_EXTENSION, grid_of, widen
+from .scoring import score_all, unfinished_finalists, validation_ce
 from .params import Boolean, Choice, Integer, NoneOr, Real, validate_params
 from .validation import check_l2
 
-# Penalties for standardised features, the one default grid of the API, the tracker and the
-# command line: scikit-learn's default C = 1 is l2 = 1 / N, 1e-4 at N = 10,000. The top, 10,
-# is where a layer that carries nothing about a label is fitted best (a near-constant probe);
-# a grid that stops short of it reads such a layer below 0 bits. Where a choice sits at either
-# end anyway, the estimator widens the grid (GRID_EXTENSION).
-DEFAULT_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
-# Decades the search may go past each end of the grid given, one at a time, while a label set's
-# choice sits at that end.
-GRID_EXTENSION = 3
 _OPEN_UNIT = Real(0.0, 1.0, low_open=True, high_open=True)
 # The finalists of each label set (the best few by validation cross-entropy after the grid fit)
 # are fitted on in float64 (fit.polish) until max |gradient| <= min(tol, POLISH_L2_TOL * l2)
@@ -66,9 +58,9 @@ class EstimatorOptions:
     polish_l2_tol: float | None = POLISH_L2_TOL  # None: choose between the probes as the grid fit left them
     grid_extension: int = GRID_EXTENSION  # 0: search the grid as given
 
-    _CONSTRAINTS = {"grid_extension": Integer(0), "val_fraction": _OPEN_UNIT, "standardize": Boolean(), "n_bootstrap": Integer(0),
+    _CONSTRAINTS = {"val_fraction": _OPEN_UNIT, "standardize": Boolean(), "n_bootstrap": Integer(0),
                     "confidence": _OPEN_UNIT, "seed": Integer(), "schedule": Choice(SCHEDULES),
-                    "polish_l2_tol": NoneOr(Real(0.0, low_open=True))}
+                    "polish_l2_tol": NoneOr(Real(0.0, low_open=True)), "grid_extension": Integer(0)}
 
     def __post_init__(self):
         object.__setattr__(self, "l2_grid", tuple(check_l2(self.l2_grid, "l2_grid")))
@@ -142,78 +134,6 @@ def fit_all(rows: dict[str, SetRows], labels: Labels, options: EstimatorOptions,
                             options.fit, {n: r.scaling for n, r in rows.items()}, [labels.classes[n] for n in names])
 
 
-def grid_of(fit: ProbeFit) -> list[float]:
-    """The penalties a fit holds, ascending."""
-    return sorted(set(fit.l2))
-
-
-def extension_bounds(options: EstimatorOptions) -> tuple[float, float]:
-    """The smallest and largest penalty the search may reach."""
-    positive = [v for v in options.l2_grid if v > 0] or [0.0]
-    factor = 10.0 ** options.grid_extension
-    return min(positive) / factor * (1 - 1e-9), max(options.l2_grid) * factor * (1 + 1e-9)
-
-
-def edge_pulls(fits: dict[str, ProbeFit], val_ce: dict[str, Validation]) -> dict[str, list[tuple[bool, ...]]]:
-    """Per feature set and label set: (the choice sits at the smallest penalty, at the largest;
-    the validation cross-entropy still falls past the smallest, past the largest: that end
-    beats its neighbour by more than the tie margin, :meth:`Validation.margin`). A choice at an
-    end widens the grid there; one still falling at a bound of the search gets a warning. One
-    host synchronisation for every feature set."""
-    flags = []
-    for name, fit in fits.items():
-        grid, v = grid_of(fit), val_ce[name]
-        if len(grid) < 2:
-            flags.append(torch.zeros(len(fit.label_names), 4, dtype=torch.bool, device=v.device))
-            continue
-        probes = torch.tensor([[fit.index(label, l2) for l2 in grid] for label in fit.label_names], device=v.device)
-        chosen, vals = choose(fit, v), v.mean[probes]
-        falls_low = vals[:, 0] < vals[:, 1] - v.margin(probes[:, 0], probes[:, 1])
-        falls_high = vals[:, -1] < vals[:, -2] - v.margin(probes[:, -1], probes[:, -2])
-        flags.append(torch.stack([chosen == probes[:, 0], chosen == probes[:, -1], falls_low, falls_high], 1))
-    host = torch.cat(flags).tolist()
-    out, start = {}, 0
-    for name, fit in fits.items():
-        out[name] = [tuple(p) for p in host[start:start + len(fit.label_names)]]
-        start += len(fit.label_names)
-    return out
-
-
-def widened(grid: list[float], pulls: list[tuple[bool, ...]], options: EstimatorOptions) -> list[float]:
-    """``grid`` with a decade added past each end that a label set's choice sits at, within
-    :func:`extension_bounds`."""
-    low, high = extension_bounds(options)
-    wider = list(grid)
-    down, up = float(f"{grid[0] / 10:.12g}"), float(f"{grid[-1] * 10:.12g}")  # 1e-06, not 1.0000000000000002e-06
-    if any(p[0] for p in pulls) and grid[0] > 0 and down >= low:
-        wider.insert(0, down)
-    if any(p[1] for p in pulls) and grid[-1] > 0 and up <= high:
-        wider.append(up)
-    return wider
-
-
-def widen(fits: dict[str, ProbeFit], val_ce: dict, rows: dict[str, SetRows], labels: Labels,
-          options: EstimatorOptions) -> tuple[dict, dict, dict]:
-    """Widens each feature set's grid a decade at a time while a label set's choice sits at an end
-    of it, fitting only the new probes (from their neighbours' solutions), every feature set in
-    one op call per round. Returns the fits, their validation cross-entropies and the pulls
-    still left (at the bounds)."""
-    while True:
-        pulls = edge_pulls(fits, val_ce)
-        grids = {n: widened(grid_of(f), pulls[n], options) for n, f in fits.items()}
-        growing = [n for n, f in fits.items() if len(grids[n]) > len(grid_of(f))]
-        if not growing:
-            return fits, val_ce, pulls
-        new = {}
-        for n in growing:
-            old = set(fits[n].l2)
-            fits[n] = regridded(fits[n], grids[n])
-            new[n] = [k for k in range(fits[n].n_probes) if fits[n].l2[k] not in old]
-        fits = {**fits, **fit_further({n: fits[n] for n in growing}, {n: rows[n].x_fit for n in growing},
-                                      labels.stacked("train"), new, options.fit)}
-        val_ce = {**val_ce, **{n: validation_ce(fits[n], rows[n].x_val, labels) for n in growing}}
-
-
 def estimate(features: Features, labels: Labels, options: EstimatorOptions,
              warm_start: UsableInformation | None = None, progress: bool = False) -> UsableInformation:
     """Usable information of every feature set about every label set, on validated inputs:
@@ -223,7 +143,8 @@ def estimate(features: Features, labels: Labels, options: EstimatorOptions,
     rows = {n: set_rows(n, features, labels, options) for n in features.train}
     fits = fit_all(rows, labels, options, warm_start)
     val_ce = {n: validation_ce(f, rows[n].x_val, labels) for n, f in fits.items()}
-    fits, val_ce, pulls = widen(dict(fits), val_ce, rows, labels, options)
+    fits, val_ce, pulls = widen(fits, val_ce, {n: r.x_fit for n, r in rows.items()},
+                                {n: r.x_val for n, r in rows.items()}, labels, options)
     clock.done("fit")
     polishing = options.finalist_fit
     unfinished = unfinished_finalists(fits, val_ce, FINALISTS, polishing) if polishing is not None else {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from ..engine.estimator import DEFAULT_L2_GRID
+from ..engine.grid import DEFAULT_L2_GRID
 from ..engine.params import Boolean, Choice, Integer, ListOf, NoneOr, Real, Text, check_param, validate_params
 from ..tasks.images.data import GROUPED_DATASETS, check_coarse_groups
 from ..tasks.registry import get_task

@@ -27,7 +27,6 @@ import os
 import time
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 

@@ -45,7 +45,8 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from ..engine.estimator import DEFAULT_L2_GRID, GRID_EXTENSION, EstimatorOptions, estimate
+from ..engine.estimator import EstimatorOptions, estimate
+from ..engine.grid import DEFAULT_L2_GRID, GRID_EXTENSION
 from ..engine.inputs import Features, Labels, check_label_splits
 from ..engine.params import Boolean, Choice, Integer, check_param
 from ..engine.results import UsableInformation, unmeasured_row

@@ -55,5 +55,5 @@ TASK = Task(name="checkerboard", label_sets=("direction", "colour", "targets"), 
             defaults=dict(n_train=9_000, n_test=2_000, batch_size=16, lr=0.2, momentum=0.0, weight_decay=5e-3,
                           epochs=40.0, lr_schedule="constant", warmup_epochs=0.0, input_coding="four",
                           fresh_trials=True, probe_train=2_000, probe_val=500, probe_test=1_000, track_every=250, early_until=250,
-                          early_points=8, augment=False, l2_grid=[1e-4, 1e-3, 1e-2, 1e-1]),
+                          early_points=8, augment=False),
             options=("coherences", "hidden", "input_coding", "fresh_trials"))

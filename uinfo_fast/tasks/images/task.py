@@ -71,7 +71,7 @@ def data_tag(cfg) -> str:
 # was the default before it (with CIFAR's crop-and-flip augmentation); the CIFAR-100-shaped
 # layouts have 100 fine classes, so their probe sets are larger (PROBE_EXAMPLES_PER_CLASS).
 _SHORT_RUN = dict(epochs=5.0, batch_size=128, lr=0.1, weight_decay=5e-4, lr_schedule="constant", warmup_epochs=0.0,
-                  augment=True, track_every=50, early_until=50, early_points=6, l2_grid=[1e-4, 1e-3, 1e-2, 1e-1])
+                  augment=True, track_every=50, early_until=50, early_points=6)
 _HUNDRED_CLASSES = dict(probe_train=5_000, probe_val=500, probe_test=1_500)
 TASK = Task(name="images", label_sets=("coarse", "fine"), task_label="coarse", irrelevant_label="fine",
             datasets=("digits", "synthetic", "cifar100", "cifar10"), build=build, data_tag=data_tag,
