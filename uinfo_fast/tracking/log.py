@@ -119,11 +119,20 @@ class WriterLock:
 
 
 def _flock(fh) -> None:
+    """Takes the lock, raising BlockingIOError when another process holds it. Where the system
+    has no file locks (Windows, some network file systems), warns and goes on unlocked: one
+    writer per log is then the caller's to keep."""
     try:
         import fcntl
-    except ImportError:  # no POSIX file locks here: one writer per log is the caller's to keep
+    except ImportError:
         return
-    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise
+    except OSError as e:
+        warnings.warn(f"{fh.name}: file locks are not available here ({e}); a second process writing this log "
+                      "would not be refused", RuntimeWarning, stacklevel=4)
 
 
 def lock_path(log_path: str | os.PathLike) -> str:
