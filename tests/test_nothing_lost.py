@@ -350,3 +350,15 @@ def test_the_shuffled_control_that_read_minus_096_bits_stays_within_its_interval
     # Now, with the default grid:
     r = uf.estimate_usable_information(x["train"], y["train"], x["test"], y["test"], n_bootstrap=1000, **kw).results[0]
     assert r.ci_low <= 0.0 <= r.ci_high and abs(r.bits) < 0.01, r
+
+
+def test_the_command_line_names_a_held_directory_and_an_out_that_is_a_file(tmp_path, held, capsys):
+    from uinfo_fast.experiments.cli import main
+
+    from .test_cli import _TINY_IMAGES
+
+    assert main(["run", *_TINY_IMAGES, "--out", str(tmp_path / "run")]) == 2
+    assert f"is being written by process {held.pid}" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("")
+    assert main(["run", *_TINY_IMAGES, "--out", str(tmp_path / "afile")]) == 2
+    assert "--out must name a run directory" in capsys.readouterr().err

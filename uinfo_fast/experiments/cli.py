@@ -14,6 +14,8 @@ import os
 import sys
 import time
 
+from ..tracking.log import LogBusy
+
 
 def _plot(result, path: str) -> None:
     import matplotlib
@@ -345,7 +347,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, LogBusy) as e:
         print(f"uinfo-fast {args.command}: {e}", file=sys.stderr)
         return 2
     except FloatingPointError as e:  # the run's own verdict on a diverging network
