@@ -362,3 +362,19 @@ def test_the_command_line_names_a_held_directory_and_an_out_that_is_a_file(tmp_p
     (tmp_path / "afile").write_text("")
     assert main(["run", *_TINY_IMAGES, "--out", str(tmp_path / "afile")]) == 2
     assert "--out must name a run directory" in capsys.readouterr().err
+
+
+def test_a_run_that_failed_before_measuring_leaves_no_run_to_refuse(tmp_path, capsys):
+    from uinfo_fast.experiments.cli import main
+
+    from .test_cli import _TINY_IMAGES
+
+    out = str(tmp_path / "typo")
+
+    def with_layers(layers):
+        return [layers if a == "layer2,layer4" else a for a in _TINY_IMAGES] + ["--out", out]
+
+    assert main(["run", *with_layers("layer5")]) == 2
+    assert "layer5" in capsys.readouterr().err
+    assert main(["run", *with_layers("layer4")]) == 0
+    assert {r["feature_set"] for r in read_log(os.path.join(out, "log.jsonl"))} == {"layer4"}

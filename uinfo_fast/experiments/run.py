@@ -68,12 +68,16 @@ class RunDir:
                 diff = {k: (v, getattr(cfg, k)) for k, v in saved.to_json().items() if getattr(cfg, k) != v}
                 raise ValueError(f"--resume: the config differs from the run's own (saved, given): {diff}")
         else:
-            if os.path.exists(self.log) or os.path.exists(self.checkpoint):
+            if self.holds_a_run():
                 raise FileExistsError(f"{self.root} already holds a run; pass --resume to continue it or pick "
                                       "another --out")
             if write:
                 atomic_write_json(self.config, cfg.to_json())
 
+    def holds_a_run(self) -> bool:
+        """Whether the directory holds a run: a measured row or a checkpoint. A run that failed
+        before either (a misspelt layer, say) left nothing to keep, and a new run may start there."""
+        return os.path.exists(self.checkpoint) or bool(read_log(self.log))
 
     def release(self) -> None:
         if self.lock is not None:
