@@ -143,6 +143,27 @@ def test_docs_and_comments_name_only_files_the_repo_has():
     assert not missing, sorted(missing)
 
 
+# A file named without its folder ("DESIGN.md", "log.py"); system headers (#include <...>) aside.
+_BARE_REF = re.compile(r"(?<![/\w.-])([A-Za-z0-9_][A-Za-z0-9_.-]*\.(?:py|cpp|cu|h|md|sh))\b")
+
+
+def test_files_named_without_their_folder_are_files_the_repo_has():
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.split()
+    names = {Path(f).name for f in listed} or {p.name for p in ROOT.rglob("*") if ".venv" not in p.parts}
+    texts = [ROOT / "README.md", ROOT / "setup.py", *ROOT.glob("docs/*.md"), *ROOT.glob("bench/*.*"),
+             *PACKAGE.rglob("*.py"), *ROOT.glob("csrc/**/*.*"), *ROOT.glob("tests/*.py"), *ROOT.glob("examples/*")]
+    missing = set()
+    for path in texts:
+        if path.suffix in (".so", ".png", ".json", ".npz") or not path.is_file():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            if not line.lstrip().startswith("#include <"):
+                missing.update(f"{path.relative_to(ROOT)} -> {ref}" for ref in _BARE_REF.findall(line)
+                               if ref not in names)
+    assert not missing, sorted(missing)
+
+
 def _old_log(run_dir: Path) -> None:
     """A run directory as uinfo-fast 0.1 wrote it: rows name the feature set ``layer``."""
     run_dir.mkdir()

@@ -1,4 +1,4 @@
-"""Usable information I_u(Z; Y) = H(Y) - CE_test, from penalised softmax probes (DESIGN.md §1).
+"""Usable information I_u(Z; Y) = H(Y) - CE_test, from penalised softmax probes (docs/DESIGN.md, section 1).
 
 Per (feature set, label set): probes for every penalty of a grid are fitted at once on the train
 split, the penalty with the lowest validation cross-entropy is chosen, and the chosen probe is

@@ -1,5 +1,5 @@
 """The paper's experiments on top of the training run: learning-rate x batch-size sweeps and
-perturbed early training (Kleinman et al., ICLR 2021; DESIGN.md section 2).
+perturbed early training (Kleinman et al., ICLR 2021; docs/DESIGN.md, section 2).
 
 A sweep is a grid of runs, one directory each (``lr<lr>_bs<batch>_s<seed>``); a run whose
 ``summary.json`` exists is finished and is not run again, a run with a config but no summary

@@ -138,7 +138,7 @@ def probe_sets(cfg, task: Task, train_x, train_labels: dict, test_x, test_labels
 
 
 # A softmax probe fitted on fewer examples per class than this reads the label's information
-# poorly, and its estimate moves with the draw of the probe set (DESIGN.md section 5).
+# poorly, and its estimate moves with the draw of the probe set (docs/DESIGN.md, section 5).
 PROBE_EXAMPLES_PER_CLASS = 50
 
 
