@@ -7,17 +7,17 @@ import torch
 from uinfo_fast.experiments import Plan, RunConfig
 from uinfo_fast.tasks import build_task
 
-# The network, data and training of the default `uinfo-fast run` as of uinfo-fast 0.2 (the
-# synthetic CIFAR-100-shaped set), pinned so that the benches keep measuring what bench/RESULTS.md
-# recorded when the default run changes (issue 16 made the digit set the default).
+# The network, data and training the benches measure (the synthetic CIFAR-100-shaped set's short
+# run), pinned so that they keep measuring what bench/RESULTS.md recorded whatever the default
+# run becomes.
 PINNED = dict(task="images", dataset="synthetic", n_train=10_000, n_test=2_000, width=8, epochs=5.0, batch_size=128,
               lr=0.1, momentum=0.9, weight_decay=5e-4, lr_schedule="constant", warmup_epochs=0.0, augment=True,
               probe_train=1_200, probe_val=300, probe_test=500, track_every=50, early_until=50, early_points=6,
               l2_grid=[1e-4, 1e-3, 1e-2, 1e-1], n_bootstrap=200, probe_tol=1e-5)
 
 
-# The penalty grid the engine benches compare solvers over (the estimator's default before
-# 0.3), searched as given: every solver fits the same probes.
+# The penalty grid the engine benches compare solvers over, searched as given (no widening):
+# every solver fits the same probes.
 BENCH_L2_GRID = tuple(float(v) for v in torch.logspace(-5, -1, 8, dtype=torch.float64))
 
 

@@ -28,7 +28,7 @@ from uinfo_fast.experiments import RunConfig, run_experiment
 from _harness import PINNED, machine_name  # noqa: E402  (bench/, the script's folder)
 
 SIZES = {
-    # the default `uinfo-fast run` configuration of uinfo-fast 0.2
+    # the pinned run configuration (_harness.PINNED)
     "cpu": dict(PINNED, device="cpu"),
     # CIFAR-100 size: 50,000 training images of the synthetic set, standard-width ResNet-18
     "gpu": dict(PINNED, device="cuda", n_train=50_000, n_test=10_000, width=64, epochs=2.0, probe_train=5_000,

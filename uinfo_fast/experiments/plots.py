@@ -15,7 +15,7 @@ def _series(rows, layer, label_set, x):
 
 def _beyond(rows, layer, label_set, x):
     """(xs, bits beyond the reference, the reference's name) of a label set's rows, or None (logs
-    before issue 16 have no ``beyond_bits``)."""
+    written before rows carried ``beyond_bits`` have none)."""
     pts = sorted((r[x] if r[x] is not None else r["step"], r["beyond_bits"], r["beyond_of"]) for r in rows
                  if r["feature_set"] == layer and r["label_set"] == label_set and r.get("beyond_bits") is not None
                  and measured(r))

@@ -1,7 +1,7 @@
 """An embedded image set whose fine classes are shapes: handwritten digits, grouped into coarse
 classes of unlike digits.
 
-Why (the design notes' section on data, issue 16): to show fine information rising under coarse training,
+Why (docs/DESIGN.md, section 5): to show fine information rising under coarse training,
 a coarse class must be a union of fine classes that look unlike each other, and the fine classes
 must be hard for a random network's features (shape, not mean colour or texture). Here:
 
