@@ -20,12 +20,12 @@ from dataclasses import dataclass, replace
 import torch
 from tqdm.auto import tqdm
 
-from .fit import (SCHEDULES, FitOptions, ProbeFit, fit_feature_sets, polish, regridded, standardisation, standardise,
-                  with_fit_range)
+from .fit import (SCHEDULES, FitOptions, ProbeFit, fit_feature_sets, fit_further, polish, regridded,
+                  standardisation, standardise, with_fit_range)
 from .layout import FitStatus
 from .inputs import Features, Labels, check_feature_splits, check_label_splits
 from .results import UsableInformation, UsableInformationResult
-from .grid import DEFAULT_L2_GRID, GRID_EXTENSION, grid_of, widen
+from .grid import DEFAULT_L2_GRID, GRID_EXTENSION, extension_bounds, grid_of, widen
 from .scoring import score_all, unfinished_finalists, validation_ce
 from .params import Boolean, Choice, Integer, NoneOr, Real, validate_params
 from .validation import check_l2
@@ -110,28 +110,43 @@ def set_rows(name: str, features: Features, labels: Labels, options: EstimatorOp
 
 
 def warm_inits(warm_start: UsableInformation | None, rows: dict[str, SetRows], labels: Labels,
-               grid: list[float]) -> dict[str, ProbeFit | None]:
-    """The earlier fit of each feature set, laid out on ``grid`` (:func:`regridded`), where its
-    label sets, classes and width still fit; else None (a cold start)."""
+               options: EstimatorOptions) -> dict[str, ProbeFit | None]:
+    """The earlier fit of each feature set, where its label sets, classes and width still fit,
+    laid out (:func:`regridded`) on the grid given joined by the penalties that fit had widened
+    its grid by: a layer whose choice needed them starts there warm again. None: a cold start."""
     counts = [labels.num_classes[n] for n in labels.names]
+    low, high = extension_bounds(options)
     inits = {}
     for name, r in rows.items():
         warm = warm_start.fits.get(name) if warm_start is not None else None
-        ok = (warm is not None and warm.label_names == labels.names and warm.num_classes == counts
-              and warm.weight.shape[0] == r.x_fit.shape[1])
-        inits[name] = (warm if warm.l2 == [float(v) for _ in counts for v in grid] else regridded(warm, grid)) \
-            if ok else None
+        if (warm is None or warm.label_names != labels.names or warm.num_classes != counts
+                or warm.weight.shape[0] != r.x_fit.shape[1]):
+            inits[name] = None
+            continue
+        base = list(options.l2_grid)
+        extra = [v for v in grid_of(warm) if v not in base and low <= v <= high]
+        grid = sorted(base + extra) if extra and options.schedule != "path" else base
+        inits[name] = warm if warm.l2 == [float(v) for _ in counts for v in grid] else regridded(warm, grid)
     return inits
 
 
 def fit_all(rows: dict[str, SetRows], labels: Labels, options: EstimatorOptions,
             warm_start: UsableInformation | None) -> dict[str, ProbeFit]:
-    """Every (feature set, label set, penalty) probe, in one op call from warm starts (one per
-    penalty from a cold start)."""
-    names, grid = labels.names, list(options.l2_grid)
-    return fit_feature_sets({n: r.x_fit for n, r in rows.items()}, labels.stacked("train"), names,
-                            [labels.num_classes[n] for n in names], grid, warm_inits(warm_start, rows, labels, grid),
-                            options.fit, {n: r.scaling for n, r in rows.items()}, [labels.classes[n] for n in names])
+    """Every (feature set, label set, penalty) probe: those with a warm start in one op call,
+    each on its own grid; the others from a cold start along the penalty path, one call per
+    penalty (the warm ones join them there when the schedule asks for the path)."""
+    names, base = labels.names, list(options.l2_grid)
+    counts, y = [labels.num_classes[n] for n in names], labels.stacked("train")
+    inits, classes = warm_inits(warm_start, rows, labels, options), [labels.classes[n] for n in names]
+    on_grid = [n for n in rows if inits[n] is None or options.schedule == "path"]
+    fits = fit_feature_sets({n: rows[n].x_fit for n in on_grid}, y, names, counts, base, inits, options.fit,
+                            {n: rows[n].scaling for n in on_grid}, classes) if on_grid else {}
+    warm = {n: replace(inits[n], standardize=rows[n].scaling, classes=classes, tol=options.fit.tol,
+                       n_iter=torch.zeros_like(inits[n].n_iter)) for n in rows if n not in on_grid}
+    if warm:
+        fits.update(fit_further(warm, {n: rows[n].x_fit for n in warm}, y,
+                                {n: list(range(f.n_probes)) for n, f in warm.items()}, options.fit))
+    return {n: fits[n] for n in rows}
 
 
 def estimate(features: Features, labels: Labels, options: EstimatorOptions,
@@ -177,8 +192,8 @@ def flagged(result: UsableInformationResult, fit: ProbeFit, pulls, labels: Label
                      f"{options.tol:g}; the number depends on where the optimiser stopped (raise max_iter, or "
                      "standardize the features)")
     pull = pulls[labels.names.index(result.label_set)] if pulls else (False,) * 4
-    for side, end, how in ((2, min(grid), "smaller"), (3, max(grid), "larger")):
-        if pull[side]:
+    for side, end, how in ((0, min(grid), "smaller"), (1, max(grid), "larger")):
+        if pull[side] and pull[side + 2]:  # the choice at a bound of the search, and still falling past it
             notes.append(f"validation cross-entropy still falls past l2={end:g}, the {how[:-2]}est penalty searched "
                          f"({min(grid):g} to {max(grid):g}): a {how} penalty may read more; widen l2_grid")
     if result.ci_high < 0:
