@@ -24,9 +24,9 @@ from .fit import (SCHEDULES, FitOptions, ProbeFit, fit_feature_sets, fit_further
                   standardisation, standardise, with_fit_range)
 from .layout import FitStatus
 from .inputs import Features, Labels, check_feature_splits, check_label_splits
-from .results import UsableInformation, UsableInformationResult
+from .results import LN2, UsableInformation, UsableInformationResult
 from .grid import DEFAULT_L2_GRID, GRID_EXTENSION, extension_bounds, grid_of, widen
-from .scoring import score_all, unfinished_finalists, validation_ce
+from .scoring import TIE_NATS, score_all, unfinished_finalists, validation_ce
 from .params import Boolean, Choice, Integer, NoneOr, Real, validate_params
 from .validation import check_l2
 
@@ -196,7 +196,7 @@ def flagged(result: UsableInformationResult, fit: ProbeFit, pulls, labels: Label
         if pull[side] and pull[side + 2]:  # the choice at a bound of the search, and still falling past it
             notes.append(f"validation cross-entropy still falls past l2={end:g}, the {how[:-2]}est penalty searched "
                          f"({min(grid):g} to {max(grid):g}): a {how} penalty may read more; widen l2_grid")
-    if result.ci_high < 0:
+    if result.ci_high < -TIE_NATS / LN2:  # below 0 by more than the smoothing of the baseline can make it
         notes.append(f"the whole {options.confidence:.0%} interval lies below 0 bits: the probe predicts the test "
                      "labels worse than their train frequencies do; likely causes: too weak a penalty for these "
                      "features (overfitting), too few probe rows per class, or test labels distributed unlike the "
