@@ -70,7 +70,10 @@ def standardised_splits(xtr, xte, n_train):
         x = xtr[name].to(torch.float32)
         mean, std = standardisation(x[fit_idx])
         z = lambda t: ((t.to(torch.float32) - mean) / std)  # noqa: E731
-        data[name] = (z(x[fit_idx]), z(x[val_idx]), z(xte[name]))
+        fit = z(x[fit_idx])
+        # scored within the fit rows' range, as the estimator scores (fit.with_fit_range)
+        lo, hi = fit.amin(0), fit.amax(0)
+        data[name] = (fit, z(x[val_idx]).clamp(lo, hi), z(xte[name]).clamp(lo, hi))
     return fit_idx, val_idx, data
 
 

@@ -1,8 +1,9 @@
 """Usable information I_u(Z; Y) = H(Y) - CE_test, from penalised softmax probes (docs/DESIGN.md, section 1).
 
 Per (feature set, label set): probes for every penalty of a grid are fitted at once on the train
-split, the penalty with the lowest validation cross-entropy is chosen, and the chosen probe is
-scored on the test split. The estimate runs in four steps, each a function below:
+split (the grid widened where the choice sits at an end of it), the largest penalty whose
+validation cross-entropy lies within one standard error of the lowest is chosen, and the chosen
+probe is scored on the test split. The estimate runs in four steps, each a function below:
 validate (the public boundary) -> fit -> select -> score.
 
 H(Y) is estimated as the test cross-entropy of the best constant predictor, the add-one smoothed
@@ -25,7 +26,7 @@ from .fit import (SCHEDULES, FitOptions, ProbeFit, fit_feature_sets, fit_further
 from .layout import FitStatus
 from .inputs import Features, Labels, check_feature_splits, check_label_splits
 from .results import LN2, UsableInformation, UsableInformationResult
-from .grid import DEFAULT_L2_GRID, GRID_EXTENSION, extension_bounds, grid_of, widen
+from .grid import DEFAULT_L2_GRID, GRID_EXTENSION, edge_pulls, extension_bounds, grid_of, widen
 from .scoring import TIE_NATS, score_all, unfinished_finalists, validation_ce
 from .params import Boolean, Choice, Integer, NoneOr, Real, validate_params
 from .validation import check_l2
@@ -141,12 +142,23 @@ def fit_all(rows: dict[str, SetRows], labels: Labels, options: EstimatorOptions,
     on_grid = [n for n in rows if inits[n] is None or options.schedule == "path"]
     fits = fit_feature_sets({n: rows[n].x_fit for n in on_grid}, y, names, counts, base, inits, options.fit,
                             {n: rows[n].scaling for n in on_grid}, classes) if on_grid else {}
-    warm = {n: replace(inits[n], standardize=rows[n].scaling, classes=classes, tol=options.fit.tol,
-                       n_iter=torch.zeros_like(inits[n].n_iter)) for n in rows if n not in on_grid}
+    warm = {n: restarted(inits[n], rows[n], classes, options) for n in rows if n not in on_grid}
     if warm:
         fits.update(fit_further(warm, {n: rows[n].x_fit for n in warm}, y,
                                 {n: list(range(f.n_probes)) for n, f in warm.items()}, options.fit))
     return {n: fits[n] for n in rows}
+
+
+def restarted(init: ProbeFit, rows: SetRows, classes, options: EstimatorOptions) -> ProbeFit:
+    """An earlier fit as the start of this one: on the features' device and compute dtype, with
+    this measurement's scaling and classes and no iterations counted yet."""
+    x = rows.x_fit
+    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    on = dict(device=x.device)
+    return replace(init, weight=init.weight.to(dtype=cdt, **on), bias=init.bias.to(dtype=cdt, **on),
+                   objective=init.objective.to(**on), grad_max=init.grad_max.to(**on), status=init.status.to(**on),
+                   n_iter=torch.zeros_like(init.n_iter, **on), standardize=rows.scaling, classes=classes,
+                   tol=options.fit.tol)
 
 
 def estimate(features: Features, labels: Labels, options: EstimatorOptions,
@@ -166,6 +178,7 @@ def estimate(features: Features, labels: Labels, options: EstimatorOptions,
     if any(unfinished.values()):
         fits = polish(fits, {n: r.x_fit for n, r in rows.items()}, labels.stacked("train"), unfinished, polishing)
         val_ce = {n: validation_ce(f, rows[n].x_val, labels) for n, f in fits.items()}
+        pulls = edge_pulls(fits, val_ce)  # the warnings speak of the choice the scores are made with
     clock.done("polish")
     results = score_all(fits, val_ce, {n: r.x_test for n, r in rows.items()}, labels, options)
     results = [flagged(r, fits[r.feature_set], pulls.get(r.feature_set), labels, options) for r in results]
@@ -173,8 +186,8 @@ def estimate(features: Features, labels: Labels, options: EstimatorOptions,
     return UsableInformation(results, fits, clock.total(), clock.seconds)
 
 
-_ENDINGS = {FitStatus.MAX_ITER: "it stopped at max_iter", FitStatus.GRADIENT: "it stopped",
-            FitStatus.FLAT: "its objective went flat", FitStatus.LINE_SEARCH_FAILED: "its line search failed"}
+_ENDINGS = {FitStatus.MAX_ITER: "it stopped at max_iter", FitStatus.FLAT: "its objective went flat",
+            FitStatus.LINE_SEARCH_FAILED: "its line search failed"}
 
 
 def flagged(result: UsableInformationResult, fit: ProbeFit, pulls, labels: Labels,
@@ -193,7 +206,8 @@ def flagged(result: UsableInformationResult, fit: ProbeFit, pulls, labels: Label
                      "standardize the features)")
     pull = pulls[labels.names.index(result.label_set)] if pulls else (False,) * 4
     for side, end, how in ((0, min(grid), "smaller"), (1, max(grid), "larger")):
-        if pull[side] and pull[side + 2]:  # the choice at a bound of the search, and still falling past it
+        # the choice at a bound of the search, still falling past it, and a penalty past it possible
+        if pull[side] and pull[side + 2] and end > 0:
             notes.append(f"validation cross-entropy still falls past l2={end:g}, the {how[:-2]}est penalty searched "
                          f"({min(grid):g} to {max(grid):g}): a {how} penalty may read more; widen l2_grid")
     if result.ci_high < -TIE_NATS / LN2:  # below 0 by more than the smoothing of the baseline can make it
@@ -256,7 +270,7 @@ def estimate_usable_information(
         test_features, test_labels: the same for the disjoint test set (same names).
         l2_grid, grid_extension: penalties to choose from by validation CE, per (feature set,
             label set), widened a decade at a time, up to ``grid_extension`` decades past each
-            end, while the minimum lies at an end (results record the grid searched).
+            end, while the choice sits at an end (results record the grid searched).
         num_classes: None (max label + 1 over train and test), an int, or a mapping per label set.
         val_fraction: share of the train rows held out to choose the penalty.
         standardize: scale every feature to zero mean, unit variance on the fit split first.

@@ -29,7 +29,9 @@ class Validation:
 
     def __init__(self, nll: torch.Tensor, mask: torch.Tensor):
         self.nll, self.mask = nll * mask, mask
-        self.mean = self.nll.sum(0) / mask.sum(0)
+        # A probe whose validation loss is not a number (no row of its label set's classes, a
+        # diverged fit) can never be the best: infinity, not NaN, which compares with nothing.
+        self.mean = (self.nll.sum(0) / mask.sum(0)).nan_to_num(nan=float("inf"))
 
     @property
     def device(self) -> torch.device:
@@ -74,7 +76,7 @@ def unfinished_finalists(fits: dict[str, ProbeFit], val_ce: dict[str, Validation
     flat = torch.cat(list(ranked.values())).tolist()
     out, start = {}, 0
     for name, idx in ranked.items():
-        out[name] = [k for k in flat[start:start + idx.numel()] if k >= 0]
+        out[name] = sorted({k for k in flat[start:start + idx.numel()] if k >= 0})  # the chosen is often a top one
         start += idx.numel()
     return out
 

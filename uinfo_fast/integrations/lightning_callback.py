@@ -188,12 +188,15 @@ def _prepare_log(path, restored: list[dict] | None) -> JsonlLog:
     after it run again); a fresh run refuses a log that already holds rows rather than write
     over them."""
     log = JsonlLog(path, writer=True)
-    if restored is not None:
-        log.rewrite(restored)
-    elif log.read():
+    try:
+        if restored is not None:
+            log.rewrite(restored)
+        elif log.read():
+            raise FileExistsError(f"log_path {os.fspath(path)} already holds rows of another run; pick another "
+                                  "log_path, delete it, or resume the run from its checkpoint (ckpt_path=...)")
+    except BaseException:
         log.close()
-        raise FileExistsError(f"log_path {os.fspath(path)} already holds rows of another run; pick another "
-                              "log_path, delete it, or resume the run from its checkpoint (ckpt_path=...)")
+        raise
     return log
 
 

@@ -115,7 +115,8 @@ class WriterLock:
         entry[1] -= 1
         if entry[1] == 0:
             del self._held[self.path]
-            entry[0].close()  # closing the file releases the lock
+            _unlock(entry[0])
+            entry[0].close()
 
 
 def _flock(fh) -> None:
@@ -133,6 +134,19 @@ def _flock(fh) -> None:
     except OSError as e:
         warnings.warn(f"{fh.name}: file locks are not available here ({e}); a second process writing this log "
                       "would not be refused", RuntimeWarning, stacklevel=4)
+
+
+def _unlock(fh) -> None:
+    """Releases the lock for every holder of the open file, forked children (DataLoader workers)
+    included: closing this process's copy alone would leave theirs holding it."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    except OSError:
+        pass
 
 
 def lock_path(log_path: str | os.PathLike) -> str:

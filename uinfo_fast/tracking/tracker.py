@@ -177,7 +177,10 @@ class UsableInfoTracker:
         self.labels, self.single_class = self._checked_labels(device, train_labels, test_labels, val_labels)
         self.schedule = schedule
         self.beyond = self._checked_beyond(beyond)
-        # Only rank 0 writes; the other ranks capture their shards and hand them over.
+        self.sinks, self._delivered = _checked_sinks(sinks) if self.ranks.main else [], 0
+        self._check_worker_options(asynchronous, max_in_flight, when_full)
+        # Only rank 0 writes; the other ranks capture their shards and hand them over. The log's
+        # lock is taken once every argument has been checked, so a bad one leaves it free.
         self.log = JsonlLog(log_path, writer=True) if log_path is not None and self.ranks.main else None
         existing = self.log.read() if self.log else []
         # Steps only move forward: a log that already holds rows continues after its last step
@@ -187,7 +190,6 @@ class UsableInfoTracker:
         self._written = threading.Condition()
         self._log_rows, self._log_digest, self._unwritten = len(existing), rows_digest(existing), []
         self.rows: list[dict] = []
-        self.sinks, self._delivered = _checked_sinks(sinks) if self.ranks.main else [], 0
         self._warned: set[tuple] = set()
         self.last: UsableInformation | None = None
         self.measure_seconds = 0.0  # training-thread seconds lost to tracking, over the whole run
@@ -196,10 +198,12 @@ class UsableInfoTracker:
         self.worker = self._make_worker(device, asynchronous, max_in_flight, when_full)
         self._started = time.perf_counter()
 
-    def _make_worker(self, device, asynchronous, max_in_flight, when_full) -> MeasurementWorker | None:
+    def _check_worker_options(self, asynchronous, max_in_flight, when_full) -> None:
         self.asynchronous = check_param("asynchronous", asynchronous, Boolean())
         check_param("max_in_flight", max_in_flight, Integer(1))
         self.when_full = check_param("when_full", when_full, Choice(("wait", "skip")))
+
+    def _make_worker(self, device, asynchronous, max_in_flight, when_full) -> MeasurementWorker | None:
         return MeasurementWorker(max_in_flight, device) if asynchronous and self.ranks.main else None
 
     def _agreed_step(self, step: int | None) -> int | None:
