@@ -380,3 +380,43 @@ def test_a_run_that_failed_before_measuring_leaves_no_run_to_refuse(tmp_path, ca
     assert "layer5" in capsys.readouterr().err
     assert main(["run", *with_layers("layer4")]) == 0
     assert {r["feature_set"] for r in read_log(os.path.join(out, "log.jsonl"))} == {"layer4"}
+
+
+def test_a_tracker_refused_for_a_bad_argument_leaves_its_log_unlocked(tmp_path):
+    log = tmp_path / "log.jsonl"
+    with pytest.raises(ValueError, match="when_full"):
+        _tracker(_model(), log, asynchronous=True, when_full="later")
+    assert os.path.realpath(lock_path(log)) not in WriterLock._held
+
+
+def test_a_validation_loss_that_is_not_a_number_is_never_chosen():
+    from types import SimpleNamespace
+
+    from uinfo_fast.engine.scoring import Validation, choose
+
+    fit = SimpleNamespace(l2=[1e-4, 1e-2, 1.0], label_names=["y"], probes_of=lambda j: [0, 1, 2])
+    nll = torch.tensor([float("nan"), 0.5, 0.9], dtype=torch.float64).expand(40, 3).clone()
+    assert choose(fit, Validation(nll, torch.ones(40, 3, dtype=torch.float64))).tolist() == [1]
+
+
+def test_a_warm_start_of_another_dtype_fits_these_features():
+    (x, y), (xt, yt) = _blobs(300, 0), _blobs(200, 1)
+    first = uf.estimate_usable_information(x, y, xt, yt, n_bootstrap=0)
+    again = uf.estimate_usable_information(x.double(), y, xt.double(), yt, n_bootstrap=0, warm_start=first)
+    assert again.fits["features"].weight.dtype == torch.float64
+    assert again.results[0].bits == pytest.approx(first.results[0].bits, abs=1e-3)
+
+
+def test_the_finalists_to_polish_name_each_probe_once():
+    from uinfo_fast.engine.estimator import EstimatorOptions
+    from uinfo_fast.engine.scoring import Validation, unfinished_finalists
+
+    (x, y), (xt, yt) = _blobs(300, 0), _blobs(200, 1)
+    fit = uf.estimate_usable_information(x, y, xt, yt, n_bootstrap=0, l2_grid=[1e-4, 1e-2, 1.0],
+                                         grid_extension=0).fits["features"]
+    fit = dataclasses.replace(fit, grad_max=torch.ones_like(fit.grad_max))  # none polished yet
+    nll = torch.tensor([0.3, 0.5, 0.9], dtype=torch.float64).expand(40, 3).clone()  # the best is the chosen
+    polishing = EstimatorOptions().finalist_fit
+    got = unfinished_finalists({"f": fit}, {"f": Validation(nll, torch.ones(40, 3, dtype=torch.float64))}, 2,
+                               polishing)["f"]
+    assert got == sorted(set(got)) and len(got) == 2
