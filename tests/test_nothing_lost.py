@@ -420,3 +420,14 @@ def test_the_finalists_to_polish_name_each_probe_once():
     got = unfinished_finalists({"f": fit}, {"f": Validation(nll, torch.ones(40, 3, dtype=torch.float64))}, 2,
                                polishing)["f"]
     assert got == sorted(set(got)) and len(got) == 2
+
+
+def test_latest_names_the_choices_for_a_misspelt_layer_or_label_set(tmp_path):
+    tracker = _tracker(_model(), None)
+    assert tracker.latest("0", "four") is None  # nothing measured yet
+    tracker.measure(0)
+    assert tracker.latest("0", "four")["step"] == 0
+    with pytest.raises(ValueError, match=r"feature_set 'conv1' is not one the tracker measures; it measures \['0', '2'\]"):
+        tracker.latest("conv1", "four")
+    with pytest.raises(ValueError, match=r"label_set 'Four'.*\['four', 'parity'\]"):
+        tracker.latest("0", "Four")

@@ -476,6 +476,12 @@ class UsableInfoTracker:
         return self._lost / total if total > 0 else 0.0
 
     def latest(self, feature_set: str, label_set: str) -> dict | None:
+        """The last row of (layer, label set): None before its first measurement has been written;
+        a ValueError naming the choices for a layer or label set the tracker does not measure."""
+        for name, value, choices in (("feature_set", feature_set, self.layers), ("label_set", label_set,
+                                                                                self.label_names)):
+            if value not in choices:
+                raise ValueError(f"{name} {value!r} is not one the tracker measures; it measures {choices}")
         for r in reversed(self.rows):
             if r["feature_set"] == feature_set and r["label_set"] == label_set:
                 return r
