@@ -127,7 +127,7 @@ def warm_inits(warm_start: UsableInformation | None, rows: dict[str, SetRows], l
         base = list(options.l2_grid)
         extra = [v for v in grid_of(warm) if v not in base and low <= v <= high]
         grid = sorted(base + extra) if extra and options.schedule != "path" else base
-        inits[name] = warm if warm.l2 == [float(v) for _ in counts for v in grid] else regridded(warm, grid)
+        inits[name] = regridded(warm, grid)
     return inits
 
 

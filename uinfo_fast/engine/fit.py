@@ -295,8 +295,11 @@ def compatible_init(init: ProbeFit, counts: list[int], l2_values: list[float], w
 def regridded(fit: ProbeFit, l2_values: list[float]) -> ProbeFit:
     """``fit`` laid out on the penalties ``l2_values``: a probe whose penalty ``fit`` has keeps
     its parameters and outcome; a new one starts from its label set's probe of the nearest
-    penalty (in log scale) and is marked unfitted (status MAX_ITER, no iterations)."""
+    penalty (in log scale) and is marked unfitted (status MAX_ITER, no iterations). ``fit``
+    itself when it is laid out on them already."""
     layout = probe_layout(fit.num_classes, l2_values)
+    if layout.l2 == fit.l2:
+        return fit
     dev = fit.weight.device
     source, fresh = [], []
     for k_new in range(layout.n_probes):

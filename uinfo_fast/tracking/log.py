@@ -21,6 +21,11 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import IO
 
+try:
+    import fcntl
+except ImportError:  # no POSIX file locks (Windows): one writer per log is the caller's to keep
+    fcntl = None
+
 # Renamed fields of logs and result files written by uinfo-fast 0.1 -> their names now.
 LEGACY_FIELDS = {"layer": "feature_set", "usable_information_bits": "bits", "ci_low_bits": "ci_low",
                  "ci_high_bits": "ci_high", "test_cross_entropy_nats": "test_ce_nats"}
@@ -123,9 +128,7 @@ def _flock(fh) -> None:
     """Takes the lock, raising BlockingIOError when another process holds it. Where the system
     has no file locks (Windows, some network file systems), warns and goes on unlocked: one
     writer per log is then the caller's to keep."""
-    try:
-        import fcntl
-    except ImportError:
+    if fcntl is None:
         return
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -139,9 +142,7 @@ def _flock(fh) -> None:
 def _unlock(fh) -> None:
     """Releases the lock for every holder of the open file, forked children (DataLoader workers)
     included: closing this process's copy alone would leave theirs holding it."""
-    try:
-        import fcntl
-    except ImportError:
+    if fcntl is None:
         return
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
@@ -206,7 +207,7 @@ def repair_tail(path: str | os.PathLike) -> int | None:
     step are cut with it, so that step counts as not measured and is measured again. Returns
     that step (None when the tail was whole, or its step cannot be read)."""
     path = os.fspath(path)
-    if not os.path.exists(path):
+    if not os.path.exists(path) or _whole_tail(path):
         return None
     with open(path, "rb") as fh:
         data = fh.read()
@@ -221,11 +222,10 @@ def repair_tail(path: str | os.PathLike) -> int | None:
         with open(path, "ab") as fh:
             fh.write(b"\n")
         return None
-    match = _STEP.match(torn)
-    step = int(match.group(1)) if match else None
+    step = _step_of(torn)
     kept = [ln for ln in whole if ln.strip()]
     dropped = 0
-    while step is not None and kept and _STEP.match(kept[-1]) and int(_STEP.match(kept[-1]).group(1)) == step:
+    while step is not None and kept and _step_of(kept[-1]) == step:
         kept.pop()
         dropped += 1
     atomic_write(path, lambda fh: fh.write(b"".join(ln + b"\n" for ln in kept)))
@@ -234,6 +234,27 @@ def repair_tail(path: str | os.PathLike) -> int | None:
                   f"off" + (f" with the {dropped} other rows of step {step}" if dropped else "")
                   + f", and {what} counts as not measured", RuntimeWarning, stacklevel=3)
     return step
+
+
+def _whole_tail(path: str, chunk: int = 1 << 16) -> bool:
+    """Whether the log ends in a whole row (or is empty), read from its last ``chunk`` bytes
+    only: the common case costs no read of the whole log."""
+    with open(path, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size == 0:
+            return True
+        fh.seek(max(0, size - chunk))
+        tail = fh.read()
+    if not tail.endswith(b"\n"):
+        return False
+    last = tail[:-1].rsplit(b"\n", 1)[-1]
+    return (len(last) < len(tail) - 1 or size <= chunk) and (not last.strip() or _is_json(last))
+
+
+def _step_of(line: bytes) -> int | None:
+    """The step a log line starts with (rows are written with ``step`` first), None if none."""
+    match = _STEP.match(line)
+    return int(match.group(1)) if match else None
 
 
 def _is_json(line: bytes) -> bool:

@@ -58,6 +58,7 @@ from .schedule import Schedule
 from .worker import MeasurementWorker
 
 PHASES = ("capture", "fit", "polish", "score", "log")
+_NUMBER = re.compile(r"-?\d[\d.]*(?:e[-+]?\d+)?")  # a warning's numbers, which vary between its rows
 
 
 def _inputs(x, name: str, device, minimum: int, channels_last: bool, ranks: Ranks) -> torch.Tensor:
@@ -426,7 +427,7 @@ class UsableInfoTracker:
         for r in rows:
             if not r.get("warning"):
                 continue
-            key = (r["feature_set"], r["label_set"], r["status"], re.sub(r"[-+.\de]+", "#", r["warning"]))
+            key = (r["feature_set"], r["label_set"], r["status"], _NUMBER.sub("#", r["warning"]))
             if key not in self._warned:
                 self._warned.add(key)
                 warnings.warn(f"usable information of {r['feature_set']}/{r['label_set']} at step {r['step']} "
