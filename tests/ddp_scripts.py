@@ -64,6 +64,7 @@ def lightning(out: str) -> None:
     import lightning.pytorch as pl
 
     import uinfo_fast as uf
+    from uinfo_fast.experiments.distributed import leave_process_group
     from uinfo_fast.integrations import UsableInformationCallback
 
     x, y = data(320, 2)
@@ -75,6 +76,10 @@ def lightning(out: str) -> None:
                          logger=pl.loggers.TensorBoardLogger(out, name="tb", version=0), enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1)
     trainer.fit(_Module.make(), loader)
+    del trainer
+    # As torch asks of every distributed script (Lightning leaves it to the user): without it,
+    # gloo's threads are torn down with the interpreter and a rank can abort at exit.
+    leave_process_group()
 
 
 if __name__ == "__main__":
