@@ -68,7 +68,7 @@ def _rank_main(rank, world, init, out, options):
         if rank == 0:
             torch.save(weights, os.path.join(out, "weights.pt"))
         else:
-            assert tracker.rows == [] and tracker.log is None  # rank 0 alone writes
+            assert tracker.rows == [] and tracker.log.path is None  # rank 0 alone writes
     finally:
         leave_process_group()
 

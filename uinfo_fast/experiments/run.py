@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 
 from ..integrations.tensorboard_sink import TensorBoardSink
 from ..tasks.registry import TaskData, build_task, get_task
-from ..tracking.log import JsonlLog, WriterLock, atomic_write, atomic_write_json, lock_path, read_log, rows_digest
+from ..tracking.log import WriterLock, atomic_write, atomic_write_json, lock_path, read_log
+from ..tracking.runlog import empty_state
 from ..tracking.schedule import Schedule
 from ..tracking.distributed import Ranks
 from ..tracking.tracker import UsableInfoTracker
@@ -108,25 +109,6 @@ def load_checkpoint(path: str, cfg: RunConfig) -> dict:
     return state
 
 
-def verified_log_rows(files: RunDir, state: dict | None) -> list[dict]:
-    """The log rows a resume keeps: those written before the checkpoint, after checking that the
-    log still holds them (by count and digest); none without a checkpoint."""
-    if state is None:
-        return []
-    rows = read_log(files.log)
-    if "log_rows" not in state:  # a 0.1 checkpoint: only its step says which rows are its own
-        return [r for r in rows if r["step"] <= state["step"]]
-    n = state["log_rows"]
-    if len(rows) < n:
-        what = "is missing" if not os.path.exists(files.log) else f"holds {len(rows)} rows"
-        raise ValueError(f"--resume: {files.log} {what}, but {files.checkpoint} was written after {n} rows; "
-                         "restore the log, or delete the checkpoint to run again from step 0")
-    if rows_digest(rows[:n]).hexdigest() != state["log_sha256"]:
-        raise ValueError(f"--resume: the first {n} rows of {files.log} are not the ones {files.checkpoint} was "
-                         "written after (another run's log or checkpoint?); restore the run's own files")
-    return rows[:n]
-
-
 def make_tracker(cfg: RunConfig, task: TaskData, log_path: str, sinks=()) -> UsableInfoTracker:
     schedule = Schedule(every=cfg.track_every, early_until=cfg.early_until, early_points=cfg.early_points,
                         budget=cfg.track_budget)
@@ -173,18 +155,19 @@ class _Run:
         state = self._restore() if self.resumed else None
         self.start, self.elapsed = (state["step"], state["elapsed"]) if state else (0, 0.0)
         self.segments = state.get("segments", 1) + 1 if state else 1  # processes the run has taken
-        self.tracker = None
-        if cfg.track:
-            kept = verified_log_rows(files, state) if resume and self.ranks.main else []
-            if self.ranks.main:  # rows after the checkpoint belong to steps that will run again
-                JsonlLog(files.log).rewrite(kept)
-            self.tracker = make_tracker(cfg, self.task, files.log, sinks)
-            self.tracker.continue_after(kept)  # the summary counts the whole run's rows
-            self.tracker.measure_seconds = state["measure_seconds"] if state else 0.0
-            self.tracker.phase_seconds.update(state.get("phase_seconds", {}) if state else {})
+        self.tracker = make_tracker(cfg, self.task, files.log, sinks) if cfg.track else None
+        if self.tracker is not None:
+            # Rows after the checkpoint belong to steps that will run again; without one, none is kept.
+            self._resume_tracker(state if state is not None else empty_state())
         # An asynchronous measurement still on its way at the checkpoint is measured again.
         self.measured_at_start = self.resumed and self.start not in state.get("unwritten_steps", [])
         self.t0 = time.perf_counter()
+
+    def _resume_tracker(self, state: dict) -> None:
+        try:
+            self.tracker.load_state_dict(state)
+        except ValueError as e:
+            raise ValueError(f"--resume: {e} ({self.files.checkpoint})") from None
 
     def _restore(self) -> dict:
         state = load_checkpoint(self.files.checkpoint, self.cfg)
@@ -204,11 +187,9 @@ class _Run:
         writes it."""
         if not self.ranks.main:
             return
-        log = self.tracker.written(wait_before=step) if self.tracker else {}
+        tracked = self.tracker.state_dict(wait_before=step) if self.tracker else {}
         save_checkpoint({"model": self.task.model.state_dict(), "optimizer": self.opt.state_dict(), "step": step,
-                         "elapsed": self.wall(), "measure_seconds": self.measured(), "config": self.cfg.to_json(),
-                         "phase_seconds": dict(self.tracker.phase_seconds) if self.tracker else {},
-                         "segments": self.segments, **log},
+                         "elapsed": self.wall(), "config": self.cfg.to_json(), "segments": self.segments, **tracked},
                         self.files.checkpoint)
 
     def measure_if_due(self, step: int) -> bool:

@@ -15,8 +15,9 @@ belong. The model's train/eval modes and its
 batch-norm statistics are as they were before each measurement (capture runs in eval and
 inference mode and restores every submodule's mode).
 
-Its state (the rows measured so far) goes into Lightning checkpoints; a run resumed from one
-keeps those rows, measures again the steps after it, and duplicates none. Saving a checkpoint
+Its state (the tracker's: the log's row count and digest, or the rows themselves when there is
+no log file) goes into Lightning checkpoints; a run resumed from one cuts the log back to the
+rows written before it, measures again the steps after it, and duplicates none. Saving a checkpoint
 first waits for the measurements in flight, so none is lost. Under a DDP strategy every process
 captures its shard of the probe inputs and the global-zero one fits, logs and writes
 (``uinfo_fast.tracking.distributed``).
@@ -29,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
-from ..tracking.log import JsonlLog
+from ..tracking.log import read_log
 from ..tracking.schedule import Schedule
 from ..tracking.tracker import UsableInfoTracker
 from .scalars import PREFIX, require, scalars_by_step
@@ -114,7 +115,7 @@ class UsableInformationCallback(pl.Callback):
         self.log_path, self.asynchronous, self.prefix = log_path, asynchronous, prefix
         self.tracker_options = tracker_options
         self.tracker: UsableInfoTracker | None = None
-        self._restored: list[dict] | None = None  # the rows of the checkpoint a run resumes from
+        self._restored: dict | None = None  # the tracker state of the checkpoint a run resumes from
         self._trainer = None
 
     @property
@@ -131,16 +132,18 @@ class UsableInformationCallback(pl.Callback):
     def _make_tracker(self, pl_module, main: bool) -> UsableInfoTracker:
         splits = {k: probe_split(v, f"probe_sets[{k!r}]") for k, v in self.probe_sets.items() if v is not None}
         val = splits.get("val", (None, None))
-        log = _prepare_log(self.log_path, self._restored) if self.log_path is not None and main else None
-        try:
-            tracker = UsableInfoTracker(pl_module, self.layers, *splits["train"], *splits["test"], val_inputs=val[0],
-                                        val_labels=val[1], log_path=self.log_path, schedule=self.schedule,
-                                        asynchronous=self.asynchronous, sinks=[self._log_rows],
-                                        **self.tracker_options)
-        finally:
-            if log is not None:
-                log.close()  # the tracker holds the lock from here on
-        tracker.continue_after(self._restored or [])
+        if self._restored is None and self.log_path is not None and main and read_log(self.log_path):
+            raise FileExistsError(f"log_path {os.fspath(self.log_path)} already holds rows of another run; pick "
+                                  "another log_path, delete it, or resume the run from its checkpoint (ckpt_path=...)")
+        tracker = UsableInfoTracker(pl_module, self.layers, *splits["train"], *splits["test"], val_inputs=val[0],
+                                    val_labels=val[1], log_path=self.log_path, schedule=self.schedule,
+                                    asynchronous=self.asynchronous, sinks=[self._log_rows], **self.tracker_options)
+        if self._restored is not None:
+            try:
+                tracker.load_state_dict(self._restored)
+            except BaseException:
+                tracker.close()
+                raise
         return tracker
 
     def _log_rows(self, rows: list[dict]) -> None:
@@ -169,35 +172,24 @@ class UsableInformationCallback(pl.Callback):
     @property
     def rows(self) -> list[dict]:
         """The rows measured so far (those of a resumed run's checkpoint first)."""
-        return list(self.tracker.rows) if self.tracker is not None else list(self._restored or [])
+        if self.tracker is not None:
+            return list(self.tracker.rows)
+        return list((self._restored or {}).get("rows", []))
 
     def state_dict(self) -> dict:
-        if self.tracker is not None and self.tracker.worker is not None:
-            self.tracker.worker.drain()  # a checkpoint holds every measurement captured before it
+        """The tracker's :meth:`~uinfo_fast.tracking.UsableInfoTracker.state_dict`, once every
+        measurement captured before the checkpoint is written."""
+        if self.tracker is None:
+            return dict(self._restored or {"rows": []})
+        if self.tracker.worker is not None:
+            self.tracker.worker.drain()
             self.tracker.deliver()
-        return {"rows": self.rows}
+        return self.tracker.state_dict()
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if not isinstance(state_dict, dict) or not isinstance(state_dict.get("rows"), list):
-            raise ValueError(f"{type(self).__name__}: the checkpoint's state for {self.state_key} holds no rows")
-        self._restored = list(state_dict["rows"])
-
-
-def _prepare_log(path, restored: list[dict] | None) -> JsonlLog:
-    """The log, locked for writing: a resumed run's cut back to its checkpoint's rows (the steps
-    after it run again); a fresh run refuses a log that already holds rows rather than write
-    over them."""
-    log = JsonlLog(path, writer=True)
-    try:
-        if restored is not None:
-            log.rewrite(restored)
-        elif log.read():
-            raise FileExistsError(f"log_path {os.fspath(path)} already holds rows of another run; pick another "
-                                  "log_path, delete it, or resume the run from its checkpoint (ckpt_path=...)")
-    except BaseException:
-        log.close()
-        raise
-    return log
+        if not isinstance(state_dict, dict) or not ({"rows", "log_rows"} & set(state_dict)):
+            raise ValueError(f"{type(self).__name__}: the checkpoint's state for {self.state_key} holds no log state")
+        self._restored = dict(state_dict)
 
 
 def _batches_per_epoch(trainer) -> int:

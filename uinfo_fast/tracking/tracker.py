@@ -53,7 +53,8 @@ from ..engine.results import UsableInformation, unmeasured_row
 from ..engine.validation import label_sets
 from .capture import FeatureCapture
 from .distributed import Ranks, unwrapped
-from .log import JsonlLog, measured, rows_digest
+from .log import measured
+from .runlog import RunLog
 from .schedule import Schedule
 from .worker import MeasurementWorker
 
@@ -178,19 +179,15 @@ class UsableInfoTracker:
         self.labels, self.single_class = self._checked_labels(device, train_labels, test_labels, val_labels)
         self.schedule = schedule
         self.beyond = self._checked_beyond(beyond)
-        self.sinks, self._delivered = _checked_sinks(sinks) if self.ranks.main else [], 0
+        self.sinks = _checked_sinks(sinks) if self.ranks.main else []
         self._check_worker_options(asynchronous, max_in_flight, when_full)
         # Only rank 0 writes; the other ranks capture their shards and hand them over. The log's
         # lock is taken once every argument has been checked, so a bad one leaves it free.
-        self.log = JsonlLog(log_path, writer=True) if log_path is not None and self.ranks.main else None
-        existing = self.log.read() if self.log else []
+        self.log = RunLog(log_path if self.ranks.main else None)
         # Steps only move forward: a log that already holds rows continues after its last step
-        # (rank 0's log, for every rank).
-        self.last_step = self._agreed_step(max((r["step"] for r in existing), default=None))
-        # What the log holds, for checkpoints: rows written and their digest; steps not written yet.
-        self._written = threading.Condition()
-        self._log_rows, self._log_digest, self._unwritten = len(existing), rows_digest(existing), []
-        self.rows: list[dict] = []
+        # (rank 0's log, for every rank); its rows are not handed to the sinks again.
+        self.last_step = self._agreed_step(self.log.last_step)
+        self._delivered = len(self.log.rows)
         self._warned: set[tuple] = set()
         self.last: UsableInformation | None = None
         self.measure_seconds = 0.0  # training-thread seconds lost to tracking, over the whole run
@@ -291,7 +288,7 @@ class UsableInfoTracker:
         (asynchronous: captured now, fitted and written by the worker; returns [])."""
         if self.last_step is not None and step <= self.last_step:
             raise ValueError(f"step {step} is not after step {self.last_step}, the last one measured"
-                             + (f" in {self.log.path}" if self.log else "") + "; steps must increase")
+                             + (f" in {self.log.path}" if self.log.path else "") + "; steps must increase")
         stamp = {"step": int(step), "epoch": None if epoch is None else float(epoch)}
         t0 = time.perf_counter()
         self.last_step = int(step)
@@ -319,28 +316,34 @@ class UsableInfoTracker:
 
     def _write(self, rows: list[dict]) -> list[dict]:
         t1 = time.perf_counter()
-        with self._written:
-            if self.log is not None:
-                self.log.append(rows)
-            self.rows.extend(rows)
-            self._log_rows += len(rows)
-            rows_digest(rows, self._log_digest)
-            if rows and rows[0]["step"] in self._unwritten:
-                self._unwritten.remove(rows[0]["step"])
-            self._written.notify_all()
+        self.log.append(rows)
         self.phase_seconds["log"] += time.perf_counter() - t1
         return rows
 
-    def written(self, wait_before: int | None = None) -> dict:
-        """What the log holds now: {"log_rows", "log_sha256", "unwritten_steps"} (steps measured
-        or skipped whose rows are still on their way). With ``wait_before``, first waits until
-        every step before it is written: a checkpoint at that step then loses none of them."""
-        with self._written:
-            if wait_before is not None:
-                self._written.wait_for(lambda: all(s >= wait_before for s in self._unwritten) or
-                                       (self.worker is None or self.worker.failed))
-            return {"log_rows": self._log_rows, "log_sha256": self._log_digest.hexdigest(),
-                    "unwritten_steps": list(self._unwritten)}
+    @property
+    def rows(self) -> list[dict]:
+        """Every row of the log: those it held when the tracker was made, then the new ones."""
+        return self.log.rows
+
+    def state_dict(self, wait_before: int | None = None) -> dict:
+        """What a checkpoint needs to resume this tracker exactly: the log's state
+        (:meth:`RunLog.state_dict`: its rows' count and digest, the steps on their way) and the
+        seconds tracking has cost. With ``wait_before``, first waits until every step before it is
+        written, so that a checkpoint at that step loses none of them."""
+        failed = lambda: self.worker is None or self.worker.failed  # noqa: E731
+        return {**self.log.state_dict(wait_before, give_up=failed), "measure_seconds": self.measure_seconds,
+                "phase_seconds": dict(self.phase_seconds)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continues from a checkpoint's :meth:`state_dict`: the log goes back to the rows written
+        before it (they are not handed to the sinks again), and the steps after it will be
+        measured again. Call it on every rank, before the first :meth:`step`."""
+        if self.ranks.main:
+            self.log.load_state_dict(state)
+        self._delivered = len(self.log.rows)
+        self.last_step = self._agreed_step(self.log.last_step)
+        self.measure_seconds = float(state.get("measure_seconds", 0.0))
+        self.phase_seconds.update(state.get("phase_seconds", {}))
 
     def _hand_over(self, stamp: dict, t0: float) -> list[dict]:
         """Captures on the training thread and queues the rest; with the worker full, waits or
@@ -351,8 +354,7 @@ class UsableInfoTracker:
             if not skip:
                 self.capture_timed()
             return []
-        with self._written:
-            self._unwritten.append(stamp["step"])
+        self.log.expect(stamp["step"])
         if skip:
             skipped = [{**stamp, **unmeasured_row(n, k, "skipped"), "seconds": 0.0}
                        for n in self.layers for k in self.label_names]
@@ -391,25 +393,14 @@ class UsableInfoTracker:
 
     def _release_log(self) -> None:
         """Lets another process write the log (this tracker may still append to it)."""
-        if self.log is not None:
-            self.log.close()
-
-    def continue_after(self, rows: list[dict]) -> None:
-        """Continues a run that measured ``rows`` before (a resumed one): they are kept in
-        :attr:`rows` without going to the sinks again, and no step up to their last is measured
-        again. The log, if any, must already hold them (the tracker reads it when made)."""
-        steps = [int(r["step"]) for r in rows]
-        with self._written:
-            self.rows, self._delivered = list(rows), len(rows)
-        if steps:
-            self.last_step = max(steps + ([self.last_step] if self.last_step is not None else []))
+        self.log.close()
 
     def deliver(self) -> None:
         """Hands the rows written since the last call to every sink (on the calling thread)."""
         if self._delivered == len(self.rows):  # the common case, every training step: no lock
             return
-        with self._written:
-            new, self._delivered = self.rows[self._delivered:], len(self.rows)
+        new = self.log.since(self._delivered)
+        self._delivered += len(new)
         if not new:
             return
         self._warn(new)
