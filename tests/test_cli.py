@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -151,3 +152,47 @@ def test_coarse_groups_parse_into_the_config_and_its_json():
                                          config("--coarse-groups", "5,6,7,8,9/0,1,2,3,4"))}
     assert len(dirs) == 3 and "runs/images_cifar10_lr0.1_bs128_s0" in dirs and any("cifar10_g09-123-45678" in d
                                                                                      for d in dirs)
+
+
+def _run_parser():
+    from uinfo_fast.experiments.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return sub.choices
+
+
+def test_every_option_of_a_run_is_on_the_command_line_with_its_real_default():
+    from uinfo_fast.experiments.cli import _shown
+    from uinfo_fast.experiments.config import FLAT, RunConfig
+
+    run = {s[2:].replace("-", "_"): a for a in _run_parser()["run"]._actions for s in a.option_strings}
+    defaults = RunConfig.for_task().flat()
+    assert set(FLAT) <= set(run)
+    for name in FLAT:
+        assert f"(default: {_shown(defaults[name])}" in run[name].help, name
+
+
+@pytest.mark.parametrize("argv,field,value", [
+    (["--track-every", "7"], "schedule", 7), (["--l2-grid", "0.1,1"], "estimator", (0.1, 1.0)),
+    (["--pool", "max"], "capture", "max"), (["--no-augment"], "augment", False), (["--augment"], "augment", True),
+    (["--fixed-trials", "--task", "checkerboard"], "fresh_trials", False), (["--project-to", "none"], "capture", None)])
+def test_options_reach_the_nested_config(argv, field, value):
+    from uinfo_fast.experiments.cli import _given
+    from uinfo_fast.experiments.config import RunConfig
+
+    cfg = RunConfig.for_task(**_given(_run_parser()["run"].parse_args(argv)))
+    got = {"schedule": lambda c: c.schedule.every, "estimator": lambda c: c.estimator.l2_grid,
+           "capture": lambda c: c.capture.pool if value != None else c.capture.project_to}.get(  # noqa: E711
+        field, lambda c: getattr(c, field))(cfg)
+    assert got == value
+
+
+def test_the_help_names_the_real_default_task_and_hides_what_a_grid_sets(capsys):
+    from uinfo_fast.experiments.cli import build_parser
+
+    assert "built-in digit set" in build_parser().format_help()
+    parsers = _run_parser()
+    flags = set(re.findall(r"--[a-z0-9-]+", parsers["sweep"].format_help()))
+    assert not {"--lr", "--batch-size", "--seed"} & flags and {"--lrs", "--batch-sizes", "--seeds"} <= flags
+    assert main(["sweep", "--lrs", "0.1", "--batch-sizes", "32", "--lr", "0.1"]) == 2
+    assert "set by the grid" in capsys.readouterr().err

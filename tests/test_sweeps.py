@@ -145,5 +145,5 @@ def test_every_cell_of_a_sweep_measures_after_the_same_examples():
     base = RunConfig(batch_size=32, track_every=160, early_until=160)
     assert cell_schedule(base, 256) == {"batch_size": 256, "track_every": 20, "early_until": 20}
     assert cell_schedule(base, 32) == {"batch_size": 32, "track_every": 160, "early_until": 160}
-    assert cell_schedule(RunConfig(batch_size=32, track_every=3, early_until=0), 1024) == {
+    assert cell_schedule(RunConfig(batch_size=32, track_every=3, early_until=0, early_points=0), 1024) == {
         "batch_size": 1024, "track_every": 1, "early_until": 0}

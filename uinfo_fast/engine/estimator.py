@@ -28,7 +28,7 @@ from .inputs import Features, Labels, check_feature_splits, check_label_splits
 from .results import LN2, UsableInformation, UsableInformationResult
 from .grid import DEFAULT_L2_GRID, GRID_EXTENSION, edge_pulls, extension_bounds, grid_of, widen
 from .scoring import TIE_NATS, score_all, unfinished_finalists, validation_ce
-from .params import Boolean, Choice, Integer, NoneOr, Real, validate_params
+from .params import Boolean, Choice, Integer, ListOf, NoneOr, Real, option, routed, validate_fields
 from .validation import check_l2
 
 _OPEN_UNIT = Real(0.0, 1.0, low_open=True, high_open=True)
@@ -43,41 +43,49 @@ FINALISTS = 2
 POLISH_L2_TOL = 0.1
 
 
+# Bootstrap resamples of the test cross-entropy's interval, everywhere a default is needed.
+N_BOOTSTRAP = 200
+
+
 @dataclass(frozen=True)
 class EstimatorOptions:
     """The estimator's options (see :func:`estimate_usable_information`), checked when made."""
 
-    l2_grid: tuple[float, ...] = DEFAULT_L2_GRID
-    val_fraction: float = 0.2
-    standardize: bool = True
-    n_bootstrap: int = 1000
-    confidence: float = 0.95
-    seed: int = 0
-    max_iter: int = 1000
-    tol: float = 1e-5
-    schedule: str = "auto"
-    polish_l2_tol: float | None = POLISH_L2_TOL  # None: choose between the probes as the grid fit left them
-    grid_extension: int = GRID_EXTENSION  # 0: search the grid as given
-
-    _CONSTRAINTS = {"val_fraction": _OPEN_UNIT, "standardize": Boolean(), "n_bootstrap": Integer(0),
-                    "confidence": _OPEN_UNIT, "seed": Integer(), "schedule": Choice(SCHEDULES),
-                    "polish_l2_tol": NoneOr(Real(0.0, low_open=True)), "grid_extension": Integer(0)}
+    l2_grid: tuple[float, ...] = option(DEFAULT_L2_GRID, check=ListOf(Real(0.0)),
+                                        help="probe penalties to choose from, comma-separated")
+    grid_extension: int = option(GRID_EXTENSION, check=Integer(0),
+                                 help="decades the grid may widen past either end while the choice sits there (0: none)")
+    val_fraction: float = option(0.2, check=_OPEN_UNIT,
+                                 help="share of the probe-train rows held out to choose the penalty when there is no "
+                                      "validation split")
+    standardize: bool = option(True, check=Boolean(), help="scale every feature to zero mean and unit variance first")
+    n_bootstrap: int = option(N_BOOTSTRAP, check=Integer(0), help="bootstrap resamples of the confidence interval")
+    confidence: float = option(0.95, check=_OPEN_UNIT, help="level of the bootstrap confidence interval")
+    seed: int = option(0, check=Integer(), help="validation split and bootstrap")
+    max_iter: int = option(1000, check=Integer(0), help="L-BFGS iterations per probe at most")
+    tol: float = option(1e-5, check=Real(0.0, low_open=True), flag="probe_tol",
+                        help="max |gradient| every probe is fitted to (the chosen ones are polished further)")
+    penalty_schedule: str = option("auto", check=Choice(SCHEDULES),
+                                   help="how the penalties are fitted: batched, path or auto (see fit_probes)")
+    polish_l2_tol: float | None = option(POLISH_L2_TOL, check=NoneOr(Real(0.0, low_open=True)),
+                                         help="finalists are polished in float64 to max |gradient| <= this x l2 "
+                                              "(none: choose as the grid fit left them)")
 
     def __post_init__(self):
         object.__setattr__(self, "l2_grid", tuple(check_l2(self.l2_grid, "l2_grid")))
-        validate_params(self, self._CONSTRAINTS)
-        self.fit  # noqa: B018  (max_iter and tol are checked by FitOptions)
+        validate_fields(self)
 
     @property
     def fit(self) -> FitOptions:
-        return FitOptions(max_iter=self.max_iter, tol=self.tol, schedule=self.schedule)
+        return FitOptions(max_iter=self.max_iter, tol=self.tol, schedule=self.penalty_schedule)
 
     @property
     def finalist_fit(self) -> FitOptions | None:
         """How far the finalists are fitted before the choice between them (see :data:`FINALISTS`)."""
         if self.polish_l2_tol is None:
             return None
-        return FitOptions(max_iter=self.max_iter, tol=self.tol, schedule=self.schedule, l2_tol=self.polish_l2_tol)
+        return FitOptions(max_iter=self.max_iter, tol=self.tol, schedule=self.penalty_schedule,
+                          l2_tol=self.polish_l2_tol)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,7 +134,7 @@ def warm_inits(warm_start: UsableInformation | None, rows: dict[str, SetRows], l
             continue
         base = list(options.l2_grid)
         extra = [v for v in grid_of(warm) if v not in base and low <= v <= high]
-        grid = sorted(base + extra) if extra and options.schedule != "path" else base
+        grid = sorted(base + extra) if extra and options.penalty_schedule != "path" else base
         inits[name] = regridded(warm, grid)
     return inits
 
@@ -139,7 +147,7 @@ def fit_all(rows: dict[str, SetRows], labels: Labels, options: EstimatorOptions,
     names, base = labels.names, list(options.l2_grid)
     counts, y = [labels.num_classes[n] for n in names], labels.stacked("train")
     inits, classes = warm_inits(warm_start, rows, labels, options), [labels.classes[n] for n in names]
-    on_grid = [n for n in rows if inits[n] is None or options.schedule == "path"]
+    on_grid = [n for n in rows if inits[n] is None or options.penalty_schedule == "path"]
     fits = fit_feature_sets({n: rows[n].x_fit for n in on_grid}, y, names, counts, base, inits, options.fit,
                             {n: rows[n].scaling for n in on_grid}, classes) if on_grid else {}
     warm = {n: restarted(inits[n], rows[n], classes, options) for n in rows if n not in on_grid}
@@ -240,61 +248,42 @@ class _Phases:
         return time.perf_counter() - self.t0
 
 
-def estimate_usable_information(
-    features,
-    labels,
-    test_features,
-    test_labels,
-    *,
-    l2_grid=DEFAULT_L2_GRID,
-    num_classes=None,
-    val_fraction: float = 0.2,
-    standardize: bool = True,
-    n_bootstrap: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-    warm_start: UsableInformation | None = None,
-    max_iter: int = 1000,
-    tol: float = 1e-5,
-    schedule: str = "auto",
-    progress: bool = False,
-    val_features=None,
-    val_labels=None,
-    grid_extension: int = GRID_EXTENSION,
-) -> UsableInformation:
+def estimate_usable_information(features, labels, test_features, test_labels, *,
+                                options: EstimatorOptions | None = None, num_classes=None,
+                                val_features=None, val_labels=None, warm_start: UsableInformation | None = None,
+                                progress: bool = False, **shortcuts) -> UsableInformation:
     """Usable information, in bits, of every feature set about every label set.
 
     Args:
         features: train features, a tensor [N, D] or a mapping name -> [N, D_name] (e.g. layers).
         labels: train labels, a tensor [N] or a mapping name -> [N] int64 (e.g. coarse, fine).
         test_features, test_labels: the same for the disjoint test set (same names).
-        l2_grid, grid_extension: penalties to choose from by validation CE, per (feature set,
-            label set), widened a decade at a time, up to ``grid_extension`` decades past each
-            end, while the choice sits at an end (results record the grid searched).
+        options: an :class:`EstimatorOptions` (default: its defaults); ``**shortcuts`` set its
+            fields by name on top (``l2_grid=..., n_bootstrap=...``). Among them: ``l2_grid``
+            and ``grid_extension``, the penalties to choose from by validation CE, per (feature
+            set, label set), widened a decade at a time up to ``grid_extension`` decades past
+            each end while the choice sits at an end (results record the grid searched);
+            ``val_fraction``, the share of the train rows held out to choose the penalty;
+            ``n_bootstrap`` and ``confidence``; ``seed`` (the split and the bootstrap);
+            ``max_iter``, ``tol`` and ``penalty_schedule`` (:func:`fit_probes`).
         num_classes: None (max label + 1 over train and test), an int, or a mapping per label set.
-        val_fraction: share of the train rows held out to choose the penalty.
-        standardize: scale every feature to zero mean, unit variance on the fit split first.
-        n_bootstrap, confidence: bootstrap confidence interval over test examples.
-        seed: the train/validation split and the bootstrap.
         warm_start: an earlier result for the same names (e.g. the previous checkpoint).
-        max_iter, tol, schedule: L-BFGS limits per probe and the penalty schedule (:func:`fit_probes`).
-        progress: show a progress bar over the feature sets.
+        progress: show a progress bar over the phases.
         val_features, val_labels: an explicit validation set (same names) to choose the penalty
             on, instead of carving ``val_fraction`` out of the train rows; the probes then fit on
             every train row. Use it when the train features come from examples the network was
             trained on: a network that memorised them makes a carved-out validation split as
             separable as the fit split, and the penalty it picks overfits.
     """
-    options = EstimatorOptions(l2_grid=l2_grid, val_fraction=val_fraction, standardize=standardize,
-                               n_bootstrap=n_bootstrap, confidence=confidence, seed=seed, max_iter=max_iter, tol=tol,
-                               schedule=schedule, grid_extension=grid_extension)
+    options = routed({"options": options or EstimatorOptions()}, shortcuts, "estimate_usable_information")["options"]
     if (val_features is None) != (val_labels is None):
         raise ValueError("val_features and val_labels go together: give both or neither")
     feats = check_feature_splits(features, test_features, val_features)
     rows = {split: next(iter(sets.values())).shape[0] for split, sets in
             (("train", feats.train), ("test", feats.test), ("val", feats.val)) if sets}
     device = next(iter(feats.train.values())).device
-    labs = check_label_splits(labels, test_labels, val_labels, num_classes, rows, device, val_fraction, seed)
+    labs = check_label_splits(labels, test_labels, val_labels, num_classes, rows, device, options.val_fraction,
+                              options.seed)
     result = estimate(feats, labs, options, warm_start, progress)
     for r in result.results:
         if r.warning:

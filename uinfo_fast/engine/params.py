@@ -1,16 +1,19 @@
 """Parameters declared as constraints and checked once, when an options object or a public
 function receives them (the way scikit-learn declares ``_parameter_constraints``).
 
-A dataclass of options lists ``_CONSTRAINTS = {field: constraint}`` and calls
-:func:`validate_params` in ``__post_init__``; a function checks a lone argument with
-:func:`check_param`. Errors are ValueErrors that name the parameter, what it must be and what it
+An options dataclass declares each field once, with :func:`option`: its default, its constraint
+and its help (which the command line is generated from), and calls :func:`validate_fields` in
+``__post_init__``; a function checks a lone argument with :func:`check_param`. Options objects
+that nest others (a run's config) name each nested field by a flat name (:func:`flat_fields`),
+the one the command line and keyword shortcuts use. Errors are ValueErrors that name the parameter, what it must be and what it
 got. Nothing here imports torch, so data and task code can use it without the compiled ops.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field
 
 
 def _is_int(v) -> bool:
@@ -132,3 +135,55 @@ def validate_params(obj, constraints: Mapping[str, object], owner: str = "") -> 
     prefix = f"{owner}." if owner else ""
     for name, constraint in constraints.items():
         check_param(prefix + name, getattr(obj, name), constraint)
+
+
+def option(default=MISSING, *, check=None, help: str, flag: str | None = None, factory=MISSING,
+           negative: str | None = None, group: type | None = None):
+    """A dataclass field declared once: its default (or ``factory``), its constraint ``check``,
+    its ``help``, and for the command line its flat name ``flag`` (default: the field's name)
+    and the name of an extra flag that sets a boolean to False (``negative``). ``group``: the
+    options class of a field that nests one (its own fields then have flat names of their own)."""
+    meta = {"check": check, "help": help, "flag": flag, "negative": negative, "group": group}
+    return field(default=default, default_factory=factory, metadata=meta)
+
+
+def validate_fields(obj, owner: str = "") -> None:
+    """Checks every field of the dataclass ``obj`` declared with a constraint (:func:`option`)."""
+    prefix = f"{owner}." if owner else ""
+    for f in dataclasses.fields(obj):
+        check = f.metadata.get("check")
+        if check is not None:
+            check_param(prefix + f.name, getattr(obj, f.name), check)
+
+
+def flat_fields(cls, skip=frozenset()) -> dict[str, tuple[str | None, dataclasses.Field]]:
+    """{flat name: (the field of ``cls`` that nests it or None, its field)} for every field of
+    ``cls`` and of the options classes its fields nest, but the (nesting field, field) pairs of
+    ``skip``; a field's flat name is its ``flag`` or its own name, and no two may clash."""
+    out: dict[str, tuple[str | None, dataclasses.Field]] = {}
+    for f in dataclasses.fields(cls):
+        group = f.metadata.get("group")
+        inner = [(f.name, g) for g in dataclasses.fields(group)] if group else [(None, f)]
+        for owner, g in inner:
+            if (owner, g.name) in skip:
+                continue
+            name = g.metadata.get("flag") or g.name
+            if name in out:
+                raise TypeError(f"{cls.__name__}: the flat name {name!r} is taken twice")
+            out[name] = (owner, g)
+    return out
+
+
+def routed(objects: Mapping[str, object], shortcuts: Mapping[str, object], owner: str) -> dict[str, object]:
+    """``objects`` ({name: options dataclass}) with each keyword of ``shortcuts`` set on the
+    one that has a field of that name; a TypeError names a keyword none has, and the choices."""
+    out = dict(objects)
+    names = {f.name: key for key, obj in objects.items() for f in dataclasses.fields(obj)}
+    unknown = sorted(set(shortcuts) - set(names))
+    if unknown:
+        raise TypeError(f"{owner} got unknown options {unknown}; it takes {sorted(names)}")
+    for key in objects:
+        mine = {k: v for k, v in shortcuts.items() if names[k] == key}
+        if mine:
+            out[key] = dataclasses.replace(out[key], **mine)
+    return out

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 
+from ..engine.params import Boolean, Choice, Integer, ListOf, NoneOr, Real
 from ..tracking.log import LogBusy
 
 
@@ -88,75 +89,76 @@ def _groups(v: str) -> list[list[int]]:
             f"(e.g. 0,1,2,3,4/5,6,7,8,9), got {v!r}") from None
 
 
-# Options of `uinfo-fast run`: (flag, RunConfig field, type, help). Every default is None so that
-# --resume can tell the options given on the command line from the ones left out.
-_RUN_OPTIONS = [
-    ("--task", "task", str, "images (ResNet on coarse labels) or checkerboard"),
-    ("--dataset", "dataset", str, "synthetic (built in, default), digits (built in: digit shapes, 10 classes in "
-                                  "coarse groups), cifar100 or cifar10"),
-    ("--data-dir", "data_dir", str,
-     "cifar100 / cifar10: directory holding cifar-100-python/ or cifar-10-batches-py/ (or where it goes)"),
-    ("--coarse-groups", "coarse_groups", _groups,
-     ("cifar10 / digits: train on the group of the class, groups separated by '/', classes by ',' "
-      "(default 0,1,2,3,4/5,6,7,8,9: classes 0-4 against 5-9)")),
-    ("--n-train", "n_train", int, "synthetic/digits/checkerboard training examples"),
-    ("--n-test", "n_test", int, "synthetic/digits/checkerboard test examples"),
-    ("--width", "width", int, "ResNet-18 base width (64: the standard network)"),
-    ("--epochs", "epochs", float, "training epochs"),
-    ("--batch-size", "batch_size", int, "SGD batch size"),
-    ("--lr", "lr", float, "SGD learning rate"),
-    ("--momentum", "momentum", float, "SGD momentum"),
-    ("--weight-decay", "weight_decay", float, "SGD weight decay"),
-    ("--lr-schedule", "lr_schedule", str, "constant, cosine or step"),
-    ("--warmup-epochs", "warmup_epochs", float, "linear learning-rate warm-up over this many epochs (0: none)"),
-    ("--early-steps", "early_steps", int, "perturbed early training: number of steps"),
-    ("--early-lr", "early_lr", float, "perturbed early training: learning rate"),
-    ("--early-batch-size", "early_batch_size", int, "perturbed early training: batch size"),
-    ("--layers", "layers", _names, "comma-separated module names to probe"),
-    ("--label-sets", "label_sets", _names, "comma-separated label sets to probe"),
-    ("--probe-train", "probe_train", int, "probe-training examples (fixed subset)"),
-    ("--probe-val", "probe_val", int, "penalty-choice examples from the test split (0: carve from --probe-train)"),
-    ("--probe-test", "probe_test", int, "probe-test examples (fixed subset)"),
-    ("--track-every", "track_every", int, "measure every this many steps"),
-    ("--early-until", "early_until", int, "log-spaced extra measurements up to this step"),
-    ("--early-points", "early_points", int, "how many log-spaced extra measurements"),
-    ("--track-budget", "track_budget", float, "measure as often as this share of wall time allows (e.g. 0.05)"),
-    ("--l2-grid", "l2_grid", _floats, "comma-separated probe penalties"),
-    ("--n-bootstrap", "n_bootstrap", int, "bootstrap resamples for the confidence interval"),
-    ("--probe-tol", "probe_tol", float, "max |gradient| every probe is fitted to (default 1e-5)"),
-    ("--pool", "pool", str, "conv maps to probe features: avg (default), max or flatten"),
-    ("--coherences", "coherences", _floats, "checkerboard: comma-separated colour coherence levels"),
-    ("--hidden", "hidden", _ints, "checkerboard: comma-separated hidden layer sizes (default 100,100)"),
-    ("--input-coding", "input_coding", str, "checkerboard: board (noisy squares + targets, default) or four "
-                                            "(targets, red and green coherence)"),
-    ("--seed", "seed", int, "seed of data, model, batches and probes"),
-    ("--device", "device", str, "cpu or cuda"),
-]
+def _parser_of(check):
+    """The argument parser of a field's constraint: comma-separated lists, 'none' for None."""
+    inner = check.inner if isinstance(check, NoneOr) else check
+    if isinstance(inner, ListOf):
+        item = inner.item
+        parse = _groups if isinstance(item, ListOf) else {Integer: _ints, Real: _floats}.get(type(item), _names)
+    else:
+        parse = {Integer: int, Real: float}.get(type(inner), str)
+    if not isinstance(check, NoneOr):
+        return parse
+    return lambda v: None if v.lower() == "none" else parse(v)
 
 
-def _add_run_options(p) -> None:
-    for flag, dest, typ, help_ in _RUN_OPTIONS:
-        p.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
-    p.add_argument("--download", dest="download", action="store_const", const=True, default=None,
-                   help="cifar100 / cifar10: download the archive into --data-dir if it is not there")
-    p.add_argument("--no-augment", dest="augment", action="store_const", const=False, default=None,
-                   help="train without crop/flip augmentation")
-    p.add_argument("--no-track", dest="track", action="store_const", const=False, default=None,
-                   help="train only (the baseline of the overhead benchmark)")
-    p.add_argument("--async-tracking", dest="async_tracking", action="store_const", const=True, default=None,
-                   help="fit the probes on a background worker while training goes on (pays on a GPU)")
-    p.add_argument("--fresh-trials", dest="fresh_trials", action="store_const", const=True, default=None,
-                   help="checkerboard: redraw each trial's noise every time it is seen (nothing to memorise)")
-    p.add_argument("--fixed-trials", dest="fresh_trials", action="store_const", const=False, default=None,
-                   help="checkerboard: train on the same draw of every trial each epoch")
-    p.add_argument("--shuffled-control", dest="shuffled_control", action="store_const", const=True, default=None,
-                   help="also probe a permuted copy of the irrelevant label: the noise floor, label set 'shuffled'")
+def _shown(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_shown(v) for v in value) if not any(isinstance(v, (list, tuple)) for v in value) else \
+            "/".join(_shown(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def option_help(name: str, f, default) -> str:
+    """A run option's help: its own text, then its ``default``, and where a task or dataset sets
+    another default, that one too."""
+    from ..tasks.registry import get_task, task_names
+
+    others = []
+    for t in task_names():
+        task = get_task(t)
+        own = task.defaults.get(name, default)
+        if own != default:
+            others.append(f"{t}: {_shown(own)}")
+        datasets: dict[str, list[str]] = {}
+        for d, values in task.dataset_defaults.items():
+            if values.get(name, own) != own:
+                datasets.setdefault(_shown(values[name]), []).append(d)
+        others += [f"{t} {'/'.join(ds)}: {v}" for v, ds in datasets.items()]
+    text = f"{f.metadata['help']} (default: {_shown(default)}" + ("; " + ", ".join(others) if others else "") + ")"
+    return text.replace("%", "%%")
+
+
+def _add_run_options(p, hidden=()) -> None:
+    """Every option of a run (:data:`config.FLAT`), made from its field's declaration; those
+    ``hidden`` are parsed (to be refused with a reason) but not shown. Every default is None,
+    so that --resume can tell the options given from the ones left out."""
+    from .config import FLAT, RunConfig
+
+    defaults = RunConfig.for_task().flat()
+    for name, (_, f) in FLAT.items():
+        help_ = argparse.SUPPRESS if name in hidden else option_help(name, f, defaults[name])
+        flag = "--" + name.replace("_", "-")
+        if isinstance(f.metadata["check"], Boolean):
+            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+            if f.metadata.get("negative"):
+                p.add_argument("--" + f.metadata["negative"].replace("_", "-"), dest=name, action="store_const",
+                               const=False, help=f"the same as --no-{name.replace('_', '-')}")
+            continue
+        check = f.metadata["check"]
+        choices = check.values if isinstance(check, Choice) else None
+        p.add_argument(flag, dest=name, type=_parser_of(check), default=None, choices=choices,
+                       metavar=name.upper() if choices is None else None, help=help_)
 
 
 def _given(args) -> dict:
-    names = [dest for _, dest, _, _ in _RUN_OPTIONS] + ["download", "augment", "track", "async_tracking",
-                                                        "fresh_trials", "shuffled_control"]
-    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    from .config import FLAT
+
+    return {k: getattr(args, k) for k in FLAT if getattr(args, k, None) is not None}
 
 
 def default_run_dir(cfg) -> str:
@@ -178,13 +180,13 @@ def _resumed_config(args, given: dict):
     if not os.path.exists(path):
         print(f"uinfo-fast run: {args.out} has no config.json to resume", file=sys.stderr)
         return None
-    saved = json.load(open(path))
-    clash = {k: (saved.get(k), v) for k, v in given.items() if saved.get(k) != v}
+    saved = RunConfig.from_json(json.load(open(path)))
+    clash = {k: (saved.flat()[k], v) for k, v in given.items() if saved.flat()[k] != v}
     if clash:
         print(f"uinfo-fast run: --resume keeps the run's config; these options differ (run, given): {clash}",
               file=sys.stderr)
         return None
-    return RunConfig.from_json(saved)
+    return saved
 
 
 def run(args) -> int:
@@ -278,8 +280,8 @@ def plot(args) -> int:
 
 
 def _add_run_parser(sub) -> None:
-    p = sub.add_parser("run", help="train a network and track usable information (default: ResNet on the "
-                                   "built-in CIFAR-100-shaped set, a few minutes on a CPU)")
+    p = sub.add_parser("run", help="train a network and track usable information (default: a ResNet-18 on the "
+                                   "built-in digit set, a few minutes on a CPU)")
     _add_run_options(p)
     p.add_argument("--out", default=None, help="run directory (default: runs/<task>_<data>_lr<lr>_bs<batch>_s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the killed run in --out from its checkpoint")
@@ -301,14 +303,15 @@ def _add_plot_parser(sub) -> None:
 def _add_grid_parsers(sub) -> None:
     p = sub.add_parser("sweep", help="learning rate x batch size x seed grid, one run each (finished runs are "
                                      "skipped), then one figure and a table")
-    _add_run_options(p)
+    _add_run_options(p, hidden=("lr", "batch_size", "seed"))
     p.add_argument("--lrs", type=_floats, required=True, help="comma-separated learning rates")
     p.add_argument("--batch-sizes", type=_ints, required=True, help="comma-separated batch sizes")
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--layer", default=None, help="layer of the figure and table (default: the last tracked)")
     p.add_argument("--unscaled-schedule", action="store_true",
-                   help="measure every cell at the steps --track-every/--early-until name (default: scaled by "
-                        "--batch-size / the cell's batch size, so that every cell measures after the same examples)")
+                   help="measure every cell at the steps --track-every and --early-until name (default: those "
+                        "steps scaled by the run's default batch size over the cell's, so that every cell measures "
+                        "after the same number of examples)")
     p.add_argument("--smooth", type=int, default=1, metavar="K",
                    help="take the table's peaks and finals from a running mean over K measurements (default 1)")
     p.add_argument("--out", default=None, help="sweep directory (default: runs/sweep_<task>)")
@@ -316,7 +319,7 @@ def _add_grid_parsers(sub) -> None:
     p.set_defaults(handler=sweep)
     p = sub.add_parser("perturb", help="perturbed early training (--early-steps with --early-lr and/or "
                                        "--early-batch-size) against the baseline, over seeds")
-    _add_run_options(p)
+    _add_run_options(p, hidden=("seed",))
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--out", default=None, help="directory (default: runs/perturb_<task>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass
 
-from ..engine.grid import DEFAULT_L2_GRID
-from ..engine.params import Boolean, Choice, Integer, ListOf, NoneOr, Real, Text, check_param, validate_params
+from ..engine.estimator import EstimatorOptions
+from ..engine.params import (Boolean, Choice, Integer, ListOf, NoneOr, Real, Text, check_param, flat_fields, option,
+                             validate_fields)
 from ..tasks.images.data import GROUPED_DATASETS, check_coarse_groups
 from ..tasks.registry import get_task
-from ..tracking.capture import POOLS
+from ..tracking.capture import CaptureOptions
+from ..tracking.schedule import Schedule
 
 LR_SCHEDULES = ("constant", "cosine", "step")
 # Fields that only some tasks read (each task lists its own in ``Task.options``).
@@ -17,84 +20,113 @@ DEVICE_TYPES = ("cpu", "cuda")
 _POSITIVE = Real(0.0, low_open=True)
 
 
-@dataclass
+def _run_schedule() -> Schedule:
+    return Schedule(every=160, early_until=160, early_points=4)
+
+
+@dataclass(init=False)
 class RunConfig:
     """Everything a run depends on; saved as ``config.json`` in the run directory.
 
     The defaults are the main job: the digit set's run (docs/RESULTS.md, "The digit set"). Other
     tasks and datasets bring their own on top (``Task.defaults``, ``Task.dataset_defaults``,
-    applied by :meth:`for_task`)."""
+    applied by :meth:`for_task`). How a measurement is made is three options objects, nested
+    whole: ``schedule`` (when), ``estimator`` (the probes) and ``capture`` (the features); their
+    fields also go by flat names (``track_every``, ``l2_grid``, ``pool``, ...: :data:`FLAT`),
+    which :meth:`for_task`, :meth:`replace` and the command line take."""
 
-    task: str = "images"              # a registered task: "images" (ResNet on coarse labels) or "checkerboard"
-    dataset: str | None = None        # None: the task's first. images: "digits" or "synthetic" (built in),
-                                      # "cifar100" or "cifar10"; checkerboard: "synthetic"
-    data_dir: str | None = None       # cifar100 / cifar10: where cifar-100-python/ or cifar-10-batches-py/ is or goes
-    download: bool = False
-    # cifar10 / digits: the coarse label is the index of the group holding the class (None: 0-4 against 5-9)
-    coarse_groups: list[list[int]] | None = None
-    n_train: int = 10_000             # synthetic / digits / checkerboard size (cifar100 / cifar10: the full set)
-    n_test: int = 2_000
-    width: int = 8                    # ResNet-18 base width (64 is the standard network)
-    epochs: float = 20.0
-    batch_size: int = 32
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 2e-3
-    lr_schedule: str = "step"         # constant | cosine | step (x0.1 at 50% and 75%)
-    warmup_epochs: float = 2.0        # linear learning-rate warm-up over this many epochs (0: none)
-    augment: bool = False             # random crop and flip (the digits are placed at random already)
-    coherences: list[float] | None = None  # checkerboard: colour coherence levels (default LEARNABLE_COHERENCES)
-    hidden: list[int] | None = None   # checkerboard: hidden layer sizes (default 100, 100)
-    input_coding: str = "board"       # checkerboard: "board" (100 noisy squares + targets) or "four"
-    fresh_trials: bool = False        # checkerboard: redraw every trial's noise each time it is seen
-    shuffled_control: bool = False    # also probe a permuted copy of the irrelevant label (the noise floor)
-    # Perturbed early training: lr / batch size for the first `early_steps` steps.
-    early_steps: int = 0
-    early_lr: float | None = None
-    early_batch_size: int | None = None
-    # Tracking
-    track: bool = True
-    layers: list[str] | None = None   # default: the task's stages
-    label_sets: list[str] | None = None
-    probe_train: int = 1_000          # fixed probe-training inputs, from the training set (>= 50 per class)
-    probe_val: int = 300              # fixed inputs to choose the penalty on, from the test split (0: carve)
-    probe_test: int = 700             # fixed probe-test inputs, from the test split, disjoint from val
-    track_every: int = 160            # at least this often (with a track_budget, also in between)
-    early_until: int = 160            # plus log-spaced measurements in [1, early_until]
-    early_points: int = 4
-    track_budget: float | None = None  # measure as often as this share of wall time allows
-    async_tracking: bool = False      # fits on a background worker while training goes on
-    # Up to 10: at 0.1, the top of the grid before, the choice sat at the top in most measurements
-    # of the digit runs' last stage, and a probe of features that hold little overfitted below 0 bits.
-    l2_grid: list[float] = field(default_factory=lambda: list(DEFAULT_L2_GRID))
-    n_bootstrap: int = 200
-    pool: str = "avg"                 # how conv maps become probe features: avg, max or flatten
-    probe_tol: float = 1e-5           # max |gradient| of every probe; the chosen ones are polished further
-    seed: int = 0
-    device: str = "cpu"
+    task: str = option("images", check=Text(), help="a registered task: images (a ResNet trained on coarse "
+                                                     "labels) or checkerboard")
+    dataset: str | None = option(None, check=NoneOr(Text()),
+                                 help="the task's data: images: digits or synthetic (built in), cifar100 or "
+                                      "cifar10; checkerboard: synthetic")
+    data_dir: str | None = option(None, check=NoneOr(Text()),
+                                  help="cifar100 / cifar10: directory holding cifar-100-python/ or "
+                                       "cifar-10-batches-py/ (or where it goes)")
+    download: bool = option(False, check=Boolean(), help="cifar100 / cifar10: download the archive into data_dir "
+                                                         "if it is not there")
+    coarse_groups: list[list[int]] | None = option(
+        None, check=NoneOr(ListOf(ListOf(Integer()))),
+        help="cifar10 / digits: train on the group of the class, groups separated by '/', classes by ',' "
+             "(none: 0,1,2,3,4/5,6,7,8,9)")
+    n_train: int = option(10_000, check=Integer(1), help="training examples of the built-in sets (cifar: all)")
+    n_test: int = option(2_000, check=Integer(1), help="test examples of the built-in sets (cifar: all)")
+    width: int = option(8, check=Integer(1, 1024), help="ResNet-18 base width (64: the standard network)")
+    epochs: float = option(20.0, check=_POSITIVE, help="training epochs")
+    batch_size: int = option(32, check=Integer(1), help="SGD batch size")
+    lr: float = option(0.1, check=_POSITIVE, help="SGD learning rate")
+    momentum: float = option(0.9, check=Real(0.0, 1.0, high_open=True), help="SGD momentum")
+    weight_decay: float = option(2e-3, check=Real(0.0), help="SGD weight decay")
+    lr_schedule: str = option("step", check=Choice(LR_SCHEDULES),
+                              help="constant, cosine, or step (x0.1 at 50% and 75% of training)")
+    warmup_epochs: float = option(2.0, check=Real(0.0), help="linear learning-rate warm-up epochs (0: none)")
+    augment: bool = option(False, check=Boolean(), help="random crop and flip of the training images")
+    coherences: list[float] | None = option(None, check=NoneOr(ListOf(Real(0.0, 1.0, low_open=True))),
+                                            help="checkerboard: colour coherence levels (none: the learnable ones)")
+    hidden: list[int] | None = option(None, check=NoneOr(ListOf(Integer(1))),
+                                      help="checkerboard: hidden layer sizes (none: 100,100)")
+    input_coding: str = option("board", check=Choice(("board", "four")),
+                               help="checkerboard: board (noisy squares and targets) or four (targets, red and "
+                                    "green coherence)")
+    fresh_trials: bool = option(False, check=Boolean(), negative="fixed_trials",
+                                help="checkerboard: redraw every trial's noise each time it is seen")
+    shuffled_control: bool = option(False, check=Boolean(),
+                                    help="also probe a permuted copy of the irrelevant label, label set 'shuffled': "
+                                         "the noise floor")
+    early_steps: int = option(0, check=Integer(0), help="perturbed early training: number of steps")
+    early_lr: float | None = option(None, check=NoneOr(_POSITIVE),
+                                    help="perturbed early training: learning rate (none: lr)")
+    early_batch_size: int | None = option(None, check=NoneOr(Integer(1)),
+                                          help="perturbed early training: batch size (none: batch_size)")
+    track: bool = option(True, check=Boolean(), help="measure usable information (off: train only, the baseline of "
+                                                     "the overhead benchmark)")
+    layers: list[str] | None = option(None, check=NoneOr(ListOf(Text())),
+                                      help="module names to probe, comma-separated (none: the task's stages)")
+    label_sets: list[str] | None = option(None, check=NoneOr(ListOf(Text())),
+                                          help="label sets to probe, comma-separated (none: the task's)")
+    probe_train: int = option(1_000, check=Integer(1),
+                              help="fixed probe-training inputs from the training set (about 50 per class or more)")
+    probe_val: int = option(300, check=Integer(0),
+                            help="fixed inputs to choose the penalty on, from the test split (0: carve them from "
+                                 "the probe-training ones)")
+    probe_test: int = option(700, check=Integer(1),
+                             help="fixed probe-test inputs from the test split, disjoint from the validation ones")
+    async_tracking: bool = option(False, check=Boolean(),
+                                  help="fit the probes on a background worker while training goes on (pays on a GPU)")
+    schedule: Schedule = option(factory=_run_schedule, group=Schedule, help="when to measure")
+    estimator: EstimatorOptions = option(factory=EstimatorOptions, group=EstimatorOptions,
+                                         help="the probes and the estimate (its seed is the run's)")
+    capture: CaptureOptions = option(factory=CaptureOptions, group=CaptureOptions,
+                                     help="how layer outputs become probe features")
+    seed: int = option(0, check=Integer(), help="seed of data, model, batches and probes")
+    device: str = option("cpu", check=Text(), help="cpu, cuda or cuda:N")
 
-    _CONSTRAINTS = {
-        "data_dir": NoneOr(Text()), "download": Boolean(), "coarse_groups": NoneOr(ListOf(ListOf(Integer()))),
-        "n_train": Integer(1), "n_test": Integer(1),
-        "width": Integer(1, 1024), "epochs": _POSITIVE, "batch_size": Integer(1), "lr": _POSITIVE,
-        "momentum": Real(0.0, 1.0, high_open=True), "weight_decay": Real(0.0), "lr_schedule": Choice(LR_SCHEDULES),
-        "warmup_epochs": Real(0.0),
-        "augment": Boolean(), "coherences": NoneOr(ListOf(Real(0.0, 1.0, low_open=True))),
-        "early_steps": Integer(0), "early_lr": NoneOr(_POSITIVE), "early_batch_size": NoneOr(Integer(1)),
-        "track": Boolean(), "layers": NoneOr(ListOf(Text())), "label_sets": NoneOr(ListOf(Text())),
-        "probe_train": Integer(1), "probe_val": Integer(0), "probe_test": Integer(1), "track_every": Integer(1),
-        "early_until": Integer(0), "early_points": Integer(0), "l2_grid": ListOf(Real(0.0)),
-        "track_budget": NoneOr(Real(0.0, 1.0, low_open=True, high_open=True)), "async_tracking": Boolean(),
-        "hidden": NoneOr(ListOf(Integer(1))), "input_coding": Choice(("board", "four")),
-        "fresh_trials": Boolean(), "shuffled_control": Boolean(),
-        "n_bootstrap": Integer(0), "pool": Choice(POOLS), "probe_tol": _POSITIVE, "seed": Integer(), "device": Text(),
-    }
+    def __init__(self, **options):
+        """Options by field name or by flat name (:data:`FLAT`): a nested options object whole
+        (``estimator=EstimatorOptions(...)``, or as a dict) or field by field (``l2_grid=...``),
+        the fields on top of the object. What is not given takes its default."""
+        unknown = sorted(set(options) - set(FLAT) - set(_GROUPS))
+        if unknown:
+            raise TypeError(f"RunConfig has no options {unknown}; see uinfo-fast run --help")
+        nested: dict[str, dict] = {}
+        for k, v in options.items():
+            owner, f = FLAT.get(k, (None, None))
+            if owner is not None:
+                nested.setdefault(owner, {})[f.name] = v
+        for f in dataclasses.fields(self):
+            value = options[f.name] if f.name in options else _default(f.name)
+            if f.name in _GROUPS:
+                value = _GROUPS[f.name](**value) if isinstance(value, dict) else value
+                value = dataclasses.replace(value, **nested[f.name]) if f.name in nested else value
+            setattr(self, f.name, value)
+        self.__post_init__()
 
     def __post_init__(self):
         task = get_task(self.task)
         self.dataset = task.default_dataset if self.dataset is None else self.dataset
         check_param("dataset", self.dataset, Choice(task.datasets))
-        validate_params(self, self._CONSTRAINTS)
+        self._nest()
+        validate_fields(self)
         self._check_task_options(task)
         if self.coarse_groups is not None:
             if self.dataset not in GROUPED_DATASETS:
@@ -113,26 +145,53 @@ class RunConfig:
             if getattr(self, name) != defaults[name] and name not in task.options:
                 raise ValueError(f"{name} is not an option of the {task.name} task (its options: {list(task.options)})")
 
+    def _nest(self) -> None:
+        """Each nested option an object of its class; the estimator's seed is the run's."""
+        for name, group in _GROUPS.items():
+            if not isinstance(getattr(self, name), group):
+                raise TypeError(f"{name} must be a {group.__name__}, got {type(getattr(self, name)).__name__}")
+        self.estimator = dataclasses.replace(self.estimator, seed=self.seed)
+
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        """The config as ``config.json`` holds it (lists, not tuples)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def flat(self) -> dict:
+        """{flat name: value} of every option (:data:`FLAT`), as the command line names them."""
+        return {k: getattr(self if owner is None else getattr(self, owner), f.name)
+                for k, (owner, f) in FLAT.items()}
+
+    def replace(self, **flat) -> RunConfig:
+        """This config with the options named by their flat names set."""
+        return RunConfig(**{**self.flat(), **flat})
 
     @classmethod
     def for_task(cls, task: str = "images", **overrides) -> RunConfig:
         """The task's defaults, its dataset's on top (the dataset ``overrides`` names, else the
-        task's default), and ``overrides`` on top of both."""
+        task's default), and ``overrides`` (flat names) on top of both."""
         spec = get_task(task)
         dataset = overrides.get("dataset") or spec.default_dataset
         return cls(**{"task": task, **spec.defaults, **spec.dataset_defaults.get(dataset, {}), **overrides})
 
     @classmethod
     def from_json(cls, d: dict) -> RunConfig:
-        """The config a ``config.json`` holds. A field it lacks (written before the field existed)
-        takes the value that reproduces the run as it was made (``_BEFORE_IT_EXISTED``), else its default."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        """The config a ``config.json`` holds: options nested or, as configs were written before
+        they nested, flat. A field it lacks (written before the field existed) takes the value
+        that reproduces the run as it was made (``_BEFORE_IT_EXISTED``), else its default."""
+        unknown = sorted(set(d) - set(FLAT) - set(_GROUPS))
         if unknown:
             raise ValueError(f"config has unknown keys {unknown}")
         return cls(**{**_BEFORE_IT_EXISTED, **d})
+
+
+# The options by flat name; the estimator's seed is the run's, not an option of its own.
+FLAT = flat_fields(RunConfig, skip={("estimator", "seed")})
+_GROUPS = {f.name: f.metadata["group"] for f in dataclasses.fields(RunConfig) if f.metadata.get("group")}
+
+
+def _default(name: str):
+    f = RunConfig.__dataclass_fields__[name]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 # Fields whose default is not what runs did before the field was added.

@@ -34,7 +34,6 @@ from ..integrations.tensorboard_sink import TensorBoardSink
 from ..tasks.registry import TaskData, build_task, get_task
 from ..tracking.log import WriterLock, atomic_write, atomic_write_json, lock_path, read_log
 from ..tracking.runlog import empty_state
-from ..tracking.schedule import Schedule
 from ..tracking.distributed import Ranks
 from ..tracking.tracker import UsableInfoTracker
 from .config import RunConfig
@@ -66,7 +65,7 @@ class RunDir:
                 raise FileNotFoundError(f"--resume: {self.root} has no config.json; is it a run directory?")
             saved = RunConfig.from_json(json.load(open(self.config)))
             if saved != cfg:
-                diff = {k: (v, getattr(cfg, k)) for k, v in saved.to_json().items() if getattr(cfg, k) != v}
+                diff = {k: (v, cfg.flat()[k]) for k, v in saved.flat().items() if cfg.flat()[k] != v}
                 raise ValueError(f"--resume: the config differs from the run's own (saved, given): {diff}")
         else:
             if self.holds_a_run():
@@ -103,22 +102,19 @@ def load_checkpoint(path: str, cfg: RunConfig) -> dict:
     # Checkpoints of 0.1 carry no config; older ones lack later fields, which take their defaults.
     saved = cfg if "config" not in state else RunConfig.from_json(state["config"])
     if saved != cfg:
-        diff = sorted(k for k, v in cfg.to_json().items() if saved.to_json().get(k) != v)
+        diff = sorted(k for k, v in cfg.flat().items() if saved.flat()[k] != v)
         raise ValueError(f"--resume: {path} belongs to another run (its config differs in {diff}); "
                          "put the run's own checkpoint back or delete it to run again from step 0")
     return state
 
 
 def make_tracker(cfg: RunConfig, task: TaskData, log_path: str, sinks=()) -> UsableInfoTracker:
-    schedule = Schedule(every=cfg.track_every, early_until=cfg.early_until, early_points=cfg.early_points,
-                        budget=cfg.track_budget)
     probed = task.probe_train_labels
     beyond = {k: v for k, v in get_task(cfg.task).beyond.items() if k in probed and v in probed}
     return UsableInfoTracker(
         task.model, task.layers, task.probe_train_x, task.probe_train_labels, task.probe_test_x,
-        task.probe_test_labels, log_path=log_path, schedule=schedule, l2_grid=cfg.l2_grid,
-        n_bootstrap=cfg.n_bootstrap, tol=cfg.probe_tol, seed=cfg.seed, pool=cfg.pool,
-        val_inputs=task.probe_val_x, val_labels=task.probe_val_labels, asynchronous=cfg.async_tracking, sinks=sinks,
+        task.probe_test_labels, log_path=log_path, schedule=cfg.schedule, estimator=cfg.estimator,
+        capture=cfg.capture, val_inputs=task.probe_val_x, val_labels=task.probe_val_labels, asynchronous=cfg.async_tracking, sinks=sinks,
         beyond=beyond)
 
 

@@ -9,7 +9,6 @@ with the task label's beside it, against epochs (batch sizes differ, so steps do
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -81,7 +80,8 @@ def cell_schedule(base: RunConfig, batch_size: int) -> dict:
     def scaled(steps: int) -> int:
         return max(1, round(steps * base.batch_size / batch_size)) if steps > 0 else 0
 
-    return {"batch_size": batch_size, "track_every": scaled(base.track_every), "early_until": scaled(base.early_until)}
+    return {"batch_size": batch_size, "track_every": scaled(base.schedule.every),
+            "early_until": scaled(base.schedule.early_until)}
 
 
 def run_sweep(base: RunConfig, out_dir: str, lrs: Sequence[float], batch_sizes: Sequence[int], seeds: Sequence[int],
@@ -100,7 +100,7 @@ def run_sweep(base: RunConfig, out_dir: str, lrs: Sequence[float], batch_sizes: 
         for bs in batch_sizes:
             for seed in seeds:
                 cell = cell_schedule(base, int(bs)) if scale_schedule else {"batch_size": int(bs)}
-                cfg = dataclasses.replace(base, **cell, lr=float(lr), seed=int(seed))
+                cfg = base.replace(**cell, lr=float(lr), seed=int(seed))
                 run_dir = os.path.join(out_dir, run_name(lr, bs, seed))
                 _run_or_skip(cfg, run_dir, progress, log)
                 cells.setdefault((float(lr), int(bs)), []).append(run_dir)
@@ -231,11 +231,11 @@ def run_perturbation(base: RunConfig, out_dir: str, seeds: Sequence[int], *, pro
     seed; compares the usable information kept at the end of training, per (layer, label set)."""
     if base.early_steps <= 0 or (base.early_lr is None and base.early_batch_size is None):
         raise ValueError("a perturbation needs early_steps > 0 and early_lr and/or early_batch_size")
-    plain = dataclasses.replace(base, early_steps=0, early_lr=None, early_batch_size=None)
+    plain = base.replace(early_steps=0, early_lr=None, early_batch_size=None)
     finals = {"baseline": [], "perturbed": []}
     for seed in seeds:
         for kind, cfg in (("baseline", plain), ("perturbed", base)):
-            cfg = dataclasses.replace(cfg, seed=int(seed))
+            cfg = cfg.replace(seed=int(seed))
             run_dir = os.path.join(out_dir, f"{kind}_s{seed}")
             _run_or_skip(cfg, run_dir, progress, log)
             finals[kind].append(final_values(load_run(run_dir)[1]))

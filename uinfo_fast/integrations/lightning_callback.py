@@ -24,12 +24,15 @@ captures its shard of the probe inputs and the global-zero one fits, logs and wr
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
+from ..engine.estimator import EstimatorOptions
+from ..tracking.capture import CaptureOptions
 from ..tracking.log import read_log
 from ..tracking.schedule import Schedule
 from ..tracking.tracker import UsableInfoTracker
@@ -40,8 +43,9 @@ pl = require("lightning.pytorch", "lightning", "UsableInformationCallback")
 SPLITS = ("train", "test", "val")
 # Tracker options the callback sets itself; every other keyword of the tracker passes through.
 _OWN = {"self", "model", "layers", "train_inputs", "train_labels", "test_inputs", "test_labels", "val_inputs",
-        "val_labels", "log_path", "schedule", "asynchronous", "sinks"}
-TRACKER_OPTIONS = frozenset(inspect.signature(UsableInfoTracker.__init__).parameters) - _OWN
+        "val_labels", "log_path", "schedule", "asynchronous", "sinks", "shortcuts"}
+TRACKER_OPTIONS = (frozenset(inspect.signature(UsableInfoTracker.__init__).parameters) - _OWN
+                   | {f.name for cls in (EstimatorOptions, CaptureOptions) for f in dataclasses.fields(cls)})
 
 
 def _labels_of(y, name: str) -> dict:
@@ -101,8 +105,10 @@ class UsableInformationCallback(pl.Callback):
             checkpoint's rows on resume).
         asynchronous: fit on a background worker while training goes on.
         prefix: the first part of every logged scalar's name.
-        **tracker_options: passed to :class:`~uinfo_fast.tracking.UsableInfoTracker`
-            (``l2_grid``, ``n_bootstrap``, ``max_in_flight``, ``when_full``, ``pool``, ...).
+        **tracker_options: passed to :class:`~uinfo_fast.tracking.UsableInfoTracker`: its
+            ``estimator`` and ``capture`` options objects, ``max_in_flight``, ``when_full``,
+            ``beyond``, or a field of either options object by name (``l2_grid``,
+            ``n_bootstrap``, ``pool``, ...).
     """
 
     def __init__(self, layers: Sequence[str], probe_sets: Mapping, *, schedule: Schedule = Schedule(),

@@ -18,13 +18,45 @@ from __future__ import annotations
 import contextlib
 import zlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..engine.params import Choice, Integer, NoneOr, check_param
+from ..engine.params import Boolean, Choice, Integer, NoneOr, option, routed, validate_fields
 
 POOLS = ("avg", "max", "flatten")
+AUTOCAST = {"auto": "auto", "none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    """How layer outputs become probe features, checked when made (see :class:`FeatureCapture`)."""
+
+    pool: str = option("avg", check=Choice(POOLS),
+                       help="how a conv map [N, C, ...] becomes features: avg or max over the positions, or "
+                            "flatten")
+    project_to: int | None = option(None, check=NoneOr(Integer(1)),
+                                    help="features wider than this go through a fixed random projection to this "
+                                         "width (none: never)")
+    autocast_dtype: str = option("auto", check=Choice(tuple(AUTOCAST)),
+                                 help="dtype of the capture's forward passes: auto (bfloat16 on CUDA, none on the "
+                                      "CPU), none, bfloat16 or float16; features are float32 either way")
+    batch_size: int = option(256, check=Integer(1), flag="capture_batch_size",
+                             help="probe inputs per forward pass of a capture")
+    channels_last: bool = option(True, check=Boolean(),
+                                 help="keep 4-D probe inputs in channels-last memory format (faster convolutions)")
+
+    def __post_init__(self):
+        dtype = self.autocast_dtype
+        if dtype is None or isinstance(dtype, torch.dtype):  # the API's spelling: a torch dtype or None
+            names = {v: k for k, v in AUTOCAST.items()}
+            object.__setattr__(self, "autocast_dtype", names.get(dtype, repr(dtype)))
+        validate_fields(self, "CaptureOptions")
+
+    @property
+    def autocast(self) -> torch.dtype | str | None:
+        return AUTOCAST[self.autocast_dtype]
 
 
 def resolve_modules(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module]:
@@ -72,32 +104,26 @@ class FeatureCapture:
     Args:
         model: any ``nn.Module``.
         layers: names as in ``model.named_modules()`` (e.g. ``"layer2"`` or ``"blocks.3.mlp"``).
-        pool: ``"avg"`` averages every dimension after the channel one ([N, C, ...] -> [N, C]);
-            ``"max"`` takes their maximum instead (keeps a small, localised feature that an average
-            over the whole map would dilute);
-            ``"flatten"`` keeps everything ([N, ...] -> [N, prod]).
-        project_to: features wider than this go through a fixed random projection to this width.
+        options: a :class:`CaptureOptions`; ``**shortcuts`` set its fields by name on top:
+            ``pool`` (``"avg"`` averages every dimension after the channel one, [N, C, ...] ->
+            [N, C]; ``"max"`` takes their maximum instead, which keeps a small, localised feature
+            that an average over the whole map would dilute; ``"flatten"`` keeps everything,
+            [N, ...] -> [N, prod]), ``project_to`` (features wider than this go through a fixed
+            random projection to this width), ``autocast_dtype`` (the forward passes under
+            ``torch.autocast`` with ``torch.bfloat16`` or ``torch.float16``, or None for none;
+            ``"auto"``, the default, is bfloat16 on CUDA and none on CPU; features are float32
+            either way) and ``batch_size`` (inputs per forward pass).
         seed: seed of the projections.
-        autocast_dtype: run the forward passes under ``torch.autocast`` with this dtype
-            (``torch.bfloat16`` or ``torch.float16``), or None for none; ``"auto"`` (the
-            default) is bfloat16 on CUDA and none on CPU. Captured features are float32 either
-            way.
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[str], *, pool: str = "avg",
-                 project_to: int | None = None, seed: int = 0, autocast_dtype: torch.dtype | str | None = "auto"):
-        check_param("pool", pool, Choice(POOLS))
-        check_param("project_to", project_to, NoneOr(Integer(1)))
-        if autocast_dtype not in ("auto", None, torch.bfloat16, torch.float16):
-            raise ValueError(f"autocast_dtype must be 'auto', None, torch.bfloat16 or torch.float16, "
-                             f"got {autocast_dtype!r}")
+    def __init__(self, model: nn.Module, layers: Sequence[str], options: CaptureOptions | None = None, *,
+                 seed: int = 0, **shortcuts):
+        self.options = routed({"options": options or CaptureOptions()}, shortcuts, "FeatureCapture")["options"]
         self.model = model
         self.modules = resolve_modules(model, layers)
         self.layers = list(self.modules)
-        self.pool = pool
-        self.project_to = project_to
+        self.pool, self.project_to = self.options.pool, self.options.project_to
         self.seed = seed
-        self.autocast_dtype = autocast_dtype
         self._projections: dict[str, torch.Tensor] = {}
 
     def _reduce(self, name: str, out) -> torch.Tensor:
@@ -128,20 +154,22 @@ class FeatureCapture:
         return out
 
     def autocast_on(self, device: torch.device) -> torch.dtype | None:
-        if self.autocast_dtype == "auto":
+        dtype = self.options.autocast
+        if dtype == "auto":
             return torch.bfloat16 if device.type == "cuda" else None
-        return self.autocast_dtype
+        return dtype
 
-    def __call__(self, inputs: torch.Tensor | Iterable[torch.Tensor], batch_size: int = 512) -> dict[str, torch.Tensor]:
+    def __call__(self, inputs: torch.Tensor | Iterable[torch.Tensor],
+                 batch_size: int | None = None) -> dict[str, torch.Tensor]:
         """Features {layer: [N, D]} (float32, on the model's device) for ``inputs``.
 
-        ``inputs`` is a tensor [N, ...] (split into batches of ``batch_size``) or an iterable of
-        input batches.
+        ``inputs`` is a tensor [N, ...] (split into batches of ``batch_size``, default the
+        options') or an iterable of input batches.
         """
         if isinstance(inputs, torch.Tensor):
             if inputs.dim() < 1 or inputs.shape[0] == 0:
                 raise ValueError(f"inputs must be a non-empty batch [N, ...], got shape {tuple(inputs.shape)}")
-            batches: Iterable[torch.Tensor] = inputs.split(batch_size)
+            batches: Iterable[torch.Tensor] = inputs.split(batch_size or self.options.batch_size)
         else:
             batches = inputs
         captured: dict[str, list[torch.Tensor]] = {n: [] for n in self.layers}

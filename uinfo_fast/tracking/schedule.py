@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engine.params import Boolean, Integer, NoneOr, Real, validate_params
+from ..engine.params import Boolean, Integer, NoneOr, Real, option, validate_fields
 
 
 @dataclass(frozen=True)
@@ -16,17 +16,18 @@ class Schedule:
     since tracking began: as often as the budget allows, never less often than ``every``.
     """
 
-    every: int = 100
-    early_until: int = 0
-    early_points: int = 0
-    at_start: bool = True
-    budget: float | None = None
-
-    _CONSTRAINTS = {"every": Integer(1), "early_until": Integer(0), "early_points": Integer(0),
-                    "at_start": Boolean(), "budget": NoneOr(Real(0.0, 1.0, low_open=True, high_open=True))}
+    every: int = option(100, check=Integer(1), flag="track_every",
+                        help="measure at every multiple of this many steps (with a budget, also in between)")
+    early_until: int = option(0, check=Integer(0), help="log-spaced extra measurements in [1, this step]")
+    early_points: int = option(0, check=Integer(0), help="how many log-spaced extra measurements")
+    at_start: bool = option(True, check=Boolean(), flag="track_at_start", help="measure at step 0")
+    budget: float | None = option(None, check=NoneOr(Real(0.0, 1.0, low_open=True, high_open=True)),
+                                  flag="track_budget",
+                                  help="also measure whenever tracking has cost training less than this share of "
+                                       "wall time (e.g. 0.05; none: only on the schedule)")
 
     def __post_init__(self):
-        validate_params(self, self._CONSTRAINTS, "Schedule")
+        validate_fields(self, "Schedule")
         if self.early_points > 0 and self.early_until < 1:
             raise ValueError("Schedule.early_points needs early_until >= 1")
 

@@ -46,12 +46,11 @@ import torch
 from torch import nn
 
 from ..engine.estimator import EstimatorOptions, estimate
-from ..engine.grid import DEFAULT_L2_GRID, GRID_EXTENSION
 from ..engine.inputs import Features, Labels, check_label_splits
-from ..engine.params import Boolean, Choice, Integer, check_param
+from ..engine.params import Boolean, Choice, Integer, check_param, routed
 from ..engine.results import UsableInformation, unmeasured_row
 from ..engine.validation import label_sets
-from .capture import FeatureCapture
+from .capture import CaptureOptions, FeatureCapture
 from .distributed import Ranks, unwrapped
 from .log import measured
 from .runlog import RunLog
@@ -140,12 +139,12 @@ class UsableInfoTracker:
             tracker holds its writer lock until :meth:`close` (another process writing it is
             refused) and cuts a torn last line off first (:func:`~uinfo_fast.tracking.log.repair_tail`).
         schedule: when :meth:`step` measures.
-        l2_grid, grid_extension, n_bootstrap, confidence, val_fraction, max_iter, tol: the
-            estimator's options (see :func:`estimate_usable_information`).
-        pool, project_to, autocast_dtype, batch_size: the capture's options (``autocast_dtype``
-            "auto": bfloat16 on CUDA, none on CPU); ``channels_last``: keep 4-D probe inputs in
-            channels-last memory format.
-        seed: validation split, bootstrap and projections.
+        estimator: an :class:`~uinfo_fast.engine.EstimatorOptions` (see
+            :func:`estimate_usable_information`); its ``seed`` also seeds the capture's projections.
+        capture: a :class:`~uinfo_fast.tracking.CaptureOptions` (pooling, projection, autocast,
+            batch size, channels-last inputs).
+        **shortcuts: fields of either options object by name, set on top (``l2_grid=...,
+            n_bootstrap=..., seed=..., pool=..., batch_size=...``).
         asynchronous, max_in_flight, when_full: measure on a background worker (see the module
             docstring); ``when_full`` is "wait" or "skip".
         sinks: callables given each batch of new rows (a list of row dicts), on the training
@@ -156,26 +155,21 @@ class UsableInfoTracker:
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str], train_inputs: torch.Tensor, train_labels,
-                 test_inputs: torch.Tensor, test_labels, *, log_path: str | os.PathLike | None = None,
-                 schedule: Schedule = Schedule(), l2_grid=DEFAULT_L2_GRID, n_bootstrap: int = 200,
-                 confidence: float = 0.95, val_fraction: float = 0.2, max_iter: int = 1000, tol: float = 1e-5,
-                 grid_extension: int = GRID_EXTENSION,
-                 pool: str = "avg", project_to: int | None = None, autocast_dtype="auto", batch_size: int = 256,
-                 channels_last: bool = True, seed: int = 0, val_inputs: torch.Tensor | None = None, val_labels=None,
+                 test_inputs: torch.Tensor, test_labels, *, val_inputs: torch.Tensor | None = None, val_labels=None,
+                 log_path: str | os.PathLike | None = None, schedule: Schedule = Schedule(),
+                 estimator: EstimatorOptions | None = None, capture: CaptureOptions | None = None,
                  asynchronous: bool = False, max_in_flight: int = 1, when_full: str = "wait",
-                 sinks: Sequence[Callable[[list[dict]], None]] = (), beyond: dict[str, str] | None = None):
+                 sinks: Sequence[Callable[[list[dict]], None]] = (), beyond: dict[str, str] | None = None,
+                 **shortcuts):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a uinfo_fast.Schedule, got {type(schedule).__name__}")
-        self.options = EstimatorOptions(l2_grid=l2_grid, n_bootstrap=n_bootstrap, confidence=confidence,
-                                        val_fraction=val_fraction, max_iter=max_iter, tol=tol, seed=seed,
-                                        grid_extension=grid_extension)
-        self.batch_size = check_param("batch_size", batch_size, Integer(1))
-        check_param("channels_last", channels_last, Boolean())
-        self.capture = FeatureCapture(unwrapped(model), layers, pool=pool, project_to=project_to, seed=seed,
-                                      autocast_dtype=autocast_dtype)
+        opts = routed({"estimator": estimator or EstimatorOptions(), "capture": capture or CaptureOptions()},
+                      shortcuts, "UsableInfoTracker")
+        self.options, capture = opts["estimator"], opts["capture"]
+        self.capture = FeatureCapture(unwrapped(model), layers, capture, seed=self.options.seed)
         device = next(iter(model.parameters()), torch.empty(0)).device
         self.ranks = Ranks.current()
-        self._set_inputs(device, train_inputs, test_inputs, val_inputs, val_labels, channels_last)
+        self._set_inputs(device, train_inputs, test_inputs, val_inputs, val_labels, capture.channels_last)
         self.labels, self.single_class = self._checked_labels(device, train_labels, test_labels, val_labels)
         self.schedule = schedule
         self.beyond = self._checked_beyond(beyond)
@@ -276,7 +270,7 @@ class UsableInfoTracker:
         torch.distributed: every rank's shard, gathered to rank 0; None on the other ranks)."""
         splits = {"train": self.train_inputs, "val": self.val_inputs, "test": self.test_inputs}
         with self.ranks.buffers_of_rank0(self.capture.model):
-            got = {k: None if x is None else self._joined(self.capture(x, self.batch_size), k)
+            got = {k: None if x is None else self._joined(self.capture(x), k)
                    for k, x in splits.items()}
         return Features(got["train"], got["val"], got["test"]) if self.ranks.main else None
 
