@@ -1,6 +1,7 @@
 """Tasks: what a run trains on. Each task is its data, its network and its label sets in one
-folder (``images/``, ``checkerboard/``), listed in the registry (``registry.py``);
-``features.py`` holds synthetic layer features for the probe engine alone (demo, benchmarks).
+folder (``images/``, ``checkerboard/``), listed in the registry (``registry.py``); the probe
+sets every task draws the same way are in ``probes.py``; ``features.py`` holds synthetic layer
+features for the probe engine alone (demo, benchmarks).
 """
 from typing import TYPE_CHECKING
 

@@ -6,7 +6,8 @@ import functools
 
 import torch
 
-from ..registry import Task, TaskData, probe_sets
+from ..probes import probe_sets
+from ..registry import Task, TaskData
 from .network import CheckerboardNet
 from .trials import LEARNABLE_COHERENCES, CheckerboardTrials, make_checkerboard_trials, render_inputs
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from ..registry import Task, TaskData, probe_sets
+from ..probes import probe_sets
+from ..registry import Task, TaskData
 
 
 def _images(cfg):
