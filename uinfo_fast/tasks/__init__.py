@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_exports
 
 _EXPORTS = {
+    "Dataset": ".registry",
     "Task": ".registry",
     "TaskData": ".registry",
     "build_task": ".registry",
     "get_task": ".registry",
     "register_task": ".registry",
     "task_names": ".registry",
+    "probe_sets": ".probes",
     "layered_features": ".features",
 }
 __all__ = sorted(_EXPORTS)
@@ -21,4 +23,5 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from .features import layered_features
-    from .registry import Task, TaskData, build_task, get_task, register_task, task_names
+    from .probes import probe_sets
+    from .registry import Dataset, Task, TaskData, build_task, get_task, register_task, task_names
