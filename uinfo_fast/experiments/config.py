@@ -8,14 +8,11 @@ from dataclasses import dataclass
 from ..engine.estimator import EstimatorOptions
 from ..engine.params import (Boolean, Choice, Integer, ListOf, NoneOr, Real, Text, check_param, flat_fields, option,
                              validate_fields)
-from ..tasks.images.data import GROUPED_DATASETS, check_coarse_groups
 from ..tasks.registry import get_task
 from ..tracking.capture import CaptureOptions
 from ..tracking.schedule import Schedule
 
 LR_SCHEDULES = ("constant", "cosine", "step")
-# Fields that only some tasks read (each task lists its own in ``Task.options``).
-_TASK_SPECIFIC = ("coherences", "hidden", "input_coding", "fresh_trials", "coarse_groups")
 DEVICE_TYPES = ("cpu", "cuda")
 _POSITIVE = Real(0.0, low_open=True)
 
@@ -124,26 +121,13 @@ class RunConfig:
     def __post_init__(self):
         task = get_task(self.task)
         self.dataset = task.default_dataset if self.dataset is None else self.dataset
-        check_param("dataset", self.dataset, Choice(task.datasets))
+        check_param("dataset", self.dataset, Choice(task.dataset_names))
         self._nest()
         validate_fields(self)
-        self._check_task_options(task)
-        if self.coarse_groups is not None:
-            if self.dataset not in GROUPED_DATASETS:
-                raise ValueError(f"coarse_groups applies to the datasets {list(GROUPED_DATASETS)} only, "
-                                 f"got it with dataset {self.dataset!r}")
-            # Lists, as config.json gives them back, so that a saved config equals the one it was made from.
-            self.coarse_groups = [list(g) for g in check_coarse_groups(self.coarse_groups)]
+        task.check_config(self)  # its own fields; it refuses those of other tasks
         device_type = self.device.split(":")[0]
         if device_type not in DEVICE_TYPES or (":" in self.device and not self.device.split(":")[1].isdigit()):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-
-    def _check_task_options(self, task) -> None:
-        """A task-specific field away from its default must be one the task reads."""
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        for name in _TASK_SPECIFIC:
-            if getattr(self, name) != defaults[name] and name not in task.options:
-                raise ValueError(f"{name} is not an option of the {task.name} task (its options: {list(task.options)})")
 
     def _nest(self) -> None:
         """Each nested option an object of its class; the estimator's seed is the run's."""

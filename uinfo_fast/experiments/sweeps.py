@@ -15,7 +15,8 @@ import os
 from collections.abc import Sequence
 
 from ..engine.params import Integer, check_param
-from ..tasks.registry import SHUFFLED, get_task
+from ..tasks.probes import SHUFFLED
+from ..tasks.registry import get_task
 from ..tracking.log import atomic_write_json, measured
 from .config import RunConfig
 from .run import load_run, run_experiment

@@ -7,7 +7,7 @@ from the user's own code).
 """
 from __future__ import annotations
 
-import warnings
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -36,41 +36,103 @@ class TaskData:
 
 
 @dataclass(frozen=True)
+class Dataset:
+    """A dataset a task trains on, declared once by that task.
+
+    ``load(config)`` gives its (train, test) splits in the form the task's ``build`` takes;
+    ``stats`` are the channel statistics its inputs are normalised with (None: inputs that need
+    none); ``grouped`` says that its coarse label is a grouping of its classes that
+    ``config.coarse_groups`` may choose; ``defaults`` are a run's config defaults on it, on top of
+    its task's; ``folder`` is what it is read from under ``config.data_dir`` (None: built in).
+    """
+
+    name: str
+    load: Callable[..., tuple]
+    stats: object | None = None
+    grouped: bool = False
+    defaults: Mapping[str, object] = field(default_factory=dict)
+    folder: str | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"Dataset name must be a non-empty string, got {self.name!r}")
+        if not callable(self.load):
+            raise TypeError(f"Dataset load must be a callable (config) -> (train, test), got {self.load!r}")
+
+    def splits(self, cfg) -> tuple:
+        """(train, test) as ``load`` gives them for ``cfg``; a ValueError when the dataset is read
+        from a folder and ``cfg.data_dir`` names none."""
+        if self.folder is not None and cfg.data_dir is None:
+            raise ValueError(f"dataset {self.name!r} needs data_dir (the directory that holds {self.folder}/)")
+        return self.load(cfg)
+
+
+@dataclass(frozen=True)
 class Task:
     """A task a run can train on.
 
     ``label_sets`` are the labels a run can probe (the first ones by default);
     ``task_label`` is the one the network is trained on and ``irrelevant_label`` the one the
     paper contrasts with it (the fine classes; the checkerboard's colour). ``datasets`` are the
-    values ``config.dataset`` may take (the first is the default), ``defaults`` the task's own
-    config defaults and ``dataset_defaults`` those of one dataset on top of them, ``build``
-    makes the run's :class:`TaskData` from a config, and ``data_tag`` names the data in a default
-    run directory. ``options`` are the task-specific config fields this task reads (a run of
-    another task refuses them). ``beyond`` maps a label set to one it refines (fine classes to
-    their coarse ones): runs log the usable information about it beyond that one.
+    :class:`Dataset` declarations ``config.dataset`` names (the first is the default), ``defaults``
+    the task's own config defaults (each dataset's go on top of them), ``build`` makes the run's
+    :class:`TaskData` from a config, and ``data_tag`` names the data in a default run directory.
+    ``options`` are the task-specific config fields this task reads (a run of another task
+    refuses them) and ``check(config)``, when given, checks their values for this task, raising a
+    ValueError that names the field, and may put a value in the form config.json gives back
+    (:meth:`check_config` runs it). ``beyond`` maps a label set to one it refines (fine classes to their
+    coarse ones): runs log the usable information about it beyond that one.
     """
 
     name: str
     label_sets: tuple[str, ...]
     task_label: str
     irrelevant_label: str
-    datasets: tuple[str, ...]
+    datasets: tuple[Dataset, ...]
     build: Callable[..., TaskData]
     data_tag: Callable[..., str]
     defaults: Mapping[str, object] = field(default_factory=dict)
-    dataset_defaults: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    options: tuple[str, ...] = ()
+    check: Callable[..., None] | None = None
+    beyond: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not (isinstance(self.datasets, tuple) and self.datasets
+                and all(isinstance(d, Dataset) for d in self.datasets)):
+            raise TypeError(f"Task datasets must be a non-empty tuple of uinfo_fast.tasks.Dataset, "
+                            f"got {self.datasets!r}")
+
+    @property
+    def dataset_names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.datasets)
 
     @property
     def default_dataset(self) -> str:
         """The dataset a config that names none gets."""
-        return self.defaults.get("dataset", self.datasets[0])
-    options: tuple[str, ...] = ()
-    beyond: Mapping[str, str] = field(default_factory=dict)
+        return self.defaults.get("dataset", self.datasets[0].name)
 
+    @property
+    def dataset_defaults(self) -> dict[str, Mapping[str, object]]:
+        """Each dataset's config defaults, by name."""
+        return {d.name: d.defaults for d in self.datasets}
 
-# The label set of the shuffled-label control (``RunConfig.shuffled_control``): its usable
-# information is the measurement's noise floor.
-SHUFFLED = "shuffled"
+    def dataset(self, name: str) -> Dataset:
+        """The dataset called ``name``; a ValueError lists the choices."""
+        for d in self.datasets:
+            if d.name == name:
+                return d
+        raise ValueError(f"dataset must be one of {self.dataset_names} for the {self.name} task, got {name!r}")
+
+    def check_config(self, cfg) -> None:
+        """Refuses a task-specific field of ``cfg`` (one the built-in tasks list in ``options``)
+        that this task does not read, unless it has its default, then runs ``check``."""
+        defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+        for name in _task_specific_fields():
+            if name not in self.options and getattr(cfg, name) != defaults[name]:
+                raise ValueError(f"{name} is not an option of the {self.name} task (its options: {list(self.options)})")
+        if self.check is not None:
+            self.check(cfg)
+
 
 # Tasks that ship with the package: name -> module defining TASK (imported on first use).
 _BUILT_IN = {"images": "uinfo_fast.tasks.images", "checkerboard": "uinfo_fast.tasks.checkerboard"}
@@ -98,57 +160,12 @@ def get_task(name: str) -> Task:
     return _REGISTERED[name]
 
 
+def _task_specific_fields() -> list[str]:
+    """The config fields that only some tasks read: the options of the built-in tasks. A
+    registered task reads what it likes of the others and lists which of these it reads."""
+    return list(dict.fromkeys(o for name in _BUILT_IN for o in get_task(name).options))
+
+
 def build_task(cfg) -> TaskData:
     """The data, network and probe sets of the task ``cfg.task``, built as ``cfg`` says."""
     return get_task(cfg.task).build(cfg)
-
-
-def probe_indices(cfg, n_train: int, n_test: int):
-    """Fixed probe subsets, chosen once from the seed: train rows, and disjoint test and
-    validation rows of the test split (validation None when ``cfg.probe_val`` is 0)."""
-    gen = torch.Generator().manual_seed(cfg.seed + 101)
-    if cfg.probe_test + cfg.probe_val > n_test:
-        raise ValueError(f"probe_test + probe_val = {cfg.probe_test + cfg.probe_val} exceeds the {n_test} test examples")
-    train = torch.randperm(n_train, generator=gen)[:min(cfg.probe_train, n_train)]
-    perm = torch.randperm(n_test, generator=gen)
-    val = perm[cfg.probe_test:cfg.probe_test + cfg.probe_val] if cfg.probe_val > 0 else None
-    return train, perm[:cfg.probe_test], val
-
-
-def probe_sets(cfg, task: Task, train_x, train_labels: dict, test_x, test_labels: dict, prepare=lambda x: x):
-    """(probe_train_x, its labels, probe_test_x, its labels, probe_val_x, its labels) for the
-    label sets the config asks for (the task's own when it names none), drawn by :func:`probe_indices`."""
-    names = cfg.label_sets or list(task.label_sets)
-    for k in names:
-        if k not in task.label_sets:
-            raise ValueError(f"label_sets: the {task.name} task has {list(task.label_sets)}, got {k!r}")
-    tr, te, va = probe_indices(cfg, train_x.shape[0], test_x.shape[0])
-    gen = torch.Generator().manual_seed(cfg.seed + 202)
-
-    def pick(x, labels, idx):
-        if idx is None:
-            return None, None
-        out = {k: labels[k][idx] for k in names}
-        if cfg.shuffled_control:  # the irrelevant label, permuted: its marginal, no relation to the input
-            out[SHUFFLED] = labels[task.irrelevant_label][idx][torch.randperm(idx.shape[0], generator=gen)]
-        return prepare(x[idx]), out
-
-    _warn_if_starved(int(tr.numel()), {k: train_labels[k] for k in names})
-    return (*pick(train_x, train_labels, tr), *pick(test_x, test_labels, te), *pick(test_x, test_labels, va))
-
-
-# A softmax probe fitted on fewer examples per class than this reads the label's information
-# poorly, and its estimate moves with the draw of the probe set (docs/DESIGN.md, section 5).
-PROBE_EXAMPLES_PER_CLASS = 50
-
-
-def _warn_if_starved(probe_train: int, labels: dict) -> None:
-    """Warns, naming the option, when ``probe_train`` gives a label set fewer than
-    PROBE_EXAMPLES_PER_CLASS examples per class."""
-    for name, y in labels.items():
-        classes = int(torch.unique(y).numel())
-        if probe_train < PROBE_EXAMPLES_PER_CLASS * classes:
-            warnings.warn(f"probe_train={probe_train} gives the {classes} '{name}' classes "
-                          f"{probe_train / classes:.0f} probe examples each; the estimate needs about "
-                          f"{PROBE_EXAMPLES_PER_CLASS} per class (probe_train >= "
-                          f"{PROBE_EXAMPLES_PER_CLASS * classes})", stacklevel=3)

@@ -6,7 +6,8 @@ import functools
 
 import torch
 
-from ..registry import Task, TaskData, probe_sets
+from ..probes import probe_sets
+from ..registry import Dataset, Task, TaskData
 from .network import CheckerboardNet
 from .trials import LEARNABLE_COHERENCES, CheckerboardTrials, make_checkerboard_trials, render_inputs
 
@@ -27,11 +28,16 @@ def _fresh_inputs(cfg, device):
     return preprocess
 
 
-def build(cfg) -> TaskData:
-    device = torch.device(cfg.device)
+def _trials(cfg) -> tuple[CheckerboardTrials, CheckerboardTrials]:
+    """The (train, test) trials of the config's size, coherences and coding, from its seed."""
     make = functools.partial(make_checkerboard_trials, coherences=tuple(cfg.coherences or LEARNABLE_COHERENCES),
                              coding=cfg.input_coding)
-    train, test = make(cfg.n_train, seed=cfg.seed), make(cfg.n_test, seed=cfg.seed + 1_000_003)
+    return make(cfg.n_train, seed=cfg.seed), make(cfg.n_test, seed=cfg.seed + 1_000_003)
+
+
+def build(cfg) -> TaskData:
+    device = torch.device(cfg.device)
+    train, test = TASK.dataset(cfg.dataset).splits(cfg)
     # Probe inputs are fixed trials, one draw of their noise, with or without fresh training trials.
     probes = probe_sets(cfg, TASK, train.inputs, train.labels(), test.inputs, test.labels())
     torch.manual_seed(cfg.seed)
@@ -51,9 +57,10 @@ def build(cfg) -> TaskData:
 # connected network, the four-input coding of the first author's code with fresh trials, SGD at
 # the grid's high learning rate and small batch with weight decay, for 40 epochs.
 TASK = Task(name="checkerboard", label_sets=("direction", "colour", "targets"), task_label="direction",
-            irrelevant_label="colour", datasets=("synthetic",), build=build, data_tag=lambda cfg: "trials",
+            irrelevant_label="colour", datasets=(Dataset("synthetic", _trials),), build=build,
+            data_tag=lambda cfg: "trials",
             defaults=dict(n_train=9_000, n_test=2_000, batch_size=16, lr=0.2, momentum=0.0, weight_decay=5e-3,
                           epochs=40.0, lr_schedule="constant", warmup_epochs=0.0, input_coding="four",
-                          fresh_trials=True, probe_train=2_000, probe_val=500, probe_test=1_000, track_every=250, early_until=250,
-                          early_points=8, augment=False),
+                          fresh_trials=True, probe_train=2_000, probe_val=500, probe_test=1_000, track_every=250,
+                          early_until=250, early_points=8, augment=False),
             options=("coherences", "hidden", "input_coding", "fresh_trials"))

@@ -1,11 +1,13 @@
-"""The image task (``task.py``): its data (``data.py``: the built-in CIFAR-100-shaped set,
-CIFAR-100 with coarse labels, CIFAR-10 with coarse groups of its classes, augmentation) and its
-network (``resnet.py``: CIFAR ResNet-18)."""
+"""The image task (``task.py``, which declares its datasets in ``DATASETS``): its data
+(``data.py``: the built-in CIFAR-100-shaped set, CIFAR-100 with coarse labels, CIFAR-10 with
+coarse groups of its classes, augmentation; ``digits.py``: the digit set) and its network
+(``resnet.py``: CIFAR ResNet-18)."""
 from typing import TYPE_CHECKING
 
 from ..._lazy import lazy_exports
 
 _EXPORTS = {
+    "DATASETS": ".task",
     "TASK": ".task",
     "BatchIterator": ".data",
     "CIFAR10_STATS": ".data",
@@ -33,4 +35,4 @@ if TYPE_CHECKING:
                        augment_batch, check_coarse_groups, load_cifar10, load_cifar100, normalize, synthetic_cifar)
     from .digits import DIGITS_STATS, digit_images
     from .resnet import CifarResNet, cifar_resnet18, feature_layers
-    from .task import TASK
+    from .task import DATASETS, TASK

@@ -60,8 +60,6 @@ IMAGE_SHAPE = (3, 32, 32)
 CIFAR10_CLASSES = 10
 # Kleinman et al. (ICLR 2021): the first five CIFAR-10 classes against the last five.
 DEFAULT_COARSE_GROUPS = ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9))
-# The datasets of 10 classes whose coarse label is a group of them (``coarse_groups``).
-GROUPED_DATASETS = ("cifar10", "digits")
 
 
 class ChannelStats(NamedTuple):
