@@ -1,6 +1,11 @@
 """What the bench scripts share: the machine's name for table headers, the run configuration
 they measure, and its network, data and optimiser set up as ``uinfo-fast run`` sets them up."""
+import datetime
+import json
+import os
 import platform
+import subprocess
+import sys
 
 import torch
 
@@ -35,6 +40,42 @@ def machine_name(device: torch.device) -> str:
     except OSError:
         pass
     return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+# Every bench's rows, one JSONL file per bench, kept in the repository: the tables of
+# bench/RESULTS.md are made from them (bench/tables.py).
+ROWS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rows")
+
+
+def commit() -> str:
+    """The commit of the checkout the measured package is imported from ("+" when it has
+    uncommitted changes; "unknown" outside git): a bench run against another checkout
+    (PYTHONPATH) is tagged with that one."""
+    import uinfo_fast
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(uinfo_fast.__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+" if dirty else "")
+
+
+def record(bench: str, rows: list[dict], device: torch.device, path: str | None = None) -> str:
+    """Appends ``rows`` to the bench's file (``bench/rows/<bench>.jsonl``, or ``path``), each
+    tagged with the machine, the commit, torch's version, the date and the command; returns the
+    file."""
+    path = path or os.path.join(ROWS, f"{bench}.jsonl")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tags = {"bench": bench, "machine": machine_name(device), "commit": commit(), "torch": torch.__version__,
+            "date": datetime.date.today().isoformat(), "command": " ".join(["python", *sys.argv])}
+    with open(path, "a", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps({**tags, **r}) + "\n")
+    return path
 
 
 def training_setup(cfg: RunConfig):

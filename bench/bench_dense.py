@@ -13,17 +13,14 @@ On the default run's network and probe inputs (`RunConfig()`: the digit set, see
 `--repeats` times, floor and capture alternated, and prints the medians in seconds and in
 training steps, capture against the floor, and the overhead of measuring every 1, 10 and 100
 steps (one measurement over k training steps). One JSON row per run goes to
-`bench/out/dense.jsonl`, tagged with the machine and the commit.
+`bench/rows/dense.jsonl`, tagged with the machine and the commit (`bench/tables.py` makes tables of them).
 
     python bench/bench_dense.py --repeats 5
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import time
 
 import torch
@@ -31,15 +28,9 @@ import torch
 from uinfo_fast.experiments import RunConfig, make_tracker, train_step
 from uinfo_fast.tracking.capture import eval_mode
 
-from _harness import machine_name, training_setup  # noqa: E402  (bench/, the script's folder)
+from _harness import commit, machine_name, record, training_setup  # noqa: E402  (bench/, the script's folder)
 
 EVERY = (1, 10, 100)
-
-
-def commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.abspath(__file__)))
-    return done.stdout.strip() or "unknown"
 
 
 def timed(fn) -> float:
@@ -58,7 +49,7 @@ def floor_pass(tracker) -> None:
     splits = [x for x in (tracker.train_inputs, tracker.val_inputs, tracker.test_inputs) if x is not None]
     with eval_mode(model), torch.inference_mode():
         for x in splits:
-            for xb in x.split(tracker.batch_size):
+            for xb in x.split(tracker.capture.options.batch_size):
                 model(xb)
 
 
@@ -113,10 +104,7 @@ def main() -> None:
     args = p.parse_args()
     row = run(args)
     print(report(row))
-    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "dense.jsonl"), "a") as fh:
-        fh.write(json.dumps(row) + "\n")
+    record("dense", [row], torch.device("cpu"))
 
 
 if __name__ == "__main__":

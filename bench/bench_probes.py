@@ -27,11 +27,12 @@ import torch
 from tqdm import tqdm
 
 import uinfo_fast as uf
-from uinfo_fast.engine import standardisation, validation_split
+from uinfo_fast.engine.fit import standardisation
+from uinfo_fast.engine.inputs import validation_split
 from uinfo_fast.engine.reference import fit_probe_lbfgs
 from uinfo_fast.tasks import layered_features
 
-from _harness import BENCH_L2_GRID, machine_name  # noqa: E402  (bench/, the script's folder)
+from _harness import BENCH_L2_GRID, machine_name, record  # noqa: E402  (bench/, the script's folder)
 
 SIZES = {
     "full": dict(n=50_000, m=10_000, d=512, f=4),
@@ -53,7 +54,8 @@ def run_uinfo(xtr, ytr, xte, yte, args, device, dtype):
     sync()
     t0 = time.perf_counter()
     res = uf.estimate_usable_information(xtr_d, ytr_d, xte_d, yte_d, l2_grid=BENCH_L2_GRID, grid_extension=0, n_bootstrap=0,
-                                         max_iter=args.max_iter, tol=args.tol, schedule=args.schedule)
+                                         max_iter=args.max_iter, tol=args.tol,
+                                         **({} if args.schedule == "auto" else {"penalty_schedule": args.schedule}))
     sync()
     seconds = time.perf_counter() - t0
     out = {}
@@ -120,6 +122,21 @@ def run_per_probe(kind, xtr, ytr, xte, yte, args, device):
     return seconds, out, {"all": total_iters}
 
 
+def _rows(args, results: dict) -> list[dict]:
+    """One row per method: its seconds, uinfo_fast's speed-up over it, and how far its test
+    cross-entropies lie from uinfo_fast's at uinfo_fast's chosen penalties."""
+    base = results.get("uinfo_fast")
+    rows = []
+    for m, (sec, out, _) in results.items():
+        row = {"size": args.size, "dtype": args.dtype, "schedule": args.schedule, "method": m, "seconds": round(sec, 3)}
+        if base and m != "uinfo_fast":
+            row["speedup"] = round(sec / base[0], 2)
+            row["max_ce_diff_same_l2"] = round(max(abs(out[k]["test_ce_by_l2"][base[1][k]["l2"]] - base[1][k]["test_ce"])
+                                                   for k in out), 5)
+        rows.append(row)
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", choices=sorted(SIZES), default="cpu")
@@ -171,6 +188,7 @@ def main(argv=None):
                 same = max(abs(out[k]["test_ce_by_l2"][base[1][k]["l2"]] - base[1][k]["test_ce"]) for k in pairs)
                 print(f"max |CE(uinfo_fast) - CE({m})|: each selected probe {diff:.4f} nats, "
                       f"same penalty {same:.4f} nats")
+    record("probes", _rows(args, results), device)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as fh:

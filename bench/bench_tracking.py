@@ -25,7 +25,7 @@ import torch
 
 from uinfo_fast.experiments import RunConfig, run_experiment
 
-from _harness import PINNED, machine_name  # noqa: E402  (bench/, the script's folder)
+from _harness import PINNED, machine_name, record  # noqa: E402  (bench/, the script's folder)
 
 SIZES = {
     # the pinned run configuration (_harness.PINNED)
@@ -89,6 +89,11 @@ def main() -> int:
         t = repeats[0][mode]
         print(f"| {args.size} | {device} | {mode} | {t['steps']} | {t['measurements']} | {100 * lost:.1f}% | "
               f"{100 * wall:.1f}% |")
+    record("tracking", [{"size": args.size, "mode": m, "repeats": args.repeats, "steps": repeats[0][m]["steps"],
+                         "measurements": repeats[0][m]["measurements"],
+                         "lost_share": round(summary[m]["lost_share_median"], 4),
+                         "wall_overhead": round(summary[m]["wall_overhead_median"], 4)} for m in modes],
+           torch.device(size["device"]))
     if args.json:
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
         with open(args.json, "w") as fh:

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from uinfo_fast.engine import estimate
+from uinfo_fast.engine.estimator import estimate
 from uinfo_fast.experiments import RunConfig, make_tracker, train_step
 
 from _harness import PINNED, machine_name, training_setup

@@ -17,7 +17,7 @@ import sys
 import torch
 
 import uinfo_fast as uf
-from uinfo_fast.engine import ops
+from uinfo_fast.engine.extension import ops
 
 failures = []
 

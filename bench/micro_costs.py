@@ -18,7 +18,7 @@ import time
 import torch
 
 import uinfo_fast as uf
-from uinfo_fast.engine import ops
+from uinfo_fast.engine.extension import ops
 
 
 def softmax_ns_per_logit(repeats: int = 50) -> float:
@@ -45,7 +45,7 @@ def softmax_ns_per_logit(repeats: int = 50) -> float:
 
 
 def bookkeeping_ms_per_iteration(generic: bool) -> float:
-    from uinfo_fast.engine import standardisation
+    from uinfo_fast.engine.fit import standardisation
     from uinfo_fast.tasks import layered_features
 
     from _harness import BENCH_L2_GRID
@@ -83,7 +83,7 @@ def measurement_split(train_steps: int = 100, repeats: int = 3) -> tuple[float, 
         if step >= train_steps and (step - train_steps) % 20 == 0:  # warm-started, as in a run
             t0 = time.perf_counter()
             for inputs in (tracker.train_inputs, tracker.val_inputs, tracker.test_inputs):
-                tracker.capture(inputs, tracker.batch_size)
+                tracker.capture(inputs)
             capture.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             tracker.measure(step)

@@ -37,7 +37,9 @@ import traceback
 
 import torch
 
-from uinfo_fast.engine import ops, probe_layout
+from uinfo_fast.engine.extension import ops
+
+from uinfo_fast.engine.layout import probe_layout
 
 from _harness import BENCH_L2_GRID, machine_name  # noqa: E402  (bench/, the script's folder)
 

@@ -4,7 +4,6 @@ say): one measurement at the checkpoint's step, printed per layer and label set.
     python examples/remeasure_checkpoint.py runs/sweep_digits_s789/lr0.1_bs32_s7 --l2-grid 1e-7,1e-5,1e-3,1e-1,10
 """
 import argparse
-import dataclasses
 
 import torch
 
@@ -18,8 +17,8 @@ p.add_argument("--layers", default=None, help="comma-separated layers (default: 
 args = p.parse_args()
 
 cfg, _ = load_run(args.run_dir)
-cfg = dataclasses.replace(cfg, l2_grid=[float(v) for v in args.l2_grid.split(",")], n_bootstrap=0,
-                          layers=args.layers.split(",") if args.layers else cfg.layers)
+cfg = cfg.replace(l2_grid=[float(v) for v in args.l2_grid.split(",")], n_bootstrap=0,
+                  layers=args.layers.split(",") if args.layers else cfg.layers)
 task = build_task(cfg)
 state = torch.load(f"{args.run_dir}/checkpoint.pt", weights_only=False)
 task.model.load_state_dict(state["model"])

@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from uinfo_fast.tasks.images import (CIFAR10_STATS, DEFAULT_COARSE_GROUPS, DIGITS_STATS, BatchIterator, ImageSplit,
-                                     augment_batch, load_cifar10, load_cifar100, normalize, synthetic_cifar)
+from uinfo_fast.tasks.images import (CIFAR10_STATS, DEFAULT_COARSE_GROUPS, DIGITS_STATS, ImageSplit, augment_batch,
+                                     load_cifar10, load_cifar100, normalize, synthetic_cifar)
+from uinfo_fast.tasks.images.data import BatchIterator
 
 from .cifar_archive import (FOLDER10, TRAIN_BATCHES10, coarse_of_fine, read_entry, write_tiny_cifar10,
                             write_tiny_cifar100)

@@ -47,7 +47,7 @@ def test_estimator_rejects_mismatched_sets():
 
 
 def test_ops_reject_bad_arguments_directly():
-    from uinfo_fast.engine import ops
+    from uinfo_fast.engine.extension import ops
     off, col = torch.tensor([0, 3]), torch.tensor([0])
     w, b, l2 = torch.zeros(5, 3), torch.zeros(3), torch.tensor([0.1])
     with pytest.raises(ValueError, match=r"labels\[:, 0\] must lie in \[0, 3\)"):
@@ -76,7 +76,7 @@ def test_cuda_tensor_on_cpu_only_build_is_a_clear_error(monkeypatch):
 
 
 def test_ops_skip_the_value_checks_only_when_asked():
-    from uinfo_fast.engine import ops
+    from uinfo_fast.engine.extension import ops
     off, col = torch.tensor([0, 3]), torch.tensor([0])
     w, b, l2 = torch.zeros(5, 3), torch.zeros(3), torch.tensor([0.1])
     bad = X.clone()

@@ -104,13 +104,28 @@ def test_no_function_is_longer_than_60_lines():
 
 def test_public_names_and_version():
     assert uinfo_fast.__all__ == sorted([
-        "FeatureCapture", "ProbeFit", "Schedule", "UsableInformation", "UsableInformationResult", "UsableInfoTracker",
-        "estimate_usable_information", "fit_probes", "probe_log_likelihood", "sklearn_C"])
+        "CaptureOptions", "EstimatorOptions", "FeatureCapture", "ProbeFit", "RunConfig", "RunLog", "Schedule",
+        "TensorBoardSink", "UsableInformation", "UsableInformationCallback", "UsableInformationResult",
+        "UsableInfoTracker", "WandbSink", "estimate_usable_information", "fit_probes", "probe_log_likelihood",
+        "read_log", "sklearn_C"])
+    pytest.importorskip("lightning")
     for name in uinfo_fast.__all__:
         assert getattr(uinfo_fast, name).__name__ == name
     assert re.fullmatch(r"\d+\.\d+\.\d+", uinfo_fast.__version__)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         uinfo_fast.nope  # noqa: B018
+
+
+@pytest.mark.parametrize("package", ["engine", "tracking", "tasks", "tasks.images", "tasks.checkerboard",
+                                     "integrations", "experiments"])
+def test_every_package_exports_what_it_lists_and_keeps_internals_inside(package):
+    import importlib
+
+    module = importlib.import_module(f"uinfo_fast.{package}")
+    pytest.importorskip("lightning")
+    for name in module.__all__:
+        assert getattr(module, name) is not None
+    assert not {"ops", "probe_layout", "FitOptions", "estimate", "BatchIterator", "JsonlLog"} & set(module.__all__)
 
 
 def test_benches_import_only_public_names():

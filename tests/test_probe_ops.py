@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from uinfo_fast.engine import ops, reference
+from uinfo_fast.engine import reference
+
+from uinfo_fast.engine.extension import ops
 
 from .conftest import _HAVE_CUDA, random_labels
 

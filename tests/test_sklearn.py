@@ -8,7 +8,7 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 import uinfo_fast as uf  # noqa: E402
-from uinfo_fast.engine import validation_split  # noqa: E402
+from uinfo_fast.engine.inputs import validation_split  # noqa: E402
 
 
 def _digits():

@@ -67,7 +67,7 @@ def test_the_built_in_tasks_declare_their_datasets():
     for task in (images, checkerboard):
         for d in task.datasets:
             cfg = RunConfig.for_task(task.name, dataset=d.name)
-            assert all(getattr(cfg, k) == v for k, v in {**task.defaults, **d.defaults}.items()), (task.name, d.name)
+            assert all(cfg.flat()[k] == v for k, v in {**task.defaults, **d.defaults}.items()), (task.name, d.name)
 
 
 @pytest.mark.filterwarnings("ignore:probe_train=")  # probe sets this small are what the test wants

@@ -5,7 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from uinfo_fast.tracking import JsonlLog, Schedule, UsableInfoTracker, read_log
+from uinfo_fast.tracking import Schedule, UsableInfoTracker, read_log
+
+from uinfo_fast.tracking.log import JsonlLog
 
 from .toy import separable
 

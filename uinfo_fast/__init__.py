@@ -12,28 +12,15 @@ The package is layered, every import pointing down:
 The names below are loaded on first use, so reading and plotting a log never loads the
 compiled extension.
 """
-from typing import TYPE_CHECKING
-
 from ._lazy import lazy_exports
 
 __version__ = "0.2.0"
 
 _EXPORTS = {
-    "FeatureCapture": ".tracking",
-    "ProbeFit": ".engine",
-    "Schedule": ".tracking",
-    "UsableInformation": ".engine",
-    "UsableInformationResult": ".engine",
-    "UsableInfoTracker": ".tracking",
-    "estimate_usable_information": ".engine",
-    "fit_probes": ".engine",
-    "probe_log_likelihood": ".engine",
-    "sklearn_C": ".engine",
+    ".engine": ("EstimatorOptions", "ProbeFit", "UsableInformation", "UsableInformationResult",
+                "estimate_usable_information", "fit_probes", "probe_log_likelihood", "sklearn_C"),
+    ".tracking": ("CaptureOptions", "FeatureCapture", "RunLog", "Schedule", "UsableInfoTracker", "read_log"),
+    ".experiments": ("RunConfig",),
+    ".integrations": ("TensorBoardSink", "UsableInformationCallback", "WandbSink"),
 }
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-
-if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazily
-    from .engine import (ProbeFit, UsableInformation, UsableInformationResult, estimate_usable_information,
-                         fit_probes, probe_log_likelihood, sklearn_C)
-    from .tracking import FeatureCapture, Schedule, UsableInfoTracker
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

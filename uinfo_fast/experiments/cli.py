@@ -136,7 +136,10 @@ def option_help(name: str, f, default) -> str:
 def _add_run_options(p, hidden=()) -> None:
     """Every option of a run (:data:`config.FLAT`), made from its field's declaration; those
     ``hidden`` are parsed (to be refused with a reason) but not shown. Every default is None,
-    so that --resume can tell the options given from the ones left out."""
+    so that --resume can tell the options given from the ones left out. Only the command that
+    runs gets them (:func:`build_parser`): the declarations load torch, which ``plot`` must not."""
+    if not getattr(p, "with_run_options", True):
+        return
     from .config import FLAT, RunConfig
 
     defaults = RunConfig.for_task().flat()
@@ -338,8 +341,24 @@ def _add_demo_parser(sub) -> None:
     p.set_defaults(handler=demo)
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Commands(argparse._SubParsersAction):
+    """Subcommands whose run options are made only for the one named on the command line (all
+    of them when none is known), so that ``uinfo-fast plot`` never loads torch."""
+
+    chosen: str | None = None
+
+    def add_parser(self, name, **kwargs):
+        p = super().add_parser(name, **kwargs)
+        p.with_run_options = self.chosen in (None, name)
+        return p
+
+
+def build_parser(argv=None) -> argparse.ArgumentParser:
+    """The command line; given ``argv``, only its command gets the run options."""
     parser = argparse.ArgumentParser(prog="uinfo-fast", description="Usable information from fast softmax probes.")
+    parser.register("action", "parsers", _Commands)
+    words = [a for a in (argv or []) if not a.startswith("-")]
+    _Commands.chosen = words[0] if words and argv is not None else None
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_run_parser, _add_plot_parser, _add_grid_parsers, _add_demo_parser):
         add(sub)
@@ -347,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         return args.handler(args)
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, LogBusy) as e:

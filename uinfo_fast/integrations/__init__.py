@@ -6,21 +6,12 @@ Lightning, TensorBoard and wandb are optional (the ``[lightning]``, ``[tensorboa
 ``[wandb]`` extras); each is imported only by the module that needs it, with a message naming the
 extra when it is missing.
 """
-from typing import TYPE_CHECKING
-
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "TensorBoardSink": ".tensorboard_sink",
-    "UsableInformationCallback": ".lightning_callback",
-    "WandbSink": ".wandb_sink",
-    "row_scalars": ".scalars",
+    ".lightning_callback": ("UsableInformationCallback",),
+    ".scalars": ("row_scalars",),
+    ".tensorboard_sink": ("TensorBoardSink",),
+    ".wandb_sink": ("WandbSink",),
 }
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-
-if TYPE_CHECKING:
-    from .lightning_callback import UsableInformationCallback
-    from .scalars import row_scalars
-    from .tensorboard_sink import TensorBoardSink
-    from .wandb_sink import WandbSink
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

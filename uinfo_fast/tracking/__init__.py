@@ -1,27 +1,19 @@
-"""Measurement during training: feature capture (``capture.py``), the measurement schedule
-(``schedule.py``), the run log (``log.py``), the tracker that ties them to the probe engine
+"""Measurement during training: feature capture and its options (``capture.py``), the
+measurement schedule (``schedule.py``), the run log (``runlog.py``, on the file primitives of
+``log.py``: append, lock, torn-tail repair, reading), the tracker that ties them to the probe engine
 (``tracker.py``), its background worker (``worker.py``) and its ranks under torch.distributed
 (``distributed.py``).
 
 Names load on first use: reading a log (``uinfo_fast.tracking.log``) never loads the compiled
 extension.
 """
-from typing import TYPE_CHECKING
-
 from .._lazy import lazy_exports
 
 _EXPORTS = {
-    "FeatureCapture": ".capture",
-    "JsonlLog": ".log",
-    "Schedule": ".schedule",
-    "UsableInfoTracker": ".tracker",
-    "read_log": ".log",
+    ".capture": ("CaptureOptions", "FeatureCapture"),
+    ".log": ("read_log",),
+    ".runlog": ("RunLog",),
+    ".schedule": ("Schedule",),
+    ".tracker": ("UsableInfoTracker",),
 }
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
-
-if TYPE_CHECKING:
-    from .capture import FeatureCapture
-    from .log import JsonlLog, read_log
-    from .schedule import Schedule
-    from .tracker import UsableInfoTracker
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
