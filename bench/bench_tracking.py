@@ -56,7 +56,7 @@ def run_repeats(size: dict, repeats: int, modes: list[str], tmp: str) -> list[di
         runs = {"plain": run_experiment(RunConfig(**size, track=False), os.path.join(tmp, f"plain{r}"), progress=False)}
         print(f"repeat {r}: plain {runs['plain']['wall_seconds']:.1f} s", flush=True)
         for mode in modes:
-            cfg = RunConfig(**size, **TRACKING, async_tracking=mode == "async")
+            cfg = RunConfig(**{**size, **TRACKING}, async_tracking=mode == "async")
             runs[mode] = run_experiment(cfg, os.path.join(tmp, f"{mode}{r}"), progress=False)
             print(_line(mode, runs["plain"], runs[mode]), flush=True)
         out.append(runs)
