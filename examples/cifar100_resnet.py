@@ -25,5 +25,7 @@ if args.data_dir:  # the real thing: standard-width ResNet-18, high learning rat
 else:
     cfg = RunConfig.for_task(dataset="synthetic", epochs=args.epochs or 5, device=args.device)  # CIFAR-100-shaped
 summary = run_experiment(cfg, args.out)
-print(summary)
+print(f"{summary['steps']} steps in {summary['wall_seconds']:.0f} s, {100 * summary['measure_share']:.1f}% of it "
+      f"measuring; coarse accuracy train {summary['train_accuracy']:.3f}, test {summary['test_accuracy']:.3f}; "
+      f"training loss {summary['train_loss']:.4f} nats")
 print(f"log: {args.out}/log.jsonl, figure: {args.out}/usable_information.png")

@@ -11,7 +11,7 @@ Y = torch.randint(0, 3, (40,))
 @pytest.mark.parametrize("features,labels,kwargs,exc,match", [
     (X.clone().index_fill_(0, torch.tensor([3]), float("nan")), Y, {}, ValueError, "features contains NaN or Inf"),
     (X.clone().index_fill_(0, torch.tensor([3]), float("inf")), Y, {}, ValueError, "features contains NaN or Inf"),
-    (X, Y + 5, {"num_classes": 3}, ValueError, r"labels\['labels'\] must lie in \[0, 3\)"),
+    (X, Y + 5, {"num_classes": 3}, ValueError, r"labels\['label'\] must lie in \[0, 3\)"),
     (X, Y - 1, {}, ValueError, r"must lie in"),
     (X, torch.zeros(40, dtype=torch.int64), {}, ValueError, "at least 2 classes"),
     (X, Y, {"num_classes": 1}, ValueError, "must lie in|at least 2 classes"),
@@ -40,7 +40,7 @@ def test_estimator_rejects_mismatched_sets():
         uf.estimate_usable_information(X, {"a": Y}, X, {"b": Y})
     with pytest.raises(ValueError, match="has 4 columns"):
         uf.estimate_usable_information(X, Y, X[:, :4], Y)
-    with pytest.raises(ValueError, match=r"test_labels\['labels'\] must lie in \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"test_labels\['label'\] must lie in \[0, 3\)"):
         uf.estimate_usable_information(X, Y, X, Y + 1, num_classes=3)
     with pytest.raises(ValueError, match="val_fraction"):
         uf.estimate_usable_information(X, Y, X, Y, val_fraction=1.5)

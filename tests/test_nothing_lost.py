@@ -188,7 +188,7 @@ def _blobs(n, seed, scale=1.0):
 def test_a_chosen_probe_that_did_not_converge_is_no_measurement(case):
     scale = case.pop("scale", 1.0)
     (x, y), (xt, yt) = _blobs(400, 0, scale), _blobs(200, 1, scale)
-    with pytest.warns(UserWarning, match="of features/labels: .*did not converge"):
+    with pytest.warns(UserWarning, match="of features/label: .*did not converge"):
         res = uf.estimate_usable_information(x, y, xt, yt, n_bootstrap=0, **case)
     r = res.results[0]
     assert not r.converged and r.status == "not_converged" and "did not converge" in r.warning
@@ -322,7 +322,7 @@ def test_a_probe_is_scored_within_the_range_its_features_had_on_the_fit_rows():
                                          grid_extension=0, n_bootstrap=0)
     fit, r = res.fits["features"], res.results[0]
     unclipped = dataclasses.replace(fit, standardize=fit.standardize[:2])
-    worst = unclipped.log_likelihood(xt, {"labels": yt}).min().item() / math.log(2)
+    worst = unclipped.log_likelihood(xt, {"label": yt}).min().item() / math.log(2)
     assert worst < -100  # what scoring without the fit range gave
     assert r.pointwise_bits.min() > -3 and r.bits > -0.05
 
@@ -347,7 +347,7 @@ def test_the_shuffled_control_that_read_minus_096_bits_stays_within_its_interval
     old = uf.estimate_usable_information(x["train"], y["train"], x["test"], y["test"], l2_grid=[1e-4], grid_extension=0,
                                          n_bootstrap=0, **kw)
     fit = old.fits["features"]
-    unclipped = dataclasses.replace(fit, standardize=fit.standardize[:2]).log_likelihood(x["test"], {"labels": y["test"]})
+    unclipped = dataclasses.replace(fit, standardize=fit.standardize[:2]).log_likelihood(x["test"], {"label": y["test"]})
     assert old.results[0].entropy_bits + unclipped.double().mean().item() / math.log(2) < -0.5
     # Now, with the default grid:
     r = uf.estimate_usable_information(x["train"], y["train"], x["test"], y["test"], n_bootstrap=1000, **kw).results[0]

@@ -68,7 +68,7 @@ def test_table_and_rows():
     res = uf.estimate_usable_information(x, y["fine"], x[:100], y["fine"][:100], n_bootstrap=0)
     assert "I_u (bits)" in str(res)
     row = res.rows()[0]
-    assert row["feature_set"] == "features" and row["label_set"] == "labels"
+    assert row["feature_set"] == "features" and row["label_set"] == "label"
 
 
 def test_a_feature_constant_on_the_fit_split_is_ignored_not_blown_up():
@@ -107,7 +107,7 @@ def test_explicit_validation_set_picks_the_penalty_and_the_fit_uses_every_train_
                                          n_bootstrap=0)
     r = res.results[0]
     fit = res.fits["features"]
-    want = fit.cross_entropy(xv, {"labels": yv})
+    want = fit.cross_entropy(xv, {"label": yv})
     assert r.val_ce_nats == {l2: float(v) for l2, v in zip(fit.l2, want)}
     assert r.l2 >= min(r.val_ce_nats, key=r.val_ce_nats.get)  # the largest penalty tied with the best
     mean = fit.standardize[0]

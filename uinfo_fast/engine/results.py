@@ -85,9 +85,10 @@ class UsableInformation:
         return [r.row() for r in self.results]
 
     def __str__(self) -> str:
-        lines = [f"{'features':<14}{'labels':<10}{'I_u (bits)':>11}{'95% CI':>18}{'H(Y)':>8}{'CE test':>9}{'l2':>10}"]
+        lines = [f"{'features':<14}{'labels':<10}{'I_u (bits)':>11}{'95% CI (bits)':>18}{'H(Y) bits':>10}"
+                 f"{'CE test bits':>13}{'l2':>10}"]
         for r in self.results:
             ci = f"[{r.ci_low:.3f}, {r.ci_high:.3f}]"
-            lines.append(f"{r.feature_set:<14}{r.label_set:<10}{r.bits:>11.3f}{ci:>18}{r.entropy_bits:>8.3f}"
-                         f"{r.test_ce_nats / LN2:>9.3f}{r.l2:>10.1e}")
+            lines.append(f"{r.feature_set:<14}{r.label_set:<10}{r.bits:>11.3f}{ci:>18}{r.entropy_bits:>10.3f}"
+                         f"{r.test_ce_nats / LN2:>13.3f}{r.l2:>10.1e}")
         return "\n".join(lines)

@@ -81,19 +81,24 @@ def check_labels(y, name: str, n_rows: int, device: torch.device, num_classes: i
     return y
 
 
+# The name of a label set given as a bare tensor, by the estimator, the tracker and the callback alike.
+BARE_LABEL = "label"
+
+
 def label_sets(labels, name: str) -> dict[str, torch.Tensor]:
-    """A tensor [N] (one label set), [N, L], a sequence of [N] tensors or a name -> [N] mapping."""
+    """A tensor [N] (one label set, :data:`BARE_LABEL`), [N, L] (``label0``, ``label1``, ...), a
+    sequence of [N] tensors (the same) or a name -> [N] mapping."""
     if isinstance(labels, Mapping):
         sets = dict(labels)
     elif isinstance(labels, torch.Tensor) and labels.dim() == 2:
-        sets = {f"labels{j}": labels[:, j] for j in range(labels.shape[1])}
+        sets = {f"{BARE_LABEL}{j}": labels[:, j] for j in range(labels.shape[1])}
     elif isinstance(labels, torch.Tensor):
-        sets = {"labels": labels}
+        sets = {BARE_LABEL: labels}
     elif isinstance(labels, Sequence) and not isinstance(labels, (str, bytes)):
         if labels and not isinstance(labels[0], torch.Tensor):
             raise TypeError(f"{name} must be int64 tensors, got a {type(labels).__name__} of "
                             f"{type(labels[0]).__name__}; wrap class indices in torch.tensor(...)")
-        sets = {f"labels{j}": y for j, y in enumerate(labels)}
+        sets = {f"{BARE_LABEL}{j}": y for j, y in enumerate(labels)}
     else:
         raise TypeError(f"{name} must be a tensor, a sequence of tensors or a mapping name -> tensor, "
                         f"got {type(labels).__name__}")

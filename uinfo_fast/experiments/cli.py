@@ -164,11 +164,29 @@ def _given(args) -> dict:
     return {k: getattr(args, k) for k in FLAT if getattr(args, k, None) is not None}
 
 
+# Options a default run directory names in its first part (or that change where data comes
+# from, not what is run).
+_IN_THE_NAME = ("task", "dataset", "lr", "batch_size", "seed", "coarse_groups", "data_dir", "download")
+
+
 def default_run_dir(cfg) -> str:
+    """``runs/<task>_<data>_lr<lr>_bs<batch>_s<seed>``, then every other option that differs from
+    the task's and dataset's defaults (``_shuffled-control``, ``_track-every10``): runs of
+    different configs never share a directory."""
     from ..tasks.registry import get_task
+    from .config import RunConfig
 
     tag = get_task(cfg.task).data_tag(cfg)
-    return os.path.join("runs", f"{cfg.task}_{tag}_lr{cfg.lr:g}_bs{cfg.batch_size}_s{cfg.seed}")
+    defaults = RunConfig.for_task(cfg.task, dataset=cfg.dataset).flat()
+    parts = []
+    for k, v in cfg.flat().items():
+        if k in _IN_THE_NAME or v == defaults[k]:
+            continue
+        name = k.replace("_", "-")
+        parts.append((name if v else f"no-{name}") if isinstance(v, bool) else
+                     name + _shown(v).replace(",", "-").replace("/", "_"))
+    name = f"{cfg.task}_{tag}_lr{cfg.lr:g}_bs{cfg.batch_size}_s{cfg.seed}" + "".join("_" + p for p in parts)
+    return os.path.join("runs", name)
 
 
 def _resumed_config(args, given: dict):
@@ -206,6 +224,8 @@ def run(args) -> int:
         print("uinfo-fast run: --device cuda but torch sees no GPU", file=sys.stderr)
         return 2
     out = args.out or default_run_dir(cfg)
+    if not args.resume and _finished(out, cfg):
+        return _show_finished(out, cfg, args.tensorboard)
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 reports
     if main_rank:
         print(f"uinfo-fast run -> {out}" + (f" ({os.environ['WORLD_SIZE']} processes)"
@@ -222,20 +242,57 @@ def run(args) -> int:
     return 0
 
 
+def _finished(out: str, cfg) -> bool:
+    """Whether ``out`` holds a finished run (its summary written) of exactly ``cfg``."""
+    from .config import RunConfig
+
+    paths = [os.path.join(out, f) for f in ("config.json", "summary.json")]
+    if not all(os.path.isfile(p) for p in paths):
+        return False
+    with open(paths[0]) as fh:
+        return RunConfig.from_json(json.load(fh)) == cfg
+
+
+def _show_finished(out: str, cfg, tensorboard: str | None) -> int:
+    """A run asked for again: its results, and its rows as TensorBoard scalars if asked."""
+    print(f"uinfo-fast run: {out} already holds this run, finished; its results follow (pass --out elsewhere "
+          "to train it again)")
+    if tensorboard and cfg.track:
+        from ..integrations.tensorboard_sink import TensorBoardSink
+        from ..tracking.log import read_log
+
+        sink = TensorBoardSink(tensorboard)
+        sink(read_log(os.path.join(out, "log.jsonl")))
+        sink.close()
+        print(f"wrote its rows as TensorBoard scalars to {tensorboard}")
+    if cfg.track:
+        _print_final_rows(out)
+    return 0
+
+
 def _print_final_rows(out: str) -> None:
     from ..tracking.log import read_log
 
     rows = read_log(os.path.join(out, "log.jsonl"))
     last = max(r["step"] for r in rows)
-    print(f"usable information at step {last} (bits; H(Y) in brackets):")
+    print(f"usable information at step {last}, in bits (the 95% bootstrap interval; H(Y), the most there is to "
+          "know; beyond: what a label adds to its reference at the same layer):")
+    print(f"  {'layer':<10}{'label':<10}{'bits':>7}  {'95% interval':<17}{'H(Y)':>6}  beyond")
     for r in rows:
         if r["step"] == last:
-            if r["bits"] is None:
-                print(f"  {r['feature_set']:<10}{r['label_set']:<10}   none  ({r['status']})")
-            else:
-                flag = "" if r["status"] == "ok" else f"  ({r['status']}: not a measurement)"
-                print(f"  {r['feature_set']:<10}{r['label_set']:<10}{r['bits']:7.3f}  [{r['entropy_bits']:.3f}]{flag}")
-    print(f"wrote {out}/log.jsonl, config.json, summary.json, usable_information.png")
+            print("  " + _final_row(r))
+    print(f"wrote {out}/log.jsonl, config.json, summary.json, checkpoint.pt, usable_information.png")
+
+
+def _final_row(r: dict) -> str:
+    """One line of the final table; a row with no measurement says why."""
+    head = f"{r['feature_set']:<10}{r['label_set']:<10}"
+    if r["bits"] is None:
+        return f"{head}{'none':>7}  ({r['status']})"
+    interval = f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r.get("ci_low") is not None else "(no bootstrap)"
+    beyond = f"{r['beyond_bits']:.3f} beyond {r['beyond_of']}" if r.get("beyond_bits") is not None else ""
+    flag = "" if r["status"] == "ok" else f"  ({r['status']}: not a measurement)"
+    return f"{head}{r['bits']:7.3f}  {interval:<17}{r['entropy_bits']:6.3f}  {beyond}{flag}".rstrip()
 
 
 def sweep(args) -> int:

@@ -10,6 +10,10 @@ from ..tasks.registry import TaskData
 from .config import RunConfig
 
 
+# Shares of training after which the "step" learning-rate schedule multiplies the rate by 0.1.
+STEP_DROPS = (0.5, 0.75)
+
+
 class Plan:
     """Step-indexed batches and learning rates, a pure function of the config (for resuming).
 
@@ -75,8 +79,14 @@ class Plan:
         if cfg.lr_schedule == "cosine":
             return cfg.lr * 0.5 * (1 + math.cos(math.pi * frac))
         if cfg.lr_schedule == "step":
-            return cfg.lr * (0.1 if frac >= 0.5 else 1.0) * (0.1 if frac >= 0.75 else 1.0)
+            return cfg.lr * 0.1 ** sum(frac >= f for f in STEP_DROPS)
         return cfg.lr
+
+    def lr_drops(self) -> list[int]:
+        """The steps from which the "step" schedule's learning rate is a tenth of what it was."""
+        if self.cfg.lr_schedule != "step":
+            return []
+        return [math.ceil(f * self.total_steps) for f in STEP_DROPS]
 
     def _warmup(self, step: int) -> float:
         """The linear warm-up's factor: (examples seen, plus this batch) / the warm-up's examples,

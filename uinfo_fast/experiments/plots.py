@@ -1,6 +1,7 @@
 """Figures of usable information against training time, from run directories' logs."""
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 
@@ -24,7 +25,7 @@ def _beyond(rows, layer, label_set, x):
 
 def _curves(ax, runs, names, layer, lab, x, colour) -> None:
     """One label set's curves in a layer's panel: a line style per run, the bootstrap band and the
-    information beyond the label's reference (dashed grey) for a single run, H(Y) dotted."""
+    information beyond the label's reference (dashed grey) for a single run, each run's H(Y) dotted."""
     styles = ["-", "--", ":", "-."]
     for k, rows in enumerate(runs):
         s = _series(rows, layer, lab, x)
@@ -34,20 +35,35 @@ def _curves(ax, runs, names, layer, lab, x, colour) -> None:
         tag = lab if len(runs) == 1 else f"{lab}, {names[k]}"
         ax.plot(xs, bits, styles[k % len(styles)], color=colour, lw=1.5, label=tag, alpha=1.0 if len(runs) < 5 else 0.7)
         if len(runs) == 1 and all(v is not None for v in lo + hi):
-            ax.fill_between(xs, lo, hi, color=colour, alpha=0.2, lw=0)
-        if k == 0:
-            ax.axhline(ent[-1], color=colour, ls=(0, (1, 3)), lw=1)
+            ax.fill_between(xs, lo, hi, color=colour, alpha=0.2, lw=0, label=f"{lab}: 95% interval")
+        ax.axhline(ent[-1], color=colour, ls=(0, (1, 3)), lw=1)  # each run's own H(Y)
         extra = _beyond(rows, layer, lab, x) if len(runs) == 1 else None
         if extra is not None:
-            ax.plot(extra[0], extra[1], "--", color="0.25", lw=1.2, label=f"{lab} beyond {extra[2]}")
+            ax.plot(extra[0], extra[1], "--", color="0.25", lw=1.2,
+                    label=f"{lab} beyond {extra[2]} ({lab} bits - {extra[2]} bits)")
 
 
 def plot_runs(run_dirs: Sequence[str], out_path: str, *, x: str = "step", labels: Sequence[str] | None = None,
               title: str | None = None, log_x: bool = False) -> str:
+    """Writes :func:`runs_figure` of ``run_dirs`` to ``out_path``; returns it."""
+    import matplotlib.pyplot as plt
+
+    fig = runs_figure(run_dirs, x=x, labels=labels, title=title, log_x=log_x)
+    parent = os.path.dirname(out_path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    fig.savefig(out_path, dpi=120)
+    plt.close(fig)
+    return out_path
+
+
+def runs_figure(run_dirs: Sequence[str], *, x: str = "step", labels: Sequence[str] | None = None,
+                title: str | None = None, log_x: bool = False):
     """One panel per layer: usable information (bits) of every label set against ``x`` ("step"
-    or "epoch"), one line style per run, 95% bootstrap band, entropy H(Y) dotted, and for one run
-    a refining label's information beyond its reference (fine beyond coarse) dashed. ``log_x``
-    stretches the early, densely measured part (symlog axis). Returns out_path."""
+    or "epoch"), one line style per run, each run's H(Y) dotted, the learning rate's drops
+    dashed grey; for one run also the 95% bootstrap band and a refining label's information
+    beyond its reference (fine beyond coarse) dashed. ``log_x`` stretches the early, densely
+    measured part (symlog axis). The legend sits under the panels, off the curves."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,39 +73,51 @@ def plot_runs(run_dirs: Sequence[str], out_path: str, *, x: str = "step", labels
         raise ValueError(f"x must be 'step' or 'epoch', got {x!r}")
     if not run_dirs:
         raise ValueError("plot_runs needs at least one run directory")
-    runs = []
-    for d in run_dirs:
-        path = os.path.join(d, "log.jsonl")
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{d} has no log.jsonl; is it a uinfo-fast run directory?")
-        rows = read_log(path)
-        if not rows:
-            raise ValueError(f"{path} holds no measurements yet")
-        runs.append(rows)
+    runs = [_run_rows(d) for d in run_dirs]
     names = list(labels) if labels is not None else [os.path.basename(os.path.normpath(d)) for d in run_dirs]
     layers = list(dict.fromkeys(r["feature_set"] for rows in runs for r in rows))
     label_sets = list(dict.fromkeys(r["label_set"] for rows in runs for r in rows))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, axes = plt.subplots(1, len(layers), figsize=(3.6 * len(layers), 3.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(layers), figsize=(3.6 * len(layers), 3.6), squeeze=False, sharey=True)
+    drops = [_lr_drops(d, x) for d in run_dirs]
     for i, layer in enumerate(layers):
         ax = axes[0, i]
         for j, lab in enumerate(label_sets):
             _curves(ax, runs, names, layer, lab, x, colours[j % len(colours)])
+        for k, at in enumerate(drops):
+            for n, v in enumerate(at):
+                ax.axvline(v, color="0.6", lw=0.8, ls=(0, (4, 2)), label="learning rate x0.1" if k == n == 0 else None)
         ax.set_title(layer)
         ax.set_xlabel(x)
         if log_x:
             ax.set_xscale("symlog", linthresh=1.0 if x == "step" else 0.01)
         if i == 0:
             ax.set_ylabel("usable information (bits)")
-    axes[0, -1].legend(fontsize=7, loc="best")
-    fig.suptitle(title or "Usable information during training (dotted: H(Y))", fontsize=10)
-    fig.tight_layout()
-    parent = os.path.dirname(out_path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    fig.savefig(out_path, dpi=120)
-    plt.close(fig)
-    return out_path
+    handles, texts = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, texts, loc="lower center", ncol=min(4, len(texts)), fontsize=7, frameon=False)
+    fig.suptitle(title or f"Usable information during training: {', '.join(names)} (dotted: H(Y))", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06 * (1 + (len(texts) - 1) // 4), 1, 1))
+    return fig
+
+
+def _run_rows(run_dir: str) -> list[dict]:
+    path = os.path.join(run_dir, "log.jsonl")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{run_dir} has no log.jsonl; is it a uinfo-fast run directory?")
+    rows = read_log(path)
+    if not rows:
+        raise ValueError(f"{path} holds no measurements yet")
+    return rows
+
+
+def _lr_drops(run_dir: str, x: str) -> list[float]:
+    """Where the run's learning rate drops, on the ``x`` axis (its summary says; none before it
+    is written, or for a schedule without drops)."""
+    path = os.path.join(run_dir, "summary.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as fh:
+        return json.load(fh).get("lr_drops", {}).get(x, [])
 
 
 def _sweep_panels(summary: dict) -> list[tuple[str, str, str]]:

@@ -202,11 +202,12 @@ class _Run:
     def loop(self, progress: bool) -> None:
         """Trains from the start (or checkpoint) step to the end of the plan."""
         total = self.plan.total_steps
-        bar = tqdm(range(self.start, total + 1), initial=self.start, total=total + 1, desc=self.cfg.task,
-                   unit="step", disable=not (progress and self.ranks.main), dynamic_ncols=True)
+        # The bar counts training steps done; the measurement after the last one ends it.
+        bar = tqdm(total=total, initial=self.start, desc=self.cfg.task, unit="step",
+                   disable=not (progress and self.ranks.main), dynamic_ncols=True)
         stats = _TrainStats()
         try:
-            for step in bar:
+            for step in range(self.start, total + 1):
                 if self.measure_if_due(step):
                     bar.set_postfix(stats.postfix(self.tracker, self.task.layers[-1]), refresh=False)
                 if step == total:
@@ -215,6 +216,7 @@ class _Run:
                                           share=(lambda i: my_share(i, self.ranks)) if self.ranks.sharded else None)
                 if step % 10 == 0:
                     stats.update(step, out, y, loss, self.ranks)
+                bar.update()
         except BaseException:
             if self.tracker is not None:  # a measurement in flight is measured again on resume
                 self.tracker.abandon()
@@ -230,6 +232,7 @@ class _Run:
     def summary(self) -> dict:
         task, wall = self.task, self.wall()
         return {"steps": self.plan.total_steps, "epochs": self.cfg.epochs, "wall_seconds": wall,
+                "lr_drops": {"step": self.plan.lr_drops(), "epoch": [self.plan.epoch(s) for s in self.plan.lr_drops()]},
                 "segments": self.segments,
                 "measure_seconds": self.measured(), "measure_share": self.measured() / wall if wall > 0 else 0.0,
                 "measure_phases": dict(self.tracker.phase_seconds) if self.tracker else {},
@@ -260,8 +263,11 @@ class _TrainStats:
         self.acc = av if self.acc is None else 0.9 * self.acc + 0.1 * av
 
     def postfix(self, tracker: UsableInfoTracker, layer: str) -> dict:
+        """Training loss and accuracy, and the last layer's latest bits per label set, named
+        ``layer/label``."""
         rows = {lab: tracker.latest(layer, lab) for lab in tracker.label_names}  # None: still on its way
-        bits = {lab: f"{r['bits']:.2f}b" if r["bits"] is not None else r["status"] for lab, r in rows.items() if r}
+        bits = {f"{layer}/{lab}": f"{r['bits']:.2f}b" if r["bits"] is not None else r["status"]
+                for lab, r in rows.items() if r}
         return bits if self.loss is None else {"loss": f"{self.loss:.3f}", "acc": f"{self.acc:.2f}", **bits}
 
 

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 
 from ..engine.estimator import EstimatorOptions
+from ..engine.validation import BARE_LABEL
 from ..tracking.capture import CaptureOptions
 from ..tracking.log import read_log
 from ..tracking.schedule import Schedule
@@ -50,7 +51,7 @@ TRACKER_OPTIONS = (frozenset(inspect.signature(UsableInfoTracker.__init__).param
 
 def _labels_of(y, name: str) -> dict:
     if isinstance(y, torch.Tensor):
-        return {"label": y}
+        return {BARE_LABEL: y}
     if isinstance(y, Mapping):
         return dict(y)
     raise TypeError(f"{name}: labels must be a tensor or a dict of label tensors, got {type(y).__name__}")

@@ -71,8 +71,8 @@ def _inputs(x, name: str, device, minimum: int, channels_last: bool, ranks: Rank
 
 
 def _labels_on(labels, name: str, device) -> dict[str, torch.Tensor]:
-    """Label sets moved to the model's device (a bare tensor is one set called "label")."""
-    sets = label_sets({"label": labels} if isinstance(labels, torch.Tensor) else labels, name)
+    """Label sets moved to the model's device (a bare tensor is one set, ``BARE_LABEL``)."""
+    sets = label_sets(labels, name)
     return {k: y.to(device) if isinstance(y, torch.Tensor) else y for k, y in sets.items()}
 
 
