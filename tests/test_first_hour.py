@@ -10,7 +10,8 @@ from uinfo_fast.experiments.config import RunConfig
 
 def _row(step, layer, label, bits, entropy, **extra):
     return {"step": step, "epoch": step / 10, "feature_set": layer, "label_set": label, "status": "ok", "bits": bits,
-            "ci_low": bits - 0.05, "ci_high": bits + 0.05, "entropy_bits": entropy, **extra}
+            "ci_low": None if bits is None else bits - 0.05, "ci_high": None if bits is None else bits + 0.05,
+            "entropy_bits": entropy, **extra}
 
 
 def test_run_directories_name_every_option_that_differs_from_the_defaults():
