@@ -61,7 +61,7 @@ def main(argv=None) -> list[dict]:
               "test": (normalize(test.images[:500]), {"coarse": test.coarse[:500], "fine": test.fine[:500]})}
     callback = UsableInformationCallback(["conv1", "conv2"], probes, log_path=f"{args.out}/log.jsonl",
                                          schedule=Schedule(every=args.every, early_until=10, early_points=3),
-                                         asynchronous=True)
+                                         asynchronous=False)  # trained on the CPU: a worker would take a core
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=TensorBoardLogger(args.out, name="tb"),
                          callbacks=[callback], enable_checkpointing=False, log_every_n_steps=10)
     trainer.fit(CoarseCNN(), loader)
