@@ -2,10 +2,10 @@
 images, trained on the 20 coarse labels, with usable information about the coarse and the fine
 labels measured at two layers on a schedule and logged to runs/example_loop/log.jsonl.
 
-On a GPU the tracker is asynchronous: at a due step it captures the layers' features and hands
-the probe fits to a background worker, and training goes on at once; leaving the ``with`` block
-waits for the measurements still in flight. On a CPU it measures synchronously: a worker would
-take a core from training (bench/RESULTS.md).
+The model trains on the CPU, so the tracker measures synchronously: a background worker would
+take a core from training (bench/RESULTS.md). With the model on a GPU, ``asynchronous=True``
+hands the probe fits to a worker and training goes on at once; leaving the ``with`` block then
+waits for the measurements still in flight.
 
     python examples/track_training_loop.py          # about a minute on two CPU cores
 """
@@ -31,7 +31,7 @@ tracker = UsableInfoTracker(
     normalize(train.images[:1500]), {"coarse": train.coarse[:1500], "fine": train.fine[:1500]},
     normalize(test.images[:500]), {"coarse": test.coarse[:500], "fine": test.fine[:500]},
     log_path="runs/example_loop/log.jsonl", schedule=Schedule(every=50, early_until=20, early_points=4),
-    asynchronous=torch.cuda.is_available())
+    asynchronous=False)
 
 opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 gen = torch.Generator().manual_seed(0)
