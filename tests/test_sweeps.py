@@ -147,3 +147,30 @@ def test_every_cell_of_a_sweep_measures_after_the_same_examples():
     assert cell_schedule(base, 32) == {"batch_size": 32, "track_every": 160, "early_until": 160}
     assert cell_schedule(RunConfig(batch_size=32, track_every=3, early_until=0, early_points=0), 1024) == {
         "batch_size": 1024, "track_every": 1, "early_until": 0}
+
+
+def test_a_single_seed_has_no_spread_and_the_figure_says_seed_and_keeps_coinciding_cells_apart(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from uinfo_fast.experiments import plots
+    from uinfo_fast.experiments.sweeps import summarise
+
+    one = [_fake_run(str(tmp_path), "a", [(0.2, 0.2), (0.999, 1.4), (0.998, 1.1)])]
+    other = [_fake_run(str(tmp_path), "b", [(0.2, 0.2), (0.999, 1.4), (0.998, 1.1)])]
+    cells = {(0.1, 32): one, (0.01, 32): other}
+    summary = summarise("images", cells)
+    table = format_summary(summary)
+    assert "±" not in table.split("\n", 1)[1] and summary["cells"][0]["beyond_peak_bits"]["sd"] is None
+    kept = {}
+    real_close = plt.close
+    try:
+        plt.close = lambda fig=None: kept.setdefault("fig", fig)
+        plots.plot_sweep(summary, cells, str(tmp_path / "sweep.png"))
+    finally:
+        plt.close = real_close
+    fig = kept["fig"]
+    labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    styles = {line.get_linestyle() for line in fig.axes[-1].lines}
+    assert all(label.endswith("(1 seed)") for label in labels) and len(styles) == 2
+    assert all(ax.get_ylim()[0] <= 0 and ax.get_ylabel() for ax in fig.axes)
+    plt.close(fig)

@@ -154,12 +154,13 @@ def plot_sweep(summary: dict, cells: dict, out_path: str) -> str:
     panels = _sweep_panels(summary)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = ["-", "--", "-.", ":"]  # so that cells whose curves coincide still show
     for ci, ((lr, bs), dirs) in enumerate(cells.items()):
         colour = colours[ci % len(colours)]
         for ax, (lab, key, _) in zip(axes[0], panels):
             xs, ys = _seed_curves(dirs, summary["layer"], lab, key)
-            ax.plot(xs, [sum(v) / len(v) for v in ys], color=colour, lw=1.5,
-                    label=f"lr {lr:g}, batch {bs} ({len(dirs)} seeds)")
+            ax.plot(xs, [sum(v) / len(v) for v in ys], styles[ci % len(styles)], color=colour, lw=1.5,
+                    label=f"lr {lr:g}, batch {bs} ({len(dirs)} seed{'s' if len(dirs) > 1 else ''})")
             if len(dirs) > 1:
                 ax.fill_between(xs, [min(v) for v in ys], [max(v) for v in ys], color=colour, alpha=0.18, lw=0)
     floors = [c["floor_bits"] for c in summary["cells"] if c.get("floor_bits") is not None]
@@ -169,7 +170,9 @@ def plot_sweep(summary: dict, cells: dict, out_path: str) -> str:
             ax.legend(fontsize=7)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch")
-    axes[0, 0].set_ylabel("usable information (bits)")
+        ax.set_ylabel("usable information (bits)")
+        low, high = ax.get_ylim()
+        ax.set_ylim(min(low, 0.0), max(high, low + 0.1))  # read against 0, noise not magnified
     axes[0, -1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_path, dpi=120)

@@ -23,10 +23,16 @@ from .run import load_run, run_experiment
 
 
 def _mean_sd(vals: Sequence[float]) -> dict:
-    """Mean and sample standard deviation (0 for a single value)."""
+    """Mean and sample standard deviation (None for a single value: there is no spread)."""
     mean = sum(vals) / len(vals)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
     return {"mean": mean, "sd": sd}
+
+
+def _pm(d: dict, digits: int, scale: float = 1.0, unit: str = "") -> str:
+    """``mean ± sd`` (the mean alone when there is no spread, from a single seed)."""
+    mean = f"{scale * d['mean']:.{digits}f}{unit}"
+    return mean if d["sd"] is None else f"{mean} ± {scale * d['sd']:.{digits}f}"
 
 
 def run_name(lr: float, batch_size: int, seed: int) -> str:
@@ -152,13 +158,13 @@ def summarise(task: str, cells: dict, layer: str | None = None, smooth: int = 1)
 
 
 def _bits(d: dict) -> str:
-    return f"{d['mean']:.2f} ± {d['sd']:.2f}"
+    return _pm(d, 2)
 
 
 def _share(d: dict) -> str:
     if math.isnan(d["mean"]):  # a drop from a peak at or below 0 bits
         return "-"
-    return f"{100 * d['mean']:.0f}% ± {100 * d['sd']:.0f}"
+    return _pm(d, 0, 100.0, "%")
 
 
 def _columns(summary: dict) -> list[tuple[str, object]]:
@@ -177,8 +183,8 @@ def _columns(summary: dict) -> list[tuple[str, object]]:
              (f"{task}: final / H", lambda c: _share(c["task_final_share_of_entropy"])),
              (f"{task}: drop from peak", lambda c: _share(c["task_drop_from_peak"]))]
     if all("train_loss" in c for c in summary["cells"]):
-        cols += [("training loss (nats)", lambda c: f"{c['train_loss']['mean']:.3f} ± {c['train_loss']['sd']:.3f}"),
-                 (f"{task} test accuracy", lambda c: f"{c['test_accuracy']['mean']:.3f} ± {c['test_accuracy']['sd']:.3f}")]
+        cols += [("training loss (nats)", lambda c: _pm(c["train_loss"], 3)),
+                 (f"{task} test accuracy", lambda c: _pm(c["test_accuracy"], 3))]
     if any(c.get("floor_bits") is not None for c in summary["cells"]):
         cols.append(("floor (bits)", lambda c: "-" if c["floor_bits"] is None else f"{c['floor_bits']:.3f}"))
     return cols
@@ -267,6 +273,6 @@ def format_perturbation(summary: dict) -> str:
 
 
 def _cell(stats: dict) -> str:
-    value = "missing" if stats["mean"] is None else f"{stats['mean']:.3f} ± {stats['sd']:.3f}"
+    value = "missing" if stats["mean"] is None else _pm(stats, 3)
     missing = stats.get("missing_seeds") or []
     return value + (f" (no measurement in seeds {', '.join(map(str, missing))})" if missing else "")
