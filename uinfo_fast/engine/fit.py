@@ -14,7 +14,7 @@ import torch
 from .layout import CONVERGED_CODES, FitStatus, probe_layout
 from .extension import ops
 from .path import FitWork, fit_grid, run
-from .params import Choice, Integer, NoneOr, Real, validate_params
+from .params import Choice, Integer, NoneOr, Real, option, validate_fields
 from .validation import check_features, check_l2, check_labels, label_sets
 
 SCHEDULES = ("auto", "batched", "path")
@@ -27,19 +27,17 @@ FLAT_GRADIENT_FACTOR = 1e3
 class FitOptions:
     """L-BFGS limits and the penalty schedule of a fit (see :func:`fit_probes`)."""
 
-    max_iter: int = 1000
-    tol: float = 1e-5
-    history: int = 10
-    check_every: int | None = None
-    schedule: str = "auto"
-    l2_tol: float | None = None  # also max |gradient| <= l2_tol * penalty (see the fit_probes op)
-
-    _CONSTRAINTS = {"max_iter": Integer(0), "tol": Real(0.0, low_open=True), "history": Integer(1),
-                    "check_every": NoneOr(Integer(1)), "schedule": Choice(SCHEDULES),
-                    "l2_tol": NoneOr(Real(0.0, low_open=True))}
+    max_iter: int = option(1000, check=Integer(0), help="L-BFGS iterations per probe at most")
+    tol: float = option(1e-5, check=Real(0.0, low_open=True), help="max |gradient| every probe is fitted to")
+    history: int = option(10, check=Integer(1), help="L-BFGS history pairs")
+    check_every: int | None = option(None, check=NoneOr(Integer(1)),
+                                     help="iterations between host checks (none: 1 on the CPU, 10 on CUDA)")
+    schedule: str = option("auto", check=Choice(SCHEDULES), help="batched, path or auto")
+    l2_tol: float | None = option(None, check=NoneOr(Real(0.0, low_open=True)),
+                                  help="also max |gradient| <= this x penalty (see the fit_probes op)")
 
     def __post_init__(self):
-        validate_params(self, self._CONSTRAINTS)
+        validate_fields(self)
 
     def tolerance(self, l2: torch.Tensor) -> torch.Tensor:
         """Each probe's gradient tolerance for penalties ``l2``, as the op computes it."""

@@ -130,13 +130,6 @@ def check_param(name: str, value, constraint):
     return value
 
 
-def validate_params(obj, constraints: Mapping[str, object], owner: str = "") -> None:
-    """Checks the attributes of ``obj`` named in ``constraints``; errors say ``owner.name``."""
-    prefix = f"{owner}." if owner else ""
-    for name, constraint in constraints.items():
-        check_param(prefix + name, getattr(obj, name), constraint)
-
-
 def option(default=MISSING, *, check=None, help: str, flag: str | None = None, factory=MISSING,
            negative: str | None = None, group: type | None = None):
     """A dataclass field declared once: its default (or ``factory``), its constraint ``check``,
