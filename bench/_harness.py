@@ -64,12 +64,11 @@ def commit() -> str:
     return head + ("+" if dirty else "")
 
 
-def record(bench: str, rows: list[dict], device: torch.device, path: str | None = None) -> str:
-    """Appends ``rows`` to the bench's file (``bench/rows/<bench>.jsonl``, or ``path``), each
-    tagged with the machine, the commit, torch's version, the date and the command; returns the
-    file."""
-    path = path or os.path.join(ROWS, f"{bench}.jsonl")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+def record(bench: str, rows: list[dict], device: torch.device) -> str:
+    """Appends ``rows`` to the bench's file (``bench/rows/<bench>.jsonl``), each tagged with the
+    machine, the commit, torch's version, the date and the command; returns the file."""
+    path = os.path.join(ROWS, f"{bench}.jsonl")
+    os.makedirs(ROWS, exist_ok=True)
     tags = {"bench": bench, "machine": machine_name(device), "commit": commit(), "torch": torch.__version__,
             "date": datetime.date.today().isoformat(), "command": " ".join(["python", *sys.argv])}
     with open(path, "a", encoding="utf-8") as fh:

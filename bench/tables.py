@@ -14,6 +14,7 @@ import json
 import os
 import sys
 
+# _harness.ROWS, named again so that making tables loads neither torch nor the package.
 ROWS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rows")
 # Tags every row carries, shown first; "command" and "torch" are left to the note under the table.
 TAGS = ("date", "commit", "machine")

@@ -177,10 +177,9 @@ def default_run_dir(cfg) -> str:
     from .config import RunConfig
 
     tag = get_task(cfg.task).data_tag(cfg)
-    defaults = RunConfig.for_task(cfg.task, dataset=cfg.dataset).flat()
     parts = []
-    for k, v in cfg.flat().items():
-        if k in _IN_THE_NAME or v == defaults[k]:
+    for k, (v, _) in cfg.differences(RunConfig.for_task(cfg.task, dataset=cfg.dataset)).items():
+        if k in _IN_THE_NAME:
             continue
         name = k.replace("_", "-")
         parts.append((name if v else f"no-{name}") if isinstance(v, bool) else
@@ -202,7 +201,8 @@ def _resumed_config(args, given: dict):
         print(f"uinfo-fast run: {args.out} has no config.json to resume", file=sys.stderr)
         return None
     saved = RunConfig.from_json(json.load(open(path)))
-    clash = {k: (saved.flat()[k], v) for k, v in given.items() if saved.flat()[k] != v}
+    flat = saved.flat()
+    clash = {k: (flat[k], v) for k, v in given.items() if flat[k] != v}
     if clash:
         print(f"uinfo-fast run: --resume keeps the run's config; these options differ (run, given): {clash}",
               file=sys.stderr)

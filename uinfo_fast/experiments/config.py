@@ -145,6 +145,11 @@ class RunConfig:
         return {k: getattr(self if owner is None else getattr(self, owner), f.name)
                 for k, (owner, f) in FLAT.items()}
 
+    def differences(self, other: RunConfig) -> dict:
+        """{flat name: (this config's value, ``other``'s)} of every option where they differ."""
+        mine, theirs = self.flat(), other.flat()
+        return {k: (v, theirs[k]) for k, v in mine.items() if theirs[k] != v}
+
     def replace(self, **flat) -> RunConfig:
         """This config with the options named by their flat names set."""
         return RunConfig(**{**self.flat(), **flat})

@@ -65,7 +65,7 @@ class RunDir:
                 raise FileNotFoundError(f"--resume: {self.root} has no config.json; is it a run directory?")
             saved = RunConfig.from_json(json.load(open(self.config)))
             if saved != cfg:
-                diff = {k: (v, cfg.flat()[k]) for k, v in saved.flat().items() if cfg.flat()[k] != v}
+                diff = saved.differences(cfg)
                 raise ValueError(f"--resume: the config differs from the run's own (saved, given): {diff}")
         else:
             if self.holds_a_run():
@@ -102,7 +102,7 @@ def load_checkpoint(path: str, cfg: RunConfig) -> dict:
     # Checkpoints of 0.1 carry no config; older ones lack later fields, which take their defaults.
     saved = cfg if "config" not in state else RunConfig.from_json(state["config"])
     if saved != cfg:
-        diff = sorted(k for k, v in cfg.flat().items() if saved.flat()[k] != v)
+        diff = sorted(cfg.differences(saved))
         raise ValueError(f"--resume: {path} belongs to another run (its config differs in {diff}); "
                          "put the run's own checkpoint back or delete it to run again from step 0")
     return state
@@ -230,9 +230,9 @@ class _Run:
                 self.checkpoint(total)
 
     def summary(self) -> dict:
-        task, wall = self.task, self.wall()
+        task, wall, drops = self.task, self.wall(), self.plan.lr_drops()
         return {"steps": self.plan.total_steps, "epochs": self.cfg.epochs, "wall_seconds": wall,
-                "lr_drops": {"step": self.plan.lr_drops(), "epoch": [self.plan.epoch(s) for s in self.plan.lr_drops()]},
+                "lr_drops": {"step": drops, "epoch": [self.plan.epoch(s) for s in drops]},
                 "segments": self.segments,
                 "measure_seconds": self.measured(), "measure_share": self.measured() / wall if wall > 0 else 0.0,
                 "measure_phases": dict(self.tracker.phase_seconds) if self.tracker else {},

@@ -122,7 +122,6 @@ class FeatureCapture:
         self.model = model
         self.modules = resolve_modules(model, layers)
         self.layers = list(self.modules)
-        self.pool, self.project_to = self.options.pool, self.options.project_to
         self.seed = seed
         self._projections: dict[str, torch.Tensor] = {}
 
@@ -134,13 +133,14 @@ class FeatureCapture:
         if out.dim() < 2:
             raise ValueError(f"layer {name!r} returned shape {tuple(out.shape)}; expected [N, ...] per batch")
         out = out.detach().float()
-        if self.pool == "avg" and out.dim() > 2:
+        pool, width = self.options.pool, self.options.project_to
+        if pool == "avg" and out.dim() > 2:
             out = out.flatten(2).mean(2)
-        elif self.pool == "max" and out.dim() > 2:
+        elif pool == "max" and out.dim() > 2:
             out = out.flatten(2).amax(2)
         else:
             out = out.flatten(1)
-        if self.project_to is not None and out.shape[1] > self.project_to:
+        if width is not None and out.shape[1] > width:
             proj = self._projections.get(name)
             if proj is None or proj.shape[0] != out.shape[1]:
                 # One fixed projection per layer for the whole run: features of different
@@ -148,7 +148,7 @@ class FeatureCapture:
                 # Seeded by the layer's name, not by the order layers come in: the same layer
                 # gets the same projection whatever the layer list.
                 gen = torch.Generator().manual_seed(layer_seed(self.seed, name))
-                proj = torch.randn(out.shape[1], self.project_to, generator=gen) / self.project_to ** 0.5
+                proj = torch.randn(out.shape[1], width, generator=gen) / width ** 0.5
                 self._projections[name] = proj
             out = out @ proj.to(out.device)
         return out
