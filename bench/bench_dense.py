@@ -1,42 +1,64 @@
-"""What one measurement costs against a training step, and where its time goes.
+"""Measuring every step: what a measurement costs against a training step, and how far the
+amortised measurement (rolling capture, local penalty search) lies from the exact one.
 
-On the default run's network and probe inputs (`RunConfig()`: the digit set, seed 0), after
-`--warm-steps` SGD steps of the run, it times
+Three parts, each writing one JSON row per run to `bench/rows/dense.jsonl`, tagged with the
+machine and the commit (`bench/tables.py dense` makes tables of them):
 
-  step     one SGD step of the run (batch 32), the median of `--steps` steps;
-  floor    plain `torch.inference_mode()` forward passes of every probe input (probe-train,
-           validation and test) in eval mode, at the tracker's batch size: what a capture
-           cannot go below;
-  capture  the tracker's capture of the same inputs (hooks, pooling, copies);
-  measure  a whole measurement (`tracker.measure`), and each of its phases,
+  cost        on the default run's network and probe inputs (the digit set, seed 0), after
+              `--warm-steps` SGD steps: one SGD step (batch 32); plain `torch.inference_mode()`
+              forward passes of every probe input, what a capture cannot go below (the floor);
+              the tracker's capture of the same inputs; a whole measurement and its phases,
+              exact and amortised, `--repeats` times alternated. Prints medians in seconds and
+              in training steps, and the overhead of measuring every 1, 10 and 100 steps.
+  runs        the one-epoch digit run (`uinfo-fast run --epochs 1 --seed 11`) on the run's own
+              clock (`wall_seconds`): untracked, and tracked every 10 and every 1 step, exact and
+              amortised, alternated `--pairs` times; prints each tracked run's clock against the
+              untracked one's.
+  exactness   one training run of the default digit config with two trackers on the same
+              network at the same steps, every `--every` steps: exact (every input captured,
+              the whole grid, probes fitted from scratch) and amortised. Prints the largest and
+              mean |difference| in bits, the rows farther apart than max(0.02 bits, the exact
+              row's 95% half-width), and where fine-beyond-coarse peaks and drops in each.
 
-`--repeats` times, floor and capture alternated, and prints the medians in seconds and in
-training steps, capture against the floor, and the overhead of measuring every 1, 10 and 100
-steps (one measurement over k training steps). One JSON row per run goes to
-`bench/rows/dense.jsonl`, tagged with the machine and the commit (`bench/tables.py` makes tables of them).
-
-    python bench/bench_dense.py --repeats 5
+    python bench/bench_dense.py cost --repeats 5
+    python bench/bench_dense.py runs --pairs 2
+    python bench/bench_dense.py exactness --every 10
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import tempfile
 import time
 
 import torch
+from tqdm.auto import tqdm
 
-from uinfo_fast.experiments import RunConfig, make_tracker, train_step
+from uinfo_fast.experiments import RunConfig, make_tracker, run_experiment, train_step
 from uinfo_fast.tracking.capture import eval_mode
 
-from _harness import commit, machine_name, record, training_setup  # noqa: E402  (bench/, the script's folder)
+from _harness import record, training_setup  # noqa: E402  (bench/, the script's folder)
 
 EVERY = (1, 10, 100)
+# The amortised measurement: a quarter of the probe inputs captured at each measurement, the
+# whole penalty grid searched at every tenth (README, "Measuring every step").
+AMORTISED = dict(capture_refresh=4, full_grid_every=10)
+# The exact reference: every input captured and the whole grid searched at every measurement,
+# the probes fitted from scratch.
+EXACT = dict(capture_refresh=1, full_grid_every=1, warm_start=False)
+RUN = dict(epochs=1.0, seed=11)  # the one-epoch digit run of the targets
+HALF_WIDTH_FLOOR = 0.02  # bits: the exactness target's smallest tolerance
 
 
 def timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------
+# cost: one measurement against one training step
 
 
 def step_seconds(task, plan, opt, start: int, count: int) -> list[float]:
@@ -60,51 +82,185 @@ def measure_once(tracker, step: int) -> dict[str, float]:
     return {"measure": total, **{k: tracker.phase_seconds[k] - before[k] for k in before}}
 
 
-def run(args) -> dict:
+def cost(args) -> dict:
     cfg = RunConfig(seed=args.seed)
     task, plan, opt = training_setup(cfg)
     task.model.train()
     step_seconds(task, plan, opt, 0, args.warm_steps)
     steps = step_seconds(task, plan, opt, args.warm_steps, args.steps)
-    tracker = make_tracker(cfg, task, log_path=None)
-    floor_pass(tracker)  # warm-up: allocator, kernels
-    tracker.capture_features()
-    floors, captures, measures = [], [], []
+    trackers = {mode: make_tracker(cfg.replace(**opts), task, log_path=None)
+                for mode, opts in (("exact", {}), ("amortised", AMORTISED))}
+    floor_pass(trackers["exact"])  # warm-up: allocator, kernels
+    for t in trackers.values():  # each tracker's first measurement captures everything, cold
+        t.measure(0)
+    floors, captures, measures = [], [], {m: [] for m in trackers}
     for r in range(args.repeats):
-        floors.append(timed(lambda: floor_pass(tracker)))
-        captures.append(timed(tracker.capture_features))
-        measures.append(measure_once(tracker, args.warm_steps + args.steps + r))
-    med = {k: statistics.median(m[k] for m in measures) for k in measures[0]}
-    return {"machine": machine_name(torch.device("cpu")), "commit": commit(), "threads": torch.get_num_threads(),
-            "probe_inputs": sum(tracker.n_rows.values()), "batch_size": cfg.batch_size, "repeats": args.repeats,
-            "step": statistics.median(steps), "floor": statistics.median(floors),
-            "capture": statistics.median(captures), **med}
+        floors.append(timed(lambda: floor_pass(trackers["exact"])))
+        captures.append(timed(trackers["exact"].capture_features))
+        for mode, t in trackers.items():
+            measures[mode].append(measure_once(t, 1 + r))
+    row = {"part": "cost", "threads": torch.get_num_threads(), "repeats": args.repeats,
+           "probe_inputs": sum(trackers["exact"].n_rows.values()), "batch_size": cfg.batch_size,
+           "step": statistics.median(steps), "floor": statistics.median(floors),
+           "capture": statistics.median(captures)}
+    for mode, ms in measures.items():
+        row[mode] = {k: statistics.median(m[k] for m in ms) for k in ms[0]}
+    return row
 
 
-def report(row: dict) -> str:
+def report_cost(row: dict) -> str:
     step = row["step"]
-    lines = [f"{row['machine']}, commit {row['commit']}: default digit run, {row['probe_inputs']} probe inputs, "
-             f"training batch {row['batch_size']}, medians of {row['repeats']}",
+    lines = [f"default digit run, {row['probe_inputs']} probe inputs, training batch {row['batch_size']}, "
+             f"medians of {row['repeats']}, {row['threads']} threads",
              "| what | seconds | training steps |", "|---|---|---|"]
-    for key in ("step", "floor", "capture", "measure", "fit", "polish", "score", "log"):
+    for key in ("step", "floor", "capture"):
         lines.append(f"| {key} | {row[key]:.4f} | {row[key] / step:.2f} |")
-    lines.append(f"capture / floor: {row['capture'] / row['floor']:.2f}; capture's share of a measurement: "
-                 f"{row['capture'] / row['measure']:.0%}")
-    lines.append("overhead of measuring every k steps (one measurement / k steps): "
-                 + ", ".join(f"k={k}: {row['measure'] / (k * step):.0%}" for k in EVERY))
+    for mode in ("exact", "amortised"):
+        for key in ("measure", "capture", "fit", "polish", "score", "log"):
+            lines.append(f"| {mode}: {key} | {row[mode][key]:.4f} | {row[mode][key] / step:.2f} |")
+    lines.append(f"capture / floor: {row['capture'] / row['floor']:.2f}")
+    for mode in ("exact", "amortised"):
+        lines.append(f"{mode}: overhead of measuring every k steps (one measurement / k steps): "
+                     + ", ".join(f"k={k}: {row[mode]['measure'] / (k * step):.0%}" for k in EVERY))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# runs: the one-epoch digit run on its own clock
+
+
+RUN_MODES = {"untracked": dict(track=False), "every 10, exact": dict(track_every=10),
+             "every 10, amortised": dict(track_every=10, **AMORTISED),
+             "every 1, amortised": dict(track_every=1, **AMORTISED), "every 1, exact": dict(track_every=1)}
+
+
+def runs(args) -> list[dict]:
+    modes = [m for m in RUN_MODES if m in args.modes]
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for pair in range(args.pairs):
+            for mode in modes:
+                cfg = RunConfig(**RUN, **RUN_MODES[mode])
+                s = run_experiment(cfg, os.path.join(tmp, f"{pair}-{len(out)}"), progress=False)
+                out.append({"part": "runs", "pair": pair, "mode": mode, "wall_seconds": s["wall_seconds"],
+                            "steps": s["steps"], "measurements": s["measurements"],
+                            "measure_seconds": s["measure_seconds"], "measure_phases": s["measure_phases"]})
+                print(f"pair {pair}, {mode}: {s['wall_seconds']:.1f} s, {s['measurements']} measurements", flush=True)
+    return out
+
+
+def report_runs(rows: list[dict]) -> str:
+    lines = ["| pair | run | wall (s) | measurements | against untracked | training steps per measurement |",
+             "|---|---|---|---|---|---|"]
+    for pair in sorted({r["pair"] for r in rows}):
+        mine = [r for r in rows if r["pair"] == pair]
+        plain = next(r for r in mine if r["mode"] == "untracked")
+        step = plain["wall_seconds"] / plain["steps"]
+        for r in mine:
+            extra = r["wall_seconds"] - plain["wall_seconds"]
+            per = f"{extra / r['measurements'] / step:.1f}" if r["measurements"] else ""
+            lines.append(f"| {pair} | {r['mode']} | {r['wall_seconds']:.1f} | {r['measurements']} | "
+                         f"{r['wall_seconds'] / plain['wall_seconds']:.2f}x | {per} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# exactness: two trackers on one training run
+
+
+def exactness(args) -> dict:
+    cfg = RunConfig(seed=args.seed, epochs=args.epochs, track_every=args.every, early_points=0)
+    task, plan, opt = training_setup(cfg)
+    task.model.train()
+    trackers = {"exact": make_tracker(cfg.replace(**EXACT), task, log_path=None),
+                "amortised": make_tracker(cfg.replace(**AMORTISED), task, log_path=None)}
+    seconds = dict.fromkeys(trackers, 0.0)
+    total = plan.total_steps if args.steps is None else min(args.steps, plan.total_steps)
+    for step in tqdm(range(total + 1), desc="exactness", unit="step", mininterval=5):
+        for mode, t in trackers.items():
+            seconds[mode] += timed(lambda: t.step(step, epoch=plan.epoch(step)))
+        if step < total:
+            train_step(task, plan, opt, step)
+    return {"part": "exactness", "every": args.every, "seed": args.seed, "epochs": args.epochs, "steps": total,
+            "seconds": seconds, **compare(trackers["exact"].rows, trackers["amortised"].rows, args.every)}
+
+
+def compare(exact: list[dict], amortised: list[dict], every: int) -> dict:
+    """Differences of the amortised rows from the exact rows of the same step, layer and label."""
+    ex = {(r["step"], r["feature_set"], r["label_set"]): r for r in exact if r["bits"] is not None}
+    diffs, outside = [], []
+    for r in amortised:
+        e = ex.get((r["step"], r["feature_set"], r["label_set"]))
+        if e is None or r["bits"] is None:
+            continue
+        d = abs(r["bits"] - e["bits"])
+        tol = max(HALF_WIDTH_FLOOR, (e["ci_high"] - e["ci_low"]) / 2)
+        diffs.append(d)
+        if d > tol:
+            outside.append({"step": r["step"], "layer": r["feature_set"], "label": r["label_set"],
+                            "exact": e["bits"], "amortised": r["bits"], "tolerance": tol})
+    layers = sorted({r["feature_set"] for r in exact})
+    return {"rows": len(diffs), "max_abs_diff": max(diffs), "mean_abs_diff": statistics.fmean(diffs),
+            "outside": outside, "turns": {n: {m: turns(rows, n) for m, rows in (("exact", exact),
+                                                                                ("amortised", amortised))}
+                                          for n in layers}}
+
+
+def turns(rows: list[dict], layer: str) -> dict:
+    """Where a layer's fine-beyond-coarse peaks (its largest value) and drops (the first step after
+    the peak below half of it; None if it never does)."""
+    pts = sorted((r["step"], r["beyond_bits"]) for r in rows
+                 if r["feature_set"] == layer and r.get("beyond_bits") is not None)
+    if not pts:
+        return {"peak": None, "drop": None}
+    i = max(range(len(pts)), key=lambda k: pts[k][1])
+    drop = next((s for s, v in pts[i + 1:] if v < pts[i][1] / 2), None)
+    return {"peak": pts[i][0], "peak_bits": pts[i][1], "drop": drop}
+
+
+def report_exactness(row: dict) -> str:
+    lines = [f"every {row['every']} steps, {row['steps']} steps, seed {row['seed']}: {row['rows']} rows compared; "
+             f"|difference| largest {row['max_abs_diff']:.4f} bits, mean {row['mean_abs_diff']:.4f} bits; "
+             f"{len(row['outside'])} rows outside max({HALF_WIDTH_FLOOR} bits, the exact 95% half-width)",
+             f"measuring: exact {row['seconds']['exact']:.1f} s, amortised {row['seconds']['amortised']:.1f} s",
+             "| layer | peak, exact | peak, amortised | drop, exact | drop, amortised |", "|---|---|---|---|---|"]
+    for layer, t in row["turns"].items():
+        e, a = t["exact"], t["amortised"]
+        lines.append(f"| {layer} | {e['peak']} | {a['peak']} | {e['drop']} | {a['drop']} |")
+    for o in row["outside"][:20]:
+        lines.append(f"  outside: step {o['step']} {o['layer']}/{o['label']}: exact {o['exact']:.3f}, "
+                     f"amortised {o['amortised']:.3f}, tolerance {o['tolerance']:.3f}")
     return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--warm-steps", type=int, default=50, help="SGD steps before timing (a network past its start)")
-    p.add_argument("--steps", type=int, default=30, help="SGD steps timed")
-    p.add_argument("--seed", type=int, default=0)
+    sub = p.add_subparsers(dest="part", required=True)
+    c = sub.add_parser("cost", help="one measurement against one training step")
+    c.add_argument("--repeats", type=int, default=5)
+    c.add_argument("--warm-steps", type=int, default=50, help="SGD steps before timing (a network past its start)")
+    c.add_argument("--steps", type=int, default=30, help="SGD steps timed")
+    c.add_argument("--seed", type=int, default=0)
+    r = sub.add_parser("runs", help="the one-epoch digit run on its own clock")
+    r.add_argument("--pairs", type=int, default=2, help="times every run is repeated, alternated")
+    r.add_argument("--modes", default=",".join(RUN_MODES), help="comma-separated, of: " + ", ".join(RUN_MODES))
+    e = sub.add_parser("exactness", help="exact and amortised trackers on one training run")
+    e.add_argument("--every", type=int, default=10)
+    e.add_argument("--epochs", type=float, default=RunConfig().epochs, help="the run's plan (default: the default run's)")
+    e.add_argument("--steps", type=int, default=None, help="stop after this many steps (default: the whole plan)")
+    e.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    row = run(args)
-    print(report(row))
-    record("dense", [row], torch.device("cpu"))
+    if args.part == "cost":
+        rows = [cost(args)]
+        print(report_cost(rows[0]))
+    elif args.part == "runs":
+        args.modes = [m.strip() for m in args.modes.split(",")]
+        rows = runs(args)
+        print(report_runs(rows))
+    else:
+        rows = [exactness(args)]
+        print(report_exactness(rows[0]))
+    record("dense", rows, torch.device("cpu"))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ from .fit import (SCHEDULES, FitOptions, ProbeFit, fit_feature_sets, fit_further
 from .layout import FitStatus
 from .inputs import Features, Labels, check_feature_splits, check_label_splits
 from .results import LN2, UsableInformation, UsableInformationResult
-from .grid import DEFAULT_L2_GRID, GRID_EXTENSION, edge_pulls, extension_bounds, grid_of, widen
+from .grid import (DEFAULT_L2_GRID, GRID_EXTENSION, edge_pulls, grid_of, nearby, spanning, whole_where_missed,
+                   widen)
 from .scoring import TIE_NATS, score_all, unfinished_finalists, validation_ce
 from .params import Boolean, Choice, Integer, ListOf, NoneOr, Real, option, routed, validate_fields
 from .validation import check_l2
@@ -70,6 +71,12 @@ class EstimatorOptions:
     polish_l2_tol: float | None = option(POLISH_L2_TOL, check=NoneOr(Real(0.0, low_open=True)),
                                          help="finalists are polished in float64 to max |gradient| <= this x l2 "
                                               "(none: choose as the grid fit left them)")
+    warm_start: bool = option(True, check=Boolean(),
+                              help="a tracker fits each measurement's probes on from the last measurement's (off: "
+                                   "from scratch)")
+    full_grid_every: int = option(1, check=Integer(1),
+                                  help="a tracker searches the whole penalty grid every this many measurements and "
+                                       "only the last choices' neighbours in between (1: the whole grid every time)")
 
     def __post_init__(self):
         object.__setattr__(self, "l2_grid", tuple(check_l2(self.l2_grid, "l2_grid")))
@@ -119,34 +126,42 @@ def set_rows(name: str, features: Features, labels: Labels, options: EstimatorOp
 
 
 def warm_inits(warm_start: UsableInformation | None, rows: dict[str, SetRows], labels: Labels,
-               options: EstimatorOptions) -> dict[str, ProbeFit | None]:
+               options: EstimatorOptions, local: bool = False) -> tuple[dict[str, ProbeFit | None], dict]:
     """The earlier fit of each feature set, where its label sets, classes and width still fit,
-    laid out (:func:`regridded`) on the grid given joined by the penalties that fit had widened
-    its grid by: a layer whose choice needed them starts there warm again. None: a cold start."""
+    laid out (:func:`regridded`) on the grid given widened as far as that fit's grid reached
+    (:func:`~uinfo_fast.engine.grid.spanning`): a layer whose choice needed a wider grid starts
+    there warm again. None: a cold start.
+    With ``local``, a fit whose every label set has an earlier choice is laid out on those
+    choices' neighbours only (:func:`~uinfo_fast.engine.grid.nearby`). Returns the inits and
+    the whole grid of each feature set laid out locally."""
     counts = [labels.num_classes[n] for n in labels.names]
-    low, high = extension_bounds(options)
-    inits = {}
+    inits, whole = {}, {}
     for name, r in rows.items():
         warm = warm_start.fits.get(name) if warm_start is not None else None
         if (warm is None or warm.label_names != labels.names or warm.num_classes != counts
                 or warm.weight.shape[0] != r.x_fit.shape[1]):
             inits[name] = None
             continue
-        base = list(options.l2_grid)
-        extra = [v for v in grid_of(warm) if v not in base and low <= v <= high]
-        grid = sorted(base + extra) if extra and options.penalty_schedule != "path" else base
+        base = sorted(options.l2_grid)
+        grid = spanning(base, grid_of(warm), options) if options.penalty_schedule != "path" else base
+        chosen = [res.l2 for res in warm_start.results if res.feature_set == name]
+        if local and options.penalty_schedule != "path" and len(chosen) == len(labels.names):
+            near = nearby(grid, chosen)
+            if len(near) < len(grid):
+                whole[name], grid = grid, near
         inits[name] = regridded(warm, grid)
-    return inits
+    return inits, whole
 
 
 def fit_all(rows: dict[str, SetRows], labels: Labels, options: EstimatorOptions,
-            warm_start: UsableInformation | None) -> dict[str, ProbeFit]:
-    """Every (feature set, label set, penalty) probe: those with a warm start in one op call,
-    each on its own grid; the others from a cold start along the penalty path, one call per
-    penalty (the warm ones join them there when the schedule asks for the path)."""
+            inits: dict[str, ProbeFit | None]) -> dict[str, ProbeFit]:
+    """Every (feature set, label set, penalty) probe: those with a warm start (``inits``, see
+    :func:`warm_inits`) in one op call, each on its own grid; the others from a cold start along
+    the penalty path, one call per penalty (the warm ones join them there when the schedule asks
+    for the path)."""
     names, base = labels.names, list(options.l2_grid)
     counts, y = [labels.num_classes[n] for n in names], labels.stacked("train")
-    inits, classes = warm_inits(warm_start, rows, labels, options), [labels.classes[n] for n in names]
+    classes = [labels.classes[n] for n in names]
     on_grid = [n for n in rows if inits[n] is None or options.penalty_schedule == "path"]
     fits = fit_feature_sets({n: rows[n].x_fit for n in on_grid}, y, names, counts, base, inits, options.fit,
                             {n: rows[n].scaling for n in on_grid}, classes) if on_grid else {}
@@ -170,26 +185,32 @@ def restarted(init: ProbeFit, rows: SetRows, classes, options: EstimatorOptions)
 
 
 def estimate(features: Features, labels: Labels, options: EstimatorOptions,
-             warm_start: UsableInformation | None = None, progress: bool = False) -> UsableInformation:
+             warm_start: UsableInformation | None = None, progress: bool = False,
+             local: bool = False) -> UsableInformation:
     """Usable information of every feature set about every label set, on validated inputs:
     fit every probe (widening a grid where the choice sits at an end), polish the finalists,
-    choose, score, flag what makes a number less than a measurement."""
+    choose, score, flag what makes a number less than a measurement. With ``local`` and a warm
+    start, search only the neighbours of the last choices where they hold the choice
+    (docs/DESIGN.md, "Measuring every step")."""
     clock = _Phases(progress)
     rows = {n: set_rows(n, features, labels, options) for n in features.train}
-    fits = fit_all(rows, labels, options, warm_start)
+    x_fit, x_val = {n: r.x_fit for n, r in rows.items()}, {n: r.x_val for n, r in rows.items()}
+    inits, whole = warm_inits(warm_start, rows, labels, options, local)
+    fits = fit_all(rows, labels, options, inits)
     val_ce = {n: validation_ce(f, rows[n].x_val, labels) for n, f in fits.items()}
-    fits, val_ce, pulls = widen(fits, val_ce, {n: r.x_fit for n, r in rows.items()},
-                                {n: r.x_val for n, r in rows.items()}, labels, options)
+    fits, val_ce, stood = whole_where_missed(fits, val_ce, whole, x_fit, x_val, labels, options)
+    fits, val_ce, pulls = widen(fits, val_ce, x_fit, x_val, labels, options)
     clock.done("fit")
     polishing = options.finalist_fit
     unfinished = unfinished_finalists(fits, val_ce, FINALISTS, polishing) if polishing is not None else {}
     if any(unfinished.values()):
-        fits = polish(fits, {n: r.x_fit for n, r in rows.items()}, labels.stacked("train"), unfinished, polishing)
+        fits = polish(fits, x_fit, labels.stacked("train"), unfinished, polishing)
         val_ce = {n: validation_ce(f, rows[n].x_val, labels) for n, f in fits.items()}
         pulls = edge_pulls(fits, val_ce)  # the warnings speak of the choice the scores are made with
     clock.done("polish")
     results = score_all(fits, val_ce, {n: r.x_test for n, r in rows.items()}, labels, options)
-    results = [flagged(r, fits[r.feature_set], pulls.get(r.feature_set), labels, options) for r in results]
+    results = [flagged(r, fits[r.feature_set], pulls.get(r.feature_set), labels, options,
+                       "local" if r.feature_set in stood else "full") for r in results]
     clock.done("score")
     return UsableInformation(results, fits, clock.total(), clock.seconds)
 
@@ -199,8 +220,9 @@ _ENDINGS = {FitStatus.MAX_ITER: "it stopped at max_iter", FitStatus.FLAT: "its o
 
 
 def flagged(result: UsableInformationResult, fit: ProbeFit, pulls, labels: Labels,
-            options: EstimatorOptions) -> UsableInformationResult:
-    """``result`` with the grid searched, and with a status and warnings where its number is less
+            options: EstimatorOptions, search: str = "full") -> UsableInformationResult:
+    """``result`` with the grid searched (and ``search``: "full", or "local" for the neighbours of
+    the last choice), and with a status and warnings where its number is less
     than a measurement: a chosen probe that did not converge, a choice at a bound of the
     search, an interval wholly below 0."""
     notes = [result.warning] if result.warning else []
@@ -223,7 +245,7 @@ def flagged(result: UsableInformationResult, fit: ProbeFit, pulls, labels: Label
                      "labels worse than their train frequencies do; likely causes: too weak a penalty for these "
                      "features (overfitting), too few probe rows per class, or test labels distributed unlike the "
                      "train labels")
-    return replace(result, status=status, warning="; ".join(notes) or None, l2_grid=tuple(grid))
+    return replace(result, status=status, warning="; ".join(notes) or None, l2_grid=tuple(grid), search=search)
 
 
 class _Phases:

@@ -1,10 +1,17 @@
-"""The penalty grid: the one default, and its widening where a choice sits at an end of it.
+"""The penalty grid: the one default, its widening where a choice sits at an end of it, and the
+local search of a measurement that follows another.
 
 Each feature set's grid starts as the one given; while a label set's choice (the one-standard-
 error rule of :func:`~uinfo_fast.engine.scoring.choose`) sits at its smallest or largest
 penalty, a decade is added past that end, up to ``grid_extension`` decades, and only the new
 probes are fitted, from their neighbours' solutions. A grid that stops short of the validation
 minimum reads a layer that holds nothing about a label far below 0 bits.
+
+A local search fits only the penalties next to each label set's last choice (:func:`nearby`).
+Validation cross-entropy against the penalty has one minimum, so when both ends of those
+neighbours read clearly worse than the best of them, the choice is the whole grid's; where an
+end that is not an end of the whole grid comes within the tie margin of the best, the feature
+set goes back to the whole grid (:func:`whole_where_missed`).
 """
 from __future__ import annotations
 
@@ -60,12 +67,80 @@ def edge_pulls(fits: dict[str, ProbeFit], val_ce: dict[str, Validation]) -> dict
     return out
 
 
+def spanning(base: list[float], reached: list[float], options) -> list[float]:
+    """``base`` (ascending) widened a decade at a time, as :func:`widen` does, down to the smallest
+    and up to the largest of ``reached`` (an earlier fit's grid), within :func:`extension_bounds`:
+    the grid a warm start resumes, with no decade left out between."""
+    low, high = extension_bounds(options)
+    grid = list(base)
+    while grid[0] > 0 and min(reached) < grid[0] and _decade(grid[0], -1) >= low:
+        grid.insert(0, _decade(grid[0], -1))
+    while grid[-1] > 0 and max(reached) > grid[-1] and _decade(grid[-1], 1) <= high:
+        grid.append(_decade(grid[-1], 1))
+    return grid
+
+
+def _decade(l2: float, sign: int) -> float:
+    """A decade below (-1) or above (+1) ``l2``, rounded as written: 1e-06, not 1.0000000000000002e-06."""
+    return float(f"{l2 * 10.0 ** sign:.12g}")
+
+
+def nearby(grid: list[float], chosen: list[float]) -> list[float]:
+    """The penalties of ``grid`` (ascending) next to each of ``chosen``, and those: the grid of a
+    local search. The whole ``grid`` when a chosen penalty is not on it."""
+    if any(c not in grid for c in chosen):
+        return list(grid)
+    keep = set()
+    for c in chosen:
+        i = grid.index(c)
+        keep.update(grid[max(i - 1, 0):i + 2])
+    return sorted(keep)
+
+
+def _missed(fit: ProbeFit, val: Validation, whole: list[float]) -> bool:
+    """Whether an end of ``fit``'s grid that is not an end of ``whole`` comes within the tie
+    margin (:meth:`Validation.margin`) of a label set's lowest validation cross-entropy: the
+    choice, the minimum, or a flat stretch that may fall further past that end (a layer that
+    held nothing and starts to learn reads flat at the large penalties). One host
+    synchronisation."""
+    grid = grid_of(fit)
+    ends = [e for e, whole_end in ((0, whole[0]), (-1, whole[-1])) if grid[e] != whole_end]
+    if not ends:
+        return False
+    probes = torch.tensor([fit.probes_of(j) for j in range(len(fit.label_names))], device=val.device)  # [L, P]
+    vals = val.mean[probes]
+    best = probes.gather(1, vals.argmin(dim=1, keepdim=True)).squeeze(1)
+    near = [vals[:, e] <= vals.min(dim=1).values + val.margin(probes[:, e], best) for e in ends]
+    return bool(torch.stack(near).any())
+
+
+def whole_where_missed(fits: dict[str, ProbeFit], val_ce: dict[str, Validation], whole: dict[str, list[float]],
+                       x_fit: dict[str, torch.Tensor], x_val: dict[str, torch.Tensor], labels: Labels,
+                       options) -> tuple[dict, dict, set[str]]:
+    """The feature sets searched locally (``whole``: each one's whole grid) fitted on the whole
+    grid where :func:`_missed` says the neighbours may not hold the choice (only the new probes,
+    from their neighbours' solutions, in one op call). Returns the fits, their validation
+    cross-entropies and the feature sets whose local search stands."""
+    missed = [n for n in whole if _missed(fits[n], val_ce[n], whole[n])]
+    if not missed:
+        return fits, val_ce, set(whole)
+    fits, new = dict(fits), {}
+    for n in missed:
+        old = set(fits[n].l2)
+        fits[n] = regridded(fits[n], whole[n])
+        new[n] = [k for k in range(fits[n].n_probes) if fits[n].l2[k] not in old]
+    fits.update(fit_further({n: fits[n] for n in missed}, {n: x_fit[n] for n in missed},
+                            labels.stacked("train"), new, options.fit))
+    val_ce = {**val_ce, **{n: validation_ce(fits[n], x_val[n], labels) for n in missed}}
+    return fits, val_ce, set(whole) - set(missed)
+
+
 def widened(grid: list[float], pulls: list[tuple[bool, ...]], options) -> list[float]:
     """``grid`` with a decade added past each end that a label set's choice sits at, within
     :func:`extension_bounds`."""
     low, high = extension_bounds(options)
     wider = list(grid)
-    down, up = float(f"{grid[0] / 10:.12g}"), float(f"{grid[-1] * 10:.12g}")  # 1e-06, not 1.0000000000000002e-06
+    down, up = _decade(grid[0], -1), _decade(grid[-1], 1)
     if any(p[0] for p in pulls) and grid[0] > 0 and down >= low:
         wider.insert(0, down)
     if any(p[1] for p in pulls) and grid[-1] > 0 and up <= high:

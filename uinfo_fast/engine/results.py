@@ -12,7 +12,7 @@ LN2 = math.log(2.0)
 # estimator's rows and in every log row (the tracker adds step, epoch and seconds around them).
 # Units are in the names: bits unless a name says nats.
 MEASUREMENT_FIELDS = ("feature_set", "label_set", "status", "bits", "ci_low", "ci_high", "entropy_bits",
-                      "test_ce_nats", "l2", "l2_grid", "num_classes", "converged", "unseen_test_rows", "warning")
+                      "test_ce_nats", "l2", "l2_grid", "search", "num_classes", "converged", "unseen_test_rows", "warning")
 # Why a row may hold no number: the features or labels it would measure (a diverging network,
 # a dead layer, a label set of one class) give nothing a probe could be fitted on, or the
 # measurement was skipped (an asynchronous tracker with its queue full).
@@ -60,6 +60,7 @@ class UsableInformationResult:
     warning: str | None = None    # why the result may be less trustworthy than its CI says
     status: str = "ok"            # "ok" or "not_converged"; unmeasured rows say why not (UNMEASURED)
     l2_grid: tuple[float, ...] = ()  # the penalties searched, the grid given widened where needed
+    search: str = "full"          # "full": the whole grid; "local": the neighbours of the last choice
 
     def row(self) -> dict:
         """The measurement as a row of :data:`MEASUREMENT_FIELDS`."""

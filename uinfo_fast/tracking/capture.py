@@ -46,6 +46,9 @@ class CaptureOptions:
                              help="probe inputs per forward pass of a capture")
     channels_last: bool = option(True, check=Boolean(),
                                  help="keep 4-D probe inputs in channels-last memory format (faster convolutions)")
+    refresh: int = option(1, check=Integer(1), flag="capture_refresh",
+                          help="a tracker's measurement runs 1/this of the probe inputs forward and reuses the other "
+                               "rows' features from its last this-1 measurements (1: every input, every time)")
 
     def __post_init__(self):
         dtype = self.autocast_dtype
@@ -199,6 +202,60 @@ class FeatureCapture:
                     raise RuntimeError(f"layer {n!r} gave {f.shape[0]} rows for {inputs.shape[0]} inputs; "
                                        "a module called more than once per forward cannot be captured by name")
         return feats
+
+
+class RollingFeatures:
+    """Features of fixed inputs, a share of them captured again at each measurement.
+
+    The rows of every split are dealt into ``refresh`` parts (row i to part i mod ``refresh``, so
+    each part samples the whole split). A measurement captures one part, in turn, and keeps the
+    other parts' features from the measurements that last captured them; the first captures every
+    part. A measurement's features thus come from its own step and the ``refresh - 1`` measured
+    steps before it, and :attr:`oldest` says the earliest. With ``refresh=1`` every row is captured
+    at every measurement.
+    """
+
+    def __init__(self, refresh: int):
+        self.refresh = refresh
+        self.kept: dict[str, dict[str, torch.Tensor]] = {}  # split -> layer -> [N, D]
+        self.part_steps: list[int | None] = [None] * refresh
+        self.turn = 0
+
+    def begin(self, step: int) -> list[int]:
+        """The parts to capture at ``step``: every one until each has been captured once (or when
+        nothing is kept), then the next in turn."""
+        if self.refresh == 1 or not self.kept or None in self.part_steps:
+            parts = list(range(self.refresh))
+        else:
+            parts = [self.turn]
+            self.turn = (self.turn + 1) % self.refresh
+        for j in parts:
+            self.part_steps[j] = step
+        return parts
+
+    @property
+    def oldest(self) -> int | None:
+        """The earliest step whose features the last :meth:`begin`'s measurement uses."""
+        return min(self.part_steps) if None not in self.part_steps else None
+
+    def capture(self, split: str, inputs: torch.Tensor, parts: list[int], capture) -> dict[str, torch.Tensor]:
+        """{layer: [N, D]} of ``inputs``: the rows of ``parts`` from ``capture`` (a
+        :class:`FeatureCapture`), the others as kept. Each call returns new tensors, so features
+        handed to a background worker are never changed under it."""
+        if len(parts) == self.refresh:
+            self.kept[split] = capture(inputs)
+            return self.kept[split]
+        rows = torch.cat([torch.arange(j, inputs.shape[0], self.refresh, device=inputs.device) for j in parts])
+        fresh = capture(inputs.index_select(0, rows))
+        kept = self.kept[split]
+        self.kept[split] = {n: kept[n].index_copy(0, rows.to(kept[n].device), fresh[n]) for n in kept}
+        return self.kept[split]
+
+    def forget(self) -> None:
+        """Drops what is kept: the next measurement captures every row (new weights loaded)."""
+        self.kept.clear()
+        self.part_steps = [None] * self.refresh
+        self.turn = 0
 
 
 def _model_device(model: nn.Module) -> torch.device:

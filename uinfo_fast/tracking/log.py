@@ -4,7 +4,8 @@ helper for files that must never be left half-written.
 This module imports neither torch nor the compiled extension, so logs can be read and plotted
 anywhere.
 
-Row schema: ``step``, ``epoch``, then the estimator's measurement fields
+Row schema: ``step``, ``epoch``, ``mode`` and ``features_from`` (how the measurement was made,
+:func:`uinfo_fast.tracking.tracker._stamped`), then the estimator's measurement fields
 (:data:`uinfo_fast.engine.results.MEASUREMENT_FIELDS`), then ``seconds``. Logs written before
 the package was restructured (0.1) named the feature set ``layer``; :func:`read_log` renames
 it, so old runs read and plot as new ones.

@@ -49,7 +49,7 @@ from ..engine.inputs import Features, Labels, check_label_splits
 from ..engine.params import Boolean, Choice, Integer, check_param, routed
 from ..engine.results import UsableInformation, unmeasured_row
 from ..engine.validation import label_sets
-from .capture import CaptureOptions, FeatureCapture
+from .capture import CaptureOptions, FeatureCapture, RollingFeatures
 from .distributed import Ranks, unwrapped
 from .log import measured
 from .runlog import RunLog
@@ -117,6 +117,18 @@ def with_beyond(rows: list[dict], beyond: dict[str, str]) -> list[dict]:
     return out
 
 
+def _stamped(stamp: dict, row: dict, seconds: float) -> dict:
+    """A log row: the measurement's step, epoch, mode and the oldest step of its features, the
+    row's fields, its seconds. ``mode`` is "exact" for a row measured on features all captured
+    at its step, searching the whole penalty grid, "amortised" otherwise, and None for a
+    measurement that was skipped (nothing captured)."""
+    oldest = stamp.get("features_from")
+    mode = None if oldest is None else (
+        "exact" if oldest == stamp["step"] and row.get("search") in ("full", None) else "amortised")
+    return {"step": stamp["step"], "epoch": stamp["epoch"], "mode": mode, "features_from": stamp.get("features_from"),
+            **row, "seconds": seconds}
+
+
 def _only(features: Features, names: list[str]) -> Features:
     pick = lambda d: None if d is None else {n: d[n] for n in names}  # noqa: E731
     return Features(pick(features.train), pick(features.val), pick(features.test))
@@ -166,6 +178,8 @@ class UsableInfoTracker:
                       shortcuts, "UsableInfoTracker")
         self.options, capture = opts["estimator"], opts["capture"]
         self.capture = FeatureCapture(unwrapped(model), layers, capture, seed=self.options.seed)
+        self.rolling = RollingFeatures(capture.refresh)
+        self._estimates = 0  # estimates made, for the estimator's full_grid_every
         device = next(iter(model.parameters()), torch.empty(0)).device
         self.ranks = Ranks.current()
         self._set_inputs(device, train_inputs, test_inputs, val_inputs, val_labels, capture.channels_last)
@@ -264,13 +278,19 @@ class UsableInfoTracker:
         within = self.schedule.within_budget(self.overhead())  # each rank's clock: rank 0's decides
         return bool(self.ranks.agree(within)) if self.ranks.sharded and self.schedule.budget else within
 
-    def capture_features(self) -> Features | None:
+    def capture_features(self, step: int | None = None) -> Features | None:
         """The layers' features on the fixed probe inputs, at the model's current weights (under
-        torch.distributed: every rank's shard, gathered to rank 0; None on the other ranks)."""
+        torch.distributed: every rank's shard, gathered to rank 0; None on the other ranks).
+        With a ``step``, through the capture's rolling refresh (``CaptureOptions.refresh``): only
+        the share of the inputs due at this measurement is run forward."""
         splits = {"train": self.train_inputs, "val": self.val_inputs, "test": self.test_inputs}
+        parts = self.rolling.begin(step) if step is not None else None
+
+        def grab(split: str, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return self.capture(x) if parts is None else self.rolling.capture(split, x, parts, self.capture)
+
         with self.ranks.buffers_of_rank0(self.capture.model):
-            got = {k: None if x is None else self._joined(self.capture(x), k)
-                   for k, x in splits.items()}
+            got = {k: None if x is None else self._joined(grab(k, x), k) for k, x in splits.items()}
         return Features(got["train"], got["val"], got["test"]) if self.ranks.main else None
 
     def _joined(self, features: dict, split: str):
@@ -288,7 +308,7 @@ class UsableInfoTracker:
         if self.asynchronous:
             rows = self._hand_over(stamp, t0)
         else:
-            features = self.capture_timed()
+            features = self.capture_timed(stamp)
             rows = [] if features is None else self._finish(stamp, features, t0)
             self.deliver()
         lost = time.perf_counter() - t0
@@ -296,16 +316,19 @@ class UsableInfoTracker:
         self._lost += lost
         return rows
 
-    def capture_timed(self) -> Features:
+    def capture_timed(self, stamp: dict) -> Features:
+        """The features of the measurement at ``stamp["step"]``; adds to ``stamp`` the oldest step
+        they come from (``features_from``)."""
         t0 = time.perf_counter()
-        features = self.capture_features()
+        features = self.capture_features(stamp["step"])
+        stamp["features_from"] = self.rolling.oldest
         self.phase_seconds["capture"] += time.perf_counter() - t0
         return features
 
     def _finish(self, stamp: dict, features: Features, t0: float) -> list[dict]:
         """Fits, scores and writes one measurement (on whichever thread runs it)."""
         rows = self.rows_for(features)
-        return self._write([{**stamp, **r, "seconds": time.perf_counter() - t0} for r in rows])
+        return self._write([_stamped(stamp, r, time.perf_counter() - t0) for r in rows])
 
     def _write(self, rows: list[dict]) -> list[dict]:
         t1 = time.perf_counter()
@@ -337,6 +360,7 @@ class UsableInfoTracker:
         self.last_step = self._agreed_step(self.log.last_step)
         self.measure_seconds = float(state.get("measure_seconds", 0.0))
         self.phase_seconds.update(state.get("phase_seconds", {}))
+        self.rolling.forget()  # the features kept were captured at other weights
 
     def _hand_over(self, stamp: dict, t0: float) -> list[dict]:
         """Captures on the training thread and queues the rest; with the worker full, waits or
@@ -345,16 +369,16 @@ class UsableInfoTracker:
         skip = bool(self.ranks.agree(skip)) if self.ranks.sharded else skip
         if not self.ranks.main:
             if not skip:
-                self.capture_timed()
+                self.capture_timed(stamp)
             return []
         self.log.expect(stamp["step"])
         if skip:
-            skipped = [{**stamp, **unmeasured_row(n, k, "skipped"), "seconds": 0.0}
+            skipped = [_stamped(stamp, unmeasured_row(n, k, "skipped"), 0.0)
                        for n in self.layers for k in self.label_names]
             self.worker.submit(lambda: self._write(skipped), counts=False, step=stamp["step"])
             return []
         self.worker.wait_for_room()
-        features = self.capture_timed()
+        features = self.capture_timed(stamp)
         stream, ready = self.worker.stream, None
         if stream is not None:  # the side stream starts when the capture's kernels are done
             ready = torch.cuda.Event()
@@ -443,7 +467,10 @@ class UsableInfoTracker:
         ok = [n for n in self.layers if status[n] == "ok"]
         measured = {}
         if ok and self.labels is not None:
-            res = estimate(_only(features, ok), self.labels, self.options, warm_start=self.last)
+            local = self._estimates % self.options.full_grid_every != 0
+            self._estimates += 1
+            res = estimate(_only(features, ok), self.labels, self.options,
+                           warm_start=self.last if self.options.warm_start else None, local=local)
             # Layers not measured this time keep their last fits, to warm-start from when they recover.
             self.last = dataclasses.replace(res, fits={**(self.last.fits if self.last else {}), **res.fits})
             for phase, s in res.timings.items():
