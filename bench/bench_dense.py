@@ -16,7 +16,7 @@ machine and the commit (`bench/tables.py dense` makes tables of them):
               untracked one's.
   exactness   one training run of the default digit config with two trackers on the same
               network at the same steps, every `--every` steps: exact (every input captured,
-              the whole grid, probes fitted from scratch) and amortised. Prints the largest and
+              the whole grid, probes fitted from scratch, or `--reference warm`) and amortised. Prints the largest and
               mean |difference| in bits, the rows farther apart than max(0.02 bits, the exact
               row's 95% half-width), and where fine-beyond-coarse peaks and drops in each.
 
@@ -45,8 +45,10 @@ EVERY = (1, 10, 100)
 # whole penalty grid searched at every tenth (README, "Measuring every step").
 AMORTISED = dict(capture_refresh=4, full_grid_every=10)
 # The exact reference: every input captured and the whole grid searched at every measurement,
-# the probes fitted from scratch.
-EXACT = dict(capture_refresh=1, full_grid_every=1, warm_start=False)
+# the probes fitted from scratch ("cold"), or from the last measurement's and polished ("warm":
+# within 0.006 bits of cold, bench/bench_warm_cold.py, and far cheaper once the network has learnt).
+EXACT = dict(capture_refresh=1, full_grid_every=1)
+REFERENCES = {"cold": dict(warm_start=False), "warm": dict(warm_start=True)}
 RUN = dict(epochs=1.0, seed=11)  # the one-epoch digit run of the targets
 HALF_WIDTH_FLOOR = 0.02  # bits: the exactness target's smallest tolerance
 
@@ -172,7 +174,7 @@ def exactness(args) -> dict:
     cfg = RunConfig(seed=args.seed, epochs=args.epochs, track_every=args.every, early_points=0)
     task, plan, opt = training_setup(cfg)
     task.model.train()
-    trackers = {"exact": make_tracker(cfg.replace(**EXACT), task, log_path=None),
+    trackers = {"exact": make_tracker(cfg.replace(**EXACT, **REFERENCES[args.reference]), task, log_path=None),
                 "amortised": make_tracker(cfg.replace(**AMORTISED), task, log_path=None)}
     seconds = dict.fromkeys(trackers, 0.0)
     total = plan.total_steps if args.steps is None else min(args.steps, plan.total_steps)
@@ -182,7 +184,17 @@ def exactness(args) -> dict:
         if step < total:
             train_step(task, plan, opt, step)
     return {"part": "exactness", "every": args.every, "seed": args.seed, "epochs": args.epochs, "steps": total,
+            "reference": args.reference, "refreshes": refreshes(trackers["amortised"].rows),
             "seconds": seconds, **compare(trackers["exact"].rows, trackers["amortised"].rows, args.every)}
+
+
+def refreshes(rows: list[dict]) -> dict:
+    """How the amortised tracker's measurements went: with every input captured (fresh) or a
+    share of them, and with the whole grid searched or the neighbours of the last choice."""
+    steps = {r["step"]: r for r in rows}.values()
+    fresh = sum(r["features_from"] == r["step"] for r in steps)
+    local = sum(r["search"] == "local" for r in rows if r["bits"] is not None)
+    return {"measurements": len(steps), "fresh": fresh, "rows": len(rows), "local_rows": local}
 
 
 def compare(exact: list[dict], amortised: list[dict], every: int) -> dict:
@@ -222,7 +234,10 @@ def report_exactness(row: dict) -> str:
     lines = [f"every {row['every']} steps, {row['steps']} steps, seed {row['seed']}: {row['rows']} rows compared; "
              f"|difference| largest {row['max_abs_diff']:.4f} bits, mean {row['mean_abs_diff']:.4f} bits; "
              f"{len(row['outside'])} rows outside max({HALF_WIDTH_FLOOR} bits, the exact 95% half-width)",
-             f"measuring: exact {row['seconds']['exact']:.1f} s, amortised {row['seconds']['amortised']:.1f} s",
+             f"measuring: exact ({row['reference']} fits) {row['seconds']['exact']:.1f} s, amortised "
+             f"{row['seconds']['amortised']:.1f} s; amortised measurements capturing every input: "
+             f"{row['refreshes']['fresh']} of {row['refreshes']['measurements']}; rows searching the neighbours of the "
+             f"last choice: {row['refreshes']['local_rows']} of {row['refreshes']['rows']}",
              "| layer | peak, exact | peak, amortised | drop, exact | drop, amortised |", "|---|---|---|---|---|"]
     for layer, t in row["turns"].items():
         e, a = t["exact"], t["amortised"]
@@ -249,6 +264,8 @@ def main() -> None:
     e.add_argument("--epochs", type=float, default=RunConfig().epochs, help="the run's plan (default: the default run's)")
     e.add_argument("--steps", type=int, default=None, help="stop after this many steps (default: the whole plan)")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--reference", choices=tuple(REFERENCES), default="cold",
+                   help="how the exact tracker fits its probes: from scratch (cold) or on from its last (warm)")
     args = p.parse_args()
     if args.part == "cost":
         rows = [cost(args)]

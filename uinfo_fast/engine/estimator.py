@@ -273,7 +273,7 @@ class _Phases:
 def estimate_usable_information(features, labels, test_features, test_labels, *,
                                 options: EstimatorOptions | None = None, num_classes=None,
                                 val_features=None, val_labels=None, warm_start: UsableInformation | None = None,
-                                progress: bool = False, **shortcuts) -> UsableInformation:
+                                local: bool = False, progress: bool = False, **shortcuts) -> UsableInformation:
     """Usable information, in bits, of every feature set about every label set.
 
     Args:
@@ -290,6 +290,10 @@ def estimate_usable_information(features, labels, test_features, test_labels, *,
             ``max_iter``, ``tol`` and ``penalty_schedule`` (:func:`fit_probes`).
         num_classes: None (max label + 1 over train and test), an int, or a mapping per label set.
         warm_start: an earlier result for the same names (e.g. the previous checkpoint).
+        local: with ``warm_start``, fit only the penalties next to its choices, and the whole grid
+            for a feature set where an end of those neighbours comes within the tie margin of the
+            best (results say which: ``search``). What a tracker does between its full searches
+            (``full_grid_every``).
         progress: show a progress bar over the phases.
         val_features, val_labels: an explicit validation set (same names) to choose the penalty
             on, instead of carving ``val_fraction`` out of the train rows; the probes then fit on
@@ -306,7 +310,7 @@ def estimate_usable_information(features, labels, test_features, test_labels, *,
     device = next(iter(feats.train.values())).device
     labs = check_label_splits(labels, test_labels, val_labels, num_classes, rows, device, options.val_fraction,
                               options.seed)
-    result = estimate(feats, labs, options, warm_start, progress)
+    result = estimate(feats, labs, options, warm_start, progress, local)
     for r in result.results:
         if r.warning:
             warnings.warn(f"usable information of {r.feature_set}/{r.label_set}: {r.warning}", stacklevel=2)

@@ -7,7 +7,7 @@ import torch
 
 from .fit import ProbeFit, log_likelihood_of
 from .inputs import Labels
-from .results import LN2, UsableInformationResult
+from .results import LN2, UsableInformation, UsableInformationResult
 
 # Penalties whose validation cross-entropy lies within this of the lowest count as tied (the
 # largest is chosen): far above the differences that stopping points make, far below the
@@ -93,6 +93,24 @@ def choose(fit: ProbeFit, val: Validation) -> torch.Tensor:
     tied = vals <= vals.min(dim=1, keepdim=True).values + val.margin(probes, best)
     l2 = torch.tensor(fit.l2, dtype=torch.float64, device=dev)[probes]
     return probes.gather(1, torch.where(tied, l2, -1.0).argmax(dim=1, keepdim=True)).squeeze(1)
+
+
+def chosen_shift(last: UsableInformation, old: dict[str, torch.Tensor], new: dict[str, torch.Tensor],
+                 labels: Labels, rows: torch.Tensor) -> float:
+    """How far, in bits, the chosen probes of ``last`` read the test ``rows`` differently on
+    features ``new`` than on ``old`` (the same rows captured at two steps): the largest change of
+    a mean test log-likelihood over the (feature set, label set) pairs of ``last``. Not a number
+    when the features are not. One host synchronisation."""
+    y = labels.stacked("test").index_select(0, rows)
+    shifts = []
+    for name in {r.feature_set for r in last.results if r.feature_set in new and r.feature_set in last.fits}:
+        fit = last.fits[name]
+        delta = log_likelihood_of(fit, new[name].index_select(0, rows), y) - \
+            log_likelihood_of(fit, old[name].index_select(0, rows), y)  # [rows, K]
+        for r in (r for r in last.results if r.feature_set == name):
+            seen = labels.test_seen[r.label_set].index_select(0, rows).to(delta.dtype)
+            shifts.append((delta[:, fit.index(r.label_set, r.l2)] * seen).sum() / seen.sum().clamp_min(1))
+    return float(torch.stack(shifts).abs().max()) / LN2 if shifts else 0.0
 
 
 def log_baseline(labels: Labels, name: str) -> torch.Tensor:

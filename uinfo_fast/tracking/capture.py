@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..engine.params import Boolean, Choice, Integer, NoneOr, option, routed, validate_fields
+from ..engine.params import Boolean, Choice, Integer, NoneOr, Real, option, routed, validate_fields
 
 POOLS = ("avg", "max", "flatten")
 AUTOCAST = {"auto": "auto", "none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -49,6 +49,10 @@ class CaptureOptions:
     refresh: int = option(1, check=Integer(1), flag="capture_refresh",
                           help="a tracker's measurement runs 1/this of the probe inputs forward and reuses the other "
                                "rows' features from its last this-1 measurements (1: every input, every time)")
+    refresh_drift: float = option(0.02, check=Real(0.0), flag="capture_refresh_drift",
+                                  help="with refresh > 1, every input is captured again when the last chosen probes "
+                                       "read the test rows just captured this many bits better or worse than their "
+                                       "kept features")
 
     def __post_init__(self):
         dtype = self.autocast_dtype
@@ -218,6 +222,7 @@ class RollingFeatures:
     def __init__(self, refresh: int):
         self.refresh = refresh
         self.kept: dict[str, dict[str, torch.Tensor]] = {}  # split -> layer -> [N, D]
+        self.before: dict[str, dict[str, torch.Tensor]] = {}  # ... as kept before the last capture
         self.part_steps: list[int | None] = [None] * refresh
         self.turn = 0
 
@@ -233,6 +238,17 @@ class RollingFeatures:
             self.part_steps[j] = step
         return parts
 
+    def rest(self, step: int, parts: list[int]) -> list[int]:
+        """The parts other than ``parts``, marked captured at ``step``: to capture them too."""
+        others = [j for j in range(self.refresh) if j not in parts]
+        for j in others:
+            self.part_steps[j] = step
+        return others
+
+    def rows(self, parts: list[int], n: int, device) -> torch.Tensor:
+        """The row indices of ``parts`` among ``n`` rows."""
+        return torch.cat([torch.arange(j, n, self.refresh, device=device) for j in parts])
+
     @property
     def oldest(self) -> int | None:
         """The earliest step whose features the last :meth:`begin`'s measurement uses."""
@@ -242,11 +258,15 @@ class RollingFeatures:
         """{layer: [N, D]} of ``inputs``: the rows of ``parts`` from ``capture`` (a
         :class:`FeatureCapture`), the others as kept. Each call returns new tensors, so features
         handed to a background worker are never changed under it."""
+        self.before[split] = self.kept.get(split)
         if len(parts) == self.refresh:
             self.kept[split] = capture(inputs)
             return self.kept[split]
-        rows = torch.cat([torch.arange(j, inputs.shape[0], self.refresh, device=inputs.device) for j in parts])
-        fresh = capture(inputs.index_select(0, rows))
+        rows = self.rows(parts, inputs.shape[0], inputs.device)
+        picked = inputs.index_select(0, rows)
+        if inputs.dim() == 4 and inputs.is_contiguous(memory_format=torch.channels_last):
+            picked = picked.contiguous(memory_format=torch.channels_last)
+        fresh = capture(picked)
         kept = self.kept[split]
         self.kept[split] = {n: kept[n].index_copy(0, rows.to(kept[n].device), fresh[n]) for n in kept}
         return self.kept[split]
@@ -254,6 +274,7 @@ class RollingFeatures:
     def forget(self) -> None:
         """Drops what is kept: the next measurement captures every row (new weights loaded)."""
         self.kept.clear()
+        self.before.clear()
         self.part_steps = [None] * self.refresh
         self.turn = 0
 

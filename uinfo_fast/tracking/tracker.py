@@ -48,6 +48,7 @@ from ..engine.estimator import EstimatorOptions, estimate
 from ..engine.inputs import Features, Labels, check_label_splits
 from ..engine.params import Boolean, Choice, Integer, check_param, routed
 from ..engine.results import UsableInformation, unmeasured_row
+from ..engine.scoring import chosen_shift
 from ..engine.validation import label_sets
 from .capture import CaptureOptions, FeatureCapture, RollingFeatures
 from .distributed import Ranks, unwrapped
@@ -282,16 +283,36 @@ class UsableInfoTracker:
         """The layers' features on the fixed probe inputs, at the model's current weights (under
         torch.distributed: every rank's shard, gathered to rank 0; None on the other ranks).
         With a ``step``, through the capture's rolling refresh (``CaptureOptions.refresh``): only
-        the share of the inputs due at this measurement is run forward."""
+        the share of the inputs due at this measurement is run forward, unless it shows that the
+        features have moved."""
         splits = {"train": self.train_inputs, "val": self.val_inputs, "test": self.test_inputs}
-        parts = self.rolling.begin(step) if step is not None else None
-
-        def grab(split: str, x: torch.Tensor) -> dict[str, torch.Tensor]:
-            return self.capture(x) if parts is None else self.rolling.capture(split, x, parts, self.capture)
-
         with self.ranks.buffers_of_rank0(self.capture.model):
-            got = {k: None if x is None else self._joined(grab(k, x), k) for k, x in splits.items()}
+            mine = (self._rolled(step, splits) if step is not None else
+                    {k: None if x is None else self.capture(x) for k, x in splits.items()})
+            got = {k: None if f is None else self._joined(f, k) for k, f in mine.items()}
         return Features(got["train"], got["val"], got["test"]) if self.ranks.main else None
+
+    def _rolled(self, step: int, splits: dict) -> dict:
+        """This rank's features at ``step``: the part of the inputs due, and every other part too
+        when the last chosen probes read the part's test rows differently by more than
+        ``refresh_drift`` bits than its kept features (:func:`chosen_shift`)."""
+        parts = self.rolling.begin(step)
+        got = {k: None if x is None else self.rolling.capture(k, x, parts, self.capture) for k, x in splits.items()}
+        if len(parts) < self.rolling.refresh and self._moved(parts, got["test"]):
+            rest = self.rolling.rest(step, parts)
+            got = {k: None if x is None else self.rolling.capture(k, x, rest, self.capture) for k, x in splits.items()}
+        return got
+
+    def _moved(self, parts: list[int], test: dict[str, torch.Tensor]) -> bool:
+        """Whether the features moved past ``refresh_drift`` since ``parts`` were last captured. Under
+        torch.distributed the ranks hold shards of the inputs and rank 0 alone the probes: the
+        parts go round without the check."""
+        last, old = self.last, self.rolling.before.get("test")
+        if self.ranks.sharded or last is None or self.labels is None or old is None:
+            return False
+        rows = self.rolling.rows(parts, self.test_inputs.shape[0], self.test_inputs.device)
+        shift = chosen_shift(last, old, test, self.labels, rows)
+        return not shift <= self.capture.options.refresh_drift
 
     def _joined(self, features: dict, split: str):
         return self.ranks.gather_rows(features, self.n_rows[split]) if self.ranks.sharded else features

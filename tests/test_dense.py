@@ -1,0 +1,164 @@
+"""Measuring every step: the rolling capture's bookkeeping, the local penalty search and its way
+back to the whole grid, and the amortised measurement against the exact one on a small model."""
+import pytest
+import torch
+from torch import nn
+
+import uinfo_fast as uf
+from uinfo_fast.engine.estimator import EstimatorOptions
+from uinfo_fast.engine.grid import nearby, spanning
+from uinfo_fast.tracking.capture import RollingFeatures
+
+from .toy import separable as data
+
+
+class _Stepped(nn.Module):
+    """A layer whose every output equals the value last set: features that say when they were
+    captured."""
+
+    def __init__(self):
+        super().__init__()
+        self.value = nn.Parameter(torch.zeros(()))
+        self.out = nn.Identity()
+
+    def forward(self, x):
+        return self.out(torch.zeros(x.shape[0], 2) + self.value)
+
+
+def test_a_rolling_capture_refreshes_one_part_per_measurement_and_names_the_oldest_step():
+    model, x = _Stepped(), torch.arange(7.0)[:, None]
+    capture, rolling = uf.FeatureCapture(model, ["out"]), RollingFeatures(3)
+    seen = []
+    for step in (0, 5, 10, 15, 20):
+        model.value.data.fill_(step)
+        parts = rolling.begin(step)
+        feats = rolling.capture("train", x, parts, capture)["out"][:, 0]
+        seen.append((parts, rolling.oldest, feats.tolist()))
+    assert seen[0] == ([0, 1, 2], 0, [0.0] * 7)  # the first captures every row
+    assert seen[1] == ([0], 0, [5.0, 0, 0, 5, 0, 0, 5])  # rows 0, 3, 6: part 0
+    assert seen[2] == ([1], 0, [5.0, 10, 0, 5, 10, 0, 5])
+    assert seen[3] == ([2], 5, [5.0, 10, 15, 5, 10, 15, 5])  # every part captured since step 5
+    assert seen[4] == ([0], 10, [20.0, 10, 15, 20, 10, 15, 20])
+    rolling.forget()
+    assert rolling.begin(25) == [0, 1, 2] and rolling.oldest == 25
+
+
+def test_features_handed_out_are_never_changed_by_a_later_measurement():
+    model, x = _Stepped(), torch.arange(4.0)[:, None]
+    capture, rolling = uf.FeatureCapture(model, ["out"]), RollingFeatures(2)
+    first = rolling.capture("test", x, rolling.begin(0), capture)["out"]
+    model.value.data.fill_(1.0)
+    rolling.capture("test", x, rolling.begin(1), capture)
+    assert first.sum() == 0  # a background worker may still be fitting on it
+
+
+def _tracker(tmp_path=None, model=None, **kw):
+    torch.manual_seed(0)
+    (xtr, ytr), (xte, yte) = data(400, 0), data(300, 1)
+    model = model or nn.Sequential(nn.Linear(6, 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
+    kw.setdefault("n_bootstrap", 100)
+    tracker = uf.UsableInfoTracker(model, ["1", "3"], xtr, ytr, xte, yte,
+                                   log_path=None if tmp_path is None else tmp_path / "log.jsonl", **kw)
+    return model, tracker, xtr, ytr
+
+
+def test_tracker_rows_record_how_stale_their_features_are_and_their_mode():
+    model, tracker, *_ = _tracker(schedule=uf.Schedule(every=2), refresh=2, full_grid_every=1)
+    for step in range(7):
+        tracker.step(step)
+    by_step = {r["step"]: (r["features_from"], r["mode"]) for r in tracker.rows}
+    # measured at 0, 2, 4, 6: two parts, the first measurement captures both
+    assert by_step == {0: (0, "exact"), 2: (0, "amortised"), 4: (2, "amortised"), 6: (4, "amortised")}
+    exact = _tracker()[1]
+    exact.measure(3)
+    assert {(r["features_from"], r["mode"], r["search"]) for r in exact.rows} == {(3, "exact", "full")}
+
+
+def test_loading_a_state_captures_every_input_again(tmp_path):
+    model, tracker, *_ = _tracker(tmp_path, refresh=3)
+    tracker.measure(0)
+    state = tracker.state_dict()
+    tracker.measure(1)
+    tracker.close()
+    model, again, *_ = _tracker(tmp_path, refresh=3)
+    again.load_state_dict(state)
+    again.measure(1)
+    assert {r["features_from"] for r in again.rows if r["step"] == 1} == {1}
+
+
+def test_the_neighbours_of_the_last_choices_and_the_grid_a_warm_start_resumes():
+    grid = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+    assert nearby(grid, [1e-2]) == [1e-3, 1e-2, 1e-1]
+    assert nearby(grid, [1e-4, 1.0]) == [1e-4, 1e-3, 1e-1, 1.0]
+    assert nearby(grid, [0.5]) == grid  # not on the grid: search it all
+    opts = EstimatorOptions(l2_grid=(1e-2, 1e-1, 1.0), grid_extension=3)
+    # an earlier local fit that held only the top decades widened to: no decade left out between
+    assert spanning([1e-2, 1e-1, 1.0], [100.0, 1000.0], opts) == [1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0]
+    assert spanning([1e-2, 1e-1, 1.0], [1e-9], opts) == [1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]  # within the bounds
+
+
+def _noise(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 6, generator=g), torch.randint(0, 4, (n,), generator=g)
+
+
+def _overfitting(n, seed):
+    """The toy label in 2 weak coordinates among 60 of noise: weak penalties overfit, strong ones
+    underfit, and the validation minimum lies inside the grid."""
+    x, y = data(n, seed)
+    noise = torch.randn(n, 60, generator=torch.Generator().manual_seed(seed + 10))
+    return torch.cat([x * 0.5, noise], 1), y["four"]
+
+
+def test_a_local_search_whose_neighbours_hold_the_choice_stands_and_agrees_with_the_whole_grid():
+    (x, y), (xt, yt) = _overfitting(300, 0), _overfitting(300, 1)
+    first = uf.estimate_usable_information(x, y, xt, yt, n_bootstrap=0)
+    full = first.results[0]
+    assert full.l2_grid[0] < full.l2 < full.l2_grid[-1]
+    local = uf.estimate_usable_information(x, y, xt, yt, n_bootstrap=0, warm_start=first, local=True).results[0]
+    assert local.search == "local" and len(local.l2_grid) < len(full.l2_grid)
+    assert set(local.l2_grid) <= set(full.l2_grid) and full.l2 in local.l2_grid
+    assert local.l2 == full.l2 and local.bits == pytest.approx(full.bits, abs=1e-3)
+
+
+def test_a_choice_at_an_end_of_the_neighbours_brings_the_whole_grid_back():
+    (x, y), (xt, yt) = data(400, 0), data(300, 1)
+    informative = uf.estimate_usable_information(x, y["four"], xt, yt["four"], n_bootstrap=0)
+    assert informative.results[0].l2 < 1.0  # a weak penalty reads these features best
+    (xn, yn), (xnt, ynt) = _noise(400, 2), _noise(300, 3)
+    whole = uf.estimate_usable_information(xn, yn, xnt, ynt, n_bootstrap=0).results[0]
+    local = uf.estimate_usable_information(xn, yn, xnt, ynt, n_bootstrap=0, warm_start=informative,
+                                           local=True).results[0]
+    # noise is read best by the largest penalties, far above the last choice's neighbours
+    assert local.search == "full" and local.l2 == whole.l2 >= 10.0
+    assert local.bits == pytest.approx(whole.bits, abs=0.01)
+
+
+def test_the_tracker_searches_the_whole_grid_every_full_grid_every_measurements():
+    model, tracker, *_ = _tracker(full_grid_every=3)
+    for step in range(7):
+        tracker.measure(step)
+    searches = [r["search"] for r in tracker.rows if r["feature_set"] == "3" and r["label_set"] == "four"]
+    assert searches[0] == searches[3] == searches[6] == "full"
+    assert "local" in searches[1:3] + searches[4:6]  # the neighbours hold a trained layer's choice
+
+
+def test_amortised_rows_stay_within_the_exact_rows_interval_on_a_small_model():
+    """Exact (every input, the whole grid, cold fits) and amortised (a third of the inputs, the
+    whole grid every fourth measurement) trackers on one training run, every step."""
+    model, exact, xtr, ytr = _tracker(warm_start=False)
+    _, amortised, *_ = _tracker(model=model, refresh=3, full_grid_every=4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for step in range(25):
+        exact.measure(step)
+        amortised.measure(step)
+        loss = nn.functional.cross_entropy(model(xtr), ytr["four"])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    ex = {(r["step"], r["feature_set"], r["label_set"]): r for r in exact.rows}
+    assert {r["mode"] for r in amortised.rows} == {"exact", "amortised"}
+    assert max(ex[k]["bits"] for k in ex) > 0.5  # the network learns while it is watched
+    for r in amortised.rows:
+        e = ex[r["step"], r["feature_set"], r["label_set"]]
+        assert abs(r["bits"] - e["bits"]) <= max(0.02, (e["ci_high"] - e["ci_low"]) / 2), (r, e)
