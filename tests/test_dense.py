@@ -162,3 +162,48 @@ def test_amortised_rows_stay_within_the_exact_rows_interval_on_a_small_model():
     for r in amortised.rows:
         e = ex[r["step"], r["feature_set"], r["label_set"]]
         assert abs(r["bits"] - e["bits"]) <= max(0.02, (e["ci_high"] - e["ci_low"]) / 2), (r, e)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_run_measured_at_every_step_logs_plots_and_resumes(tmp_path, asynchronous):
+    from uinfo_fast.experiments import run_experiment
+    from uinfo_fast.tracking import read_log
+
+    from .test_experiment import _cfg, _keys, _killed_run
+
+    cfg = _cfg(epochs=1.0, track_every=1, early_points=0, capture_refresh=2, full_grid_every=3, async_tracking=asynchronous)
+    ref = str(tmp_path / "ref")
+    summary = run_experiment(cfg, ref, progress=False)
+    rows = read_log(tmp_path / "ref" / "log.jsonl")
+    assert summary["measurements"] == summary["steps"] + 1 == len({r["step"] for r in rows})
+    assert {r["mode"] for r in rows} == {"exact", "amortised"} and (tmp_path / "ref" / "usable_information.png").exists()
+    assert all(r["step"] - r["features_from"] <= 1 or r["features_from"] == 0 for r in rows)
+    out = _killed_run(tmp_path, "killed", cfg=cfg, after=8)
+    run_experiment(cfg, out, resume=True, progress=False)
+    again = read_log(tmp_path / "killed" / "log.jsonl")
+    assert _keys(again) == _keys(rows)
+    # the first measurement after the resume captures every input: it may differ from the
+    # uninterrupted run's amortised one by what amortising costs, no more
+    assert max(abs(a["bits"] - b["bits"]) for a, b in zip(rows, again) if a["bits"] is not None) < 0.1
+
+
+def test_a_dense_curve_is_drawn_as_measured_with_its_running_mean_on_top(tmp_path):
+    import json
+
+    from uinfo_fast.experiments.plots import DENSE_POINTS, runs_figure
+
+    def rows(n):
+        return [{"step": s, "epoch": None, "feature_set": "h", "label_set": "c", "status": "ok", "bits": (s % 2) * 0.2,
+                 "ci_low": 0.0, "ci_high": 0.3, "entropy_bits": 1.0} for s in range(n)]
+
+    for name, n in (("sparse", DENSE_POINTS), ("dense", 400)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows(n)))
+    sparse = runs_figure([str(tmp_path / "sparse")]).axes[0]
+    assert sparse.get_legend_handles_labels()[1][0] == "c"
+    dense = runs_figure([str(tmp_path / "dense")]).axes[0]
+    assert dense.get_legend_handles_labels()[1][0] == "c, running mean of 9"
+    faint, mean = dense.lines[0], dense.lines[1]
+    assert len(faint.get_ydata()) == len(mean.get_ydata()) == 400
+    assert max(mean.get_ydata()[10:-10]) - min(mean.get_ydata()[10:-10]) < 0.03  # the step-to-step noise averaged out

@@ -5,6 +5,7 @@ import json
 import os
 from collections.abc import Sequence
 
+from ..engine.params import Integer, check_param
 from ..tracking.log import measured, read_log
 
 
@@ -23,6 +24,36 @@ def _beyond(rows, layer, label_set, x):
     return ([p[0] for p in pts], [p[1] for p in pts], pts[0][2]) if pts else None
 
 
+# A curve of more points than this (a run measured at every step, say) is drawn faint as measured
+# with its running mean over DENSE_SHARE of its points on top: bootstrap noise from one step to
+# the next would otherwise hide its course.
+DENSE_POINTS = 150
+DENSE_SHARE = 0.02
+
+
+def running_mean(values: Sequence[float], k: int) -> list[float]:
+    """Mean over each value's window of ``k`` measurements centred on it (cut at the ends)."""
+    check_param("smooth", k, Integer(1))
+    lo, hi = (k - 1) // 2, k // 2
+    windows = (values[max(0, i - lo):i + hi + 1] for i in range(len(values)))
+    return [sum(w) / len(w) for w in windows]
+
+
+def _dense_window(n: int) -> int:
+    return 1 if n <= DENSE_POINTS else 2 * int(n * DENSE_SHARE / 2) + 1
+
+
+def _line(ax, xs, ys, style, colour, lw, label, alpha=1.0) -> None:
+    """A curve; a dense one faint as measured, its running mean on top (named in the label)."""
+    w = _dense_window(len(xs))
+    if w == 1:
+        ax.plot(xs, ys, style, color=colour, lw=lw, label=label, alpha=alpha)
+        return
+    ax.plot(xs, ys, "-", color=colour, lw=0.5, alpha=0.3 * alpha)
+    ax.plot(xs, running_mean(ys, w), style, color=colour, lw=lw, alpha=alpha,
+            label=f"{label}, running mean of {w}")
+
+
 def _curves(ax, runs, names, layer, lab, x, colour) -> None:
     """One label set's curves in a layer's panel: a line style per run, the bootstrap band and the
     information beyond the label's reference (dashed grey) for a single run, each run's H(Y) dotted."""
@@ -33,14 +64,15 @@ def _curves(ax, runs, names, layer, lab, x, colour) -> None:
             continue
         xs, bits, lo, hi, ent = s
         tag = lab if len(runs) == 1 else f"{lab}, {names[k]}"
-        ax.plot(xs, bits, styles[k % len(styles)], color=colour, lw=1.5, label=tag, alpha=1.0 if len(runs) < 5 else 0.7)
+        _line(ax, xs, bits, styles[k % len(styles)], colour, 1.5, tag, 1.0 if len(runs) < 5 else 0.7)
         if len(runs) == 1 and all(v is not None for v in lo + hi):
-            ax.fill_between(xs, lo, hi, color=colour, alpha=0.2, lw=0, label=f"{lab}: 95% interval")
+            w = _dense_window(len(xs))
+            ax.fill_between(xs, running_mean(lo, w), running_mean(hi, w), color=colour, alpha=0.2, lw=0,
+                            label=f"{lab}: 95% interval")
         ax.axhline(ent[-1], color=colour, ls=(0, (1, 3)), lw=1)  # each run's own H(Y)
         extra = _beyond(rows, layer, lab, x) if len(runs) == 1 else None
         if extra is not None:
-            ax.plot(extra[0], extra[1], "--", color="0.25", lw=1.2,
-                    label=f"{lab} beyond {extra[2]} ({lab} bits - {extra[2]} bits)")
+            _line(ax, extra[0], extra[1], "--", "0.25", 1.2, f"{lab} beyond {extra[2]} ({lab} bits - {extra[2]} bits)")
 
 
 def plot_runs(run_dirs: Sequence[str], out_path: str, *, x: str = "step", labels: Sequence[str] | None = None,

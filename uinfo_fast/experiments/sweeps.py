@@ -19,6 +19,7 @@ from ..tasks.probes import SHUFFLED
 from ..tasks.registry import get_task
 from ..tracking.log import atomic_write_json, measured
 from .config import RunConfig
+from .plots import running_mean
 from .run import load_run, run_experiment
 
 
@@ -46,14 +47,6 @@ def _finished(run_dir: str, cfg: RunConfig) -> bool:
     if saved != cfg:
         raise ValueError(f"{run_dir} holds a finished run with another config; remove it or use another --out")
     return True
-
-
-def running_mean(values: Sequence[float], k: int) -> list[float]:
-    """Mean over each value's window of ``k`` measurements centred on it (cut at the ends)."""
-    check_param("smooth", k, Integer(1))
-    lo, hi = (k - 1) // 2, k // 2
-    windows = (values[max(0, i - lo):i + hi + 1] for i in range(len(values)))
-    return [sum(w) / len(w) for w in windows]
 
 
 def curve_stats(rows: Sequence[dict], layer: str, label_set: str, key: str = "bits", smooth: int = 1) -> dict:
