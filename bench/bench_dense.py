@@ -13,7 +13,7 @@ machine and the commit (`bench/tables.py dense` makes tables of them):
   runs        the one-epoch digit run (`uinfo-fast run --epochs 1 --seed 11`) on the run's own
               clock (`wall_seconds`): untracked, and tracked every 10 and every 1 step, exact and
               amortised, alternated `--pairs` times; prints each tracked run's clock against the
-              untracked one's.
+              untracked one's. `--size gpu`: ResNet-18 at CIFAR-100 size on CUDA, asynchronous.
   exactness   one training run of the default digit config with two trackers on the same
               network at the same steps, every `--every` steps: exact (every input captured,
               the whole grid, probes fitted from scratch, or `--reference warm`) and amortised. Prints the largest and
@@ -22,6 +22,7 @@ machine and the commit (`bench/tables.py dense` makes tables of them):
 
     python bench/bench_dense.py cost --repeats 5
     python bench/bench_dense.py runs --pairs 2
+    python bench/bench_dense.py runs --size gpu --pairs 1 --modes untracked,every10-amortised,every1-amortised
     python bench/bench_dense.py exactness --every 10
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ from tqdm.auto import tqdm
 from uinfo_fast.experiments import RunConfig, make_tracker, run_experiment, train_step
 from uinfo_fast.tracking.capture import eval_mode
 
-from _harness import record, training_setup  # noqa: E402  (bench/, the script's folder)
+from _harness import PINNED, record, training_setup  # noqa: E402  (bench/, the script's folder)
 
 EVERY = (1, 10, 100)
 # The amortised measurement: a quarter of the probe inputs captured at each measurement, the
@@ -50,6 +51,10 @@ AMORTISED = dict(capture_refresh=4, full_grid_every=10)
 EXACT = dict(capture_refresh=1, full_grid_every=1)
 REFERENCES = {"cold": dict(warm_start=False), "warm": dict(warm_start=True)}
 RUN = dict(epochs=1.0, seed=11)  # the one-epoch digit run of the targets
+# Where a GPU is lent: ResNet-18 (width 64) on CIFAR-100-sized synthetic images (bench_tracking's
+# pinned run), half an epoch, tracked asynchronously.
+GPU_RUN = dict(PINNED, device="cuda", n_train=50_000, n_test=10_000, width=64, epochs=0.5, async_tracking=True)
+SIZES = {"cpu": RUN, "gpu": GPU_RUN}
 HALF_WIDTH_FLOOR = 0.02  # bits: the exactness target's smallest tolerance
 
 
@@ -131,9 +136,9 @@ def report_cost(row: dict) -> str:
 # runs: the one-epoch digit run on its own clock
 
 
-RUN_MODES = {"untracked": dict(track=False), "every 10, exact": dict(track_every=10),
-             "every 10, amortised": dict(track_every=10, **AMORTISED),
-             "every 1, amortised": dict(track_every=1, **AMORTISED), "every 1, exact": dict(track_every=1)}
+RUN_MODES = {"untracked": dict(track=False), "every10-exact": dict(track_every=10),
+             "every10-amortised": dict(track_every=10, **AMORTISED),
+             "every1-amortised": dict(track_every=1, **AMORTISED), "every1-exact": dict(track_every=1)}
 
 
 def runs(args) -> list[dict]:
@@ -142,9 +147,10 @@ def runs(args) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         for pair in range(args.pairs):
             for mode in modes:
-                cfg = RunConfig(**RUN, **RUN_MODES[mode])
+                cfg = RunConfig(**{**SIZES[args.size], **RUN_MODES[mode]})
                 s = run_experiment(cfg, os.path.join(tmp, f"{pair}-{len(out)}"), progress=False)
-                out.append({"part": "runs", "pair": pair, "mode": mode, "wall_seconds": s["wall_seconds"],
+                out.append({"part": "runs", "size": args.size, "pair": pair, "mode": mode,
+                            "async": cfg.async_tracking, "wall_seconds": s["wall_seconds"],
                             "steps": s["steps"], "measurements": s["measurements"],
                             "measure_seconds": s["measure_seconds"], "measure_phases": s["measure_phases"]})
                 print(f"pair {pair}, {mode}: {s['wall_seconds']:.1f} s, {s['measurements']} measurements", flush=True)
@@ -259,6 +265,8 @@ def main() -> None:
     r = sub.add_parser("runs", help="the one-epoch digit run on its own clock")
     r.add_argument("--pairs", type=int, default=2, help="times every run is repeated, alternated")
     r.add_argument("--modes", default=",".join(RUN_MODES), help="comma-separated, of: " + ", ".join(RUN_MODES))
+    r.add_argument("--size", choices=tuple(SIZES), default="cpu",
+                   help="cpu: the one-epoch digit run; gpu: ResNet-18 at CIFAR-100 size on CUDA, asynchronous")
     e = sub.add_parser("exactness", help="exact and amortised trackers on one training run")
     e.add_argument("--every", type=int, default=10)
     e.add_argument("--epochs", type=float, default=RunConfig().epochs, help="the run's plan (default: the default run's)")
@@ -272,12 +280,16 @@ def main() -> None:
         print(report_cost(rows[0]))
     elif args.part == "runs":
         args.modes = [m.strip() for m in args.modes.split(",")]
+        unknown = sorted(set(args.modes) - set(RUN_MODES))
+        if unknown or "untracked" not in args.modes:
+            p.error(f"--modes: {unknown or 'untracked is missing'}; choose among {', '.join(RUN_MODES)} "
+                    "(untracked, the baseline, always)")
         rows = runs(args)
         print(report_runs(rows))
     else:
         rows = [exactness(args)]
         print(report_exactness(rows[0]))
-    record("dense", rows, torch.device("cpu"))
+    record("dense", rows, torch.device("cuda" if getattr(args, "size", "cpu") == "gpu" else "cpu"))
 
 
 if __name__ == "__main__":

@@ -67,18 +67,19 @@ step memcheck 90 compute-sanitizer --tool memcheck $SAN_FILTER --error-exitcode 
 step racecheck 120 compute-sanitizer --tool racecheck $SAN_FILTER --error-exitcode 9 $PY bench/cuda_smoke.py
 step tracking 300 $PY bench/bench_tracking.py --size gpu --json "$OUTDIR/tracking_gpu.json"
 step syncs 60 $PY bench/sync_count.py
+step dense 300 $PY bench/bench_dense.py runs --size gpu --pairs 1 --modes untracked,every10-amortised,every1-amortised
 
 {
 echo
 echo "================ summary ================"
 tail -1 "$OUTDIR/machine.txt"
-for s in build smoke tests roofline bench_fp32 bench_bf16 bench_graphs bench_batched profile memcheck racecheck tracking syncs; do
+for s in build smoke tests roofline bench_fp32 bench_bf16 bench_graphs bench_batched profile memcheck racecheck tracking syncs dense; do
   printf "%s=%s " "$s" "${RC[$s]:-?}"; done; echo
 echo "tests: $(tail -1 "$OUTDIR/tests.log" 2>/dev/null)"
 echo "smoke: $(grep cuda_smoke: "$OUTDIR/smoke.log" 2>/dev/null)"
 for s in memcheck racecheck; do echo "$s: $(grep -E "ERROR SUMMARY|cuda_smoke:" "$OUTDIR/$s.log" 2>/dev/null | tr '\n' ' ')"; done
 echo "-- pass roofline"; sed -n '/^## one probe_objective pass/,$p' "$OUTDIR/roofline.log" 2>/dev/null | grep -vE "^$" | head -20
-for s in bench_fp32 bench_bf16 bench_graphs bench_batched tracking syncs; do
+for s in bench_fp32 bench_bf16 bench_graphs bench_batched tracking syncs dense; do
   echo "-- $s"; grep -E "^(#|\||max)" "$OUTDIR/$s.log" 2>/dev/null | cut -c1-400 || tail -4 "$OUTDIR/$s.log" 2>/dev/null
 done
 echo "-- profile"; grep -E "^probe-iterations|Self CUDA time total|Self CPU time total" "$OUTDIR/profile.log" 2>/dev/null

@@ -111,3 +111,20 @@ def test_the_plan_names_the_steps_its_learning_rate_drops_at():
     assert drops == [50, 75]
     assert all(plan.lr(s) == pytest.approx(0.1 * plan.lr(s - 1)) for s in drops)
     assert Plan(RunConfig(lr_schedule="cosine"), 1000).lr_drops() == []
+
+
+def test_config_json_names_the_layers_and_label_sets_the_task_chose_and_a_resume_still_matches(tmp_path):
+    from uinfo_fast.experiments import run_experiment
+
+    from .test_experiment import _cfg
+
+    cfg = _cfg(epochs=0.2, hidden=[20, 20, 20])
+    assert cfg.layers is None and cfg.label_sets is None
+    run_experiment(cfg, str(tmp_path / "run"), progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["layers"] == ["hidden1", "hidden2", "hidden3"]
+    assert saved["label_sets"] == ["direction", "colour", "targets"]
+    assert RunConfig.from_json(saved).same_run(cfg) and not RunConfig.from_json(saved).same_run(_cfg(epochs=0.2))
+    run_experiment(cfg, str(tmp_path / "run"), resume=True, progress=False)  # the unresolved config resumes it
+    images = RunConfig.for_task().resolved()
+    assert images.layers == ["layer1", "layer2", "layer3", "layer4"] and images.label_sets == ["coarse", "fine"]

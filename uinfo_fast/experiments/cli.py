@@ -250,7 +250,7 @@ def _finished(out: str, cfg) -> bool:
     if not all(os.path.isfile(p) for p in paths):
         return False
     with open(paths[0]) as fh:
-        return RunConfig.from_json(json.load(fh)) == cfg
+        return RunConfig.from_json(json.load(fh)).same_run(cfg)
 
 
 def _show_finished(out: str, cfg, tensorboard: str | None) -> int:

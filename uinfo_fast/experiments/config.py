@@ -140,6 +140,16 @@ class RunConfig:
         """The config as ``config.json`` holds it (lists, not tuples)."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
+    def resolved(self) -> RunConfig:
+        """This config with the layers and label sets it leaves to its task named (what
+        ``config.json`` and checkpoints record)."""
+        task = get_task(self.task)
+        return self.replace(layers=task.layers_of(self), label_sets=task.label_sets_of(self))
+
+    def same_run(self, other: RunConfig) -> bool:
+        """Whether ``other`` describes the same run, the task's defaults resolved on both sides."""
+        return self.resolved() == other.resolved()
+
     def flat(self) -> dict:
         """{flat name: value} of every option (:data:`FLAT`), as the command line names them."""
         return {k: getattr(self if owner is None else getattr(self, owner), f.name)

@@ -64,15 +64,15 @@ class RunDir:
             if not os.path.exists(self.config):
                 raise FileNotFoundError(f"--resume: {self.root} has no config.json; is it a run directory?")
             saved = RunConfig.from_json(json.load(open(self.config)))
-            if saved != cfg:
-                diff = saved.differences(cfg)
+            if not saved.same_run(cfg):
+                diff = saved.resolved().differences(cfg.resolved())
                 raise ValueError(f"--resume: the config differs from the run's own (saved, given): {diff}")
         else:
             if self.holds_a_run():
                 raise FileExistsError(f"{self.root} already holds a run; pass --resume to continue it or pick "
                                       "another --out")
             if write:
-                atomic_write_json(self.config, cfg.to_json())
+                atomic_write_json(self.config, cfg.resolved().to_json())
 
     def holds_a_run(self) -> bool:
         """Whether the directory holds a run: a measured row or a checkpoint. A run that failed
@@ -101,8 +101,8 @@ def load_checkpoint(path: str, cfg: RunConfig) -> dict:
         raise ValueError(f"--resume: {path} is not a uinfo-fast checkpoint")
     # Checkpoints of 0.1 carry no config; older ones lack later fields, which take their defaults.
     saved = cfg if "config" not in state else RunConfig.from_json(state["config"])
-    if saved != cfg:
-        diff = sorted(cfg.differences(saved))
+    if not saved.same_run(cfg):
+        diff = sorted(cfg.resolved().differences(saved.resolved()))
         raise ValueError(f"--resume: {path} belongs to another run (its config differs in {diff}); "
                          "put the run's own checkpoint back or delete it to run again from step 0")
     return state
@@ -185,7 +185,7 @@ class _Run:
             return
         tracked = self.tracker.state_dict(wait_before=step) if self.tracker else {}
         save_checkpoint({"model": self.task.model.state_dict(), "optimizer": self.opt.state_dict(), "step": step,
-                         "elapsed": self.wall(), "config": self.cfg.to_json(), "segments": self.segments, **tracked},
+                         "elapsed": self.wall(), "config": self.cfg.resolved().to_json(), "segments": self.segments, **tracked},
                         self.files.checkpoint)
 
     def measure_if_due(self, step: int) -> bool:

@@ -44,7 +44,7 @@ def _finished(run_dir: str, cfg: RunConfig) -> bool:
     if not os.path.exists(os.path.join(run_dir, "summary.json")):
         return False
     saved, _ = load_run(run_dir)
-    if saved != cfg:
+    if not saved.same_run(cfg):
         raise ValueError(f"{run_dir} holds a finished run with another config; remove it or use another --out")
     return True
 

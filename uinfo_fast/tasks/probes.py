@@ -30,7 +30,7 @@ def probe_indices(cfg, n_train: int, n_test: int):
 def probe_sets(cfg, task: Task, train_x, train_labels: dict, test_x, test_labels: dict, prepare=lambda x: x):
     """(probe_train_x, its labels, probe_test_x, its labels, probe_val_x, its labels) for the
     label sets the config asks for (the task's own when it names none), drawn by :func:`probe_indices`."""
-    names = cfg.label_sets or list(task.label_sets)
+    names = task.label_sets_of(cfg)
     for k in names:
         if k not in task.label_sets:
             raise ValueError(f"label_sets: the {task.name} task has {list(task.label_sets)}, got {k!r}")

@@ -81,7 +81,9 @@ class Task:
     refuses them) and ``check(config)``, when given, checks their values for this task, raising a
     ValueError that names the field, and may put a value in the form config.json gives back
     (:meth:`check_config` runs it). ``beyond`` maps a label set to one it refines (fine classes to their
-    coarse ones): runs log the usable information about it beyond that one.
+    coarse ones): runs log the usable information about it beyond that one. ``default_layers(config)``
+    names the layers a config that names none measures (None: the task's build decides, and
+    ``config.json`` records none).
     """
 
     name: str
@@ -95,6 +97,7 @@ class Task:
     options: tuple[str, ...] = ()
     check: Callable[..., None] | None = None
     beyond: Mapping[str, str] = field(default_factory=dict)
+    default_layers: Callable[..., list[str]] | None = None
 
     def __post_init__(self):
         if not (isinstance(self.datasets, tuple) and self.datasets
@@ -122,6 +125,16 @@ class Task:
             if d.name == name:
                 return d
         raise ValueError(f"dataset must be one of {self.dataset_names} for the {self.name} task, got {name!r}")
+
+    def layers_of(self, cfg) -> list[str] | None:
+        """The layers a run of ``cfg`` measures: its own, else the task's default ones."""
+        if cfg.layers is not None or self.default_layers is None:
+            return cfg.layers
+        return list(self.default_layers(cfg))
+
+    def label_sets_of(self, cfg) -> list[str]:
+        """The label sets a run of ``cfg`` probes: its own, else every one of the task's."""
+        return list(cfg.label_sets) if cfg.label_sets is not None else list(self.label_sets)
 
     def check_config(self, cfg) -> None:
         """Refuses a task-specific field of ``cfg`` (one the built-in tasks list in ``options``)

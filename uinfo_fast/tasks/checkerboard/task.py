@@ -35,14 +35,18 @@ def _trials(cfg) -> tuple[CheckerboardTrials, CheckerboardTrials]:
     return make(cfg.n_train, seed=cfg.seed), make(cfg.n_test, seed=cfg.seed + 1_000_003)
 
 
+def _hidden(cfg) -> tuple[int, ...]:
+    return tuple(cfg.hidden or (100, 100))
+
+
 def build(cfg) -> TaskData:
     device = torch.device(cfg.device)
     train, test = TASK.dataset(cfg.dataset).splits(cfg)
     # Probe inputs are fixed trials, one draw of their noise, with or without fresh training trials.
     probes = probe_sets(cfg, TASK, train.inputs, train.labels(), test.inputs, test.labels())
     torch.manual_seed(cfg.seed)
-    model = CheckerboardNet(train.input_dim, hidden=tuple(cfg.hidden or (100, 100))).to(device)
-    layers = cfg.layers or [n for n, _ in model.named_children() if n.startswith("hidden")]
+    model = CheckerboardNet(train.input_dim, hidden=_hidden(cfg)).to(device)
+    layers = TASK.layers_of(cfg)
     if cfg.fresh_trials:
         train_x, test_x, preprocess = _latent(train), _latent(test), _fresh_inputs(cfg, device)
     else:
@@ -63,4 +67,5 @@ TASK = Task(name="checkerboard", label_sets=("direction", "colour", "targets"), 
                           epochs=40.0, lr_schedule="constant", warmup_epochs=0.0, input_coding="four",
                           fresh_trials=True, probe_train=2_000, probe_val=500, probe_test=1_000, track_every=250,
                           early_until=250, early_points=8, augment=False),
-            options=("coherences", "hidden", "input_coding", "fresh_trials"))
+            options=("coherences", "hidden", "input_coding", "fresh_trials"),
+            default_layers=lambda cfg: [f"hidden{k}" for k in range(1, len(_hidden(cfg)) + 1)])

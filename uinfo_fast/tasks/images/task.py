@@ -30,7 +30,7 @@ def build(cfg) -> TaskData:
     probes = probe_sets(cfg, TASK, train.images, train.labels(), test.images, test.labels(), prepare=prepare)
     torch.manual_seed(cfg.seed)
     model = cifar_resnet18(num_classes=train.n_coarse, width=cfg.width).to(device)
-    layers = cfg.layers or ["layer1", "layer2", "layer3", "layer4"]
+    layers = TASK.layers_of(cfg)
     return TaskData(train.images, train.coarse, test.images, test.coarse, *probes, model=model, layers=layers,
                     preprocess=preprocess)
 
@@ -94,4 +94,4 @@ DATASETS = (
 )
 TASK = Task(name="images", label_sets=("coarse", "fine"), task_label="coarse", irrelevant_label="fine",
             datasets=DATASETS, build=build, data_tag=data_tag, options=("coarse_groups",), check=check,
-            beyond={"fine": "coarse"})
+            beyond={"fine": "coarse"}, default_layers=lambda cfg: ["layer1", "layer2", "layer3", "layer4"])
