@@ -128,3 +128,13 @@ def test_config_json_names_the_layers_and_label_sets_the_task_chose_and_a_resume
     run_experiment(cfg, str(tmp_path / "run"), resume=True, progress=False)  # the unresolved config resumes it
     images = RunConfig.for_task().resolved()
     assert images.layers == ["layer1", "layer2", "layer3", "layer4"] and images.label_sets == ["coarse", "fine"]
+
+
+def test_a_run_figure_offers_a_log_step_axis(tmp_path):
+    from uinfo_fast.experiments.plots import runs_figure
+
+    rows = [_row(s, "layer4", "coarse", 0.1 * k, 1.0) for k, s in enumerate((0, 1, 5, 29, 100, 200))]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert runs_figure([str(tmp_path)]).axes[0].get_xscale() == "linear"
+    assert runs_figure([str(tmp_path)], log_x=True).axes[0].get_xscale() == "symlog"
+    assert main(["plot", str(tmp_path), "--log-x", "--out", str(tmp_path / "log.png")]) == 0
