@@ -15,6 +15,14 @@ written. A measurement never stops training: a layer whose features are not fini
 network) or constant (a dead layer), and a label set with a single class, get rows that say so
 (``status``) and hold no number.
 
+Measuring often (every step, say) can be amortised (docs/DESIGN.md, "Measuring every step"):
+``CaptureOptions(refresh=k)`` captures a k-th of the probe inputs per measurement and keeps the
+others' features from the last k - 1 (all of them again when the rows just captured show that the
+features moved by more than ``refresh_drift`` bits), and ``EstimatorOptions(full_grid_every=M)``
+searches only the last choices' neighbours between full searches. Each row says how it was
+made: ``mode`` ("exact" or "amortised"), ``features_from`` (the oldest step whose features it
+used) and ``search``.
+
 Asynchronous tracking (``asynchronous=True``) keeps only the capture on the training thread:
 the fits, scores and log writes of a measurement run on a background worker (a thread, and a
 side stream on CUDA) while training goes on, at most ``max_in_flight`` at a time; when that many
