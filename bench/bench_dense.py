@@ -187,10 +187,12 @@ def exactness(args) -> dict:
     total = plan.total_steps if args.steps is None else min(args.steps, plan.total_steps)
     for step in tqdm(range(total + 1), desc="exactness", unit="step", mininterval=5):
         for mode, t in trackers.items():
-            seconds[mode] += timed(lambda: t.step(step, epoch=plan.epoch(step)))
+            if step >= args.start:
+                seconds[mode] += timed(lambda: t.step(step, epoch=plan.epoch(step)))
         if step < total:
             train_step(task, plan, opt, step)
     return {"part": "exactness", "every": args.every, "seed": args.seed, "epochs": args.epochs, "steps": total,
+            "start": args.start,
             "reference": args.reference, "refreshes": refreshes(trackers["amortised"].rows),
             "seconds": seconds, **compare(trackers["exact"].rows, trackers["amortised"].rows, args.every)}
 
@@ -217,10 +219,12 @@ def compare(exact: list[dict], amortised: list[dict], every: int) -> dict:
         diffs.append(d)
         if d > tol:
             outside.append({"step": r["step"], "layer": r["feature_set"], "label": r["label_set"],
-                            "exact": e["bits"], "amortised": r["bits"], "tolerance": tol})
+                            "exact": e["bits"], "amortised": r["bits"], "tolerance": tol,
+                            "l2_exact": e["l2"], "l2_amortised": r["l2"], "features_from": r["features_from"]})
     layers = sorted({r["feature_set"] for r in exact})
+    same_l2 = [o for o in outside if o["l2_exact"] == o["l2_amortised"]]
     return {"rows": len(diffs), "max_abs_diff": max(diffs), "mean_abs_diff": statistics.fmean(diffs),
-            "outside": outside, "turns": {n: {m: turns(rows, n) for m, rows in (("exact", exact),
+            "outside": outside, "outside_same_l2": len(same_l2), "turns": {n: {m: turns(rows, n) for m, rows in (("exact", exact),
                                                                                 ("amortised", amortised))}
                                           for n in layers}}
 
@@ -238,9 +242,11 @@ def turns(rows: list[dict], layer: str) -> dict:
 
 
 def report_exactness(row: dict) -> str:
-    lines = [f"every {row['every']} steps, {row['steps']} steps, seed {row['seed']}: {row['rows']} rows compared; "
+    lines = [f"every {row['every']} steps from step {row['start']} to {row['steps']}, seed {row['seed']}: "
+             f"{row['rows']} rows compared; "
              f"|difference| largest {row['max_abs_diff']:.4f} bits, mean {row['mean_abs_diff']:.4f} bits; "
-             f"{len(row['outside'])} rows outside max({HALF_WIDTH_FLOOR} bits, the exact 95% half-width)",
+             f"{len(row['outside'])} rows outside max({HALF_WIDTH_FLOOR} bits, the exact 95% half-width), "
+             f"{row['outside_same_l2']} of them at the penalty the exact row chose (the others chose another)",
              f"measuring: exact ({row['reference']} fits) {row['seconds']['exact']:.1f} s, amortised "
              f"{row['seconds']['amortised']:.1f} s; amortised measurements capturing every input: "
              f"{row['refreshes']['fresh']} of {row['refreshes']['measurements']}; rows searching the neighbours of the "
@@ -250,8 +256,9 @@ def report_exactness(row: dict) -> str:
         e, a = t["exact"], t["amortised"]
         lines.append(f"| {layer} | {e['peak']} | {a['peak']} | {e['drop']} | {a['drop']} |")
     for o in row["outside"][:20]:
-        lines.append(f"  outside: step {o['step']} {o['layer']}/{o['label']}: exact {o['exact']:.3f}, "
-                     f"amortised {o['amortised']:.3f}, tolerance {o['tolerance']:.3f}")
+        lines.append(f"  outside: step {o['step']} {o['layer']}/{o['label']}: exact {o['exact']:.3f} (l2 "
+                     f"{o['l2_exact']:g}), amortised {o['amortised']:.3f} (l2 {o['l2_amortised']:g}, features from "
+                     f"step {o['features_from']}), tolerance {o['tolerance']:.3f}")
     return "\n".join(lines)
 
 
@@ -273,6 +280,7 @@ def main() -> None:
     e.add_argument("--every", type=int, default=10)
     e.add_argument("--epochs", type=float, default=RunConfig().epochs, help="the run's plan (default: the default run's)")
     e.add_argument("--steps", type=int, default=None, help="stop after this many steps (default: the whole plan)")
+    e.add_argument("--start", type=int, default=0, help="measure from this step on (train untracked before)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--reference", choices=tuple(REFERENCES), default="cold",
                    help="how the exact tracker fits its probes: from scratch (cold) or on from its last (warm)")

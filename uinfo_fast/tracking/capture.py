@@ -50,9 +50,8 @@ class CaptureOptions:
                           help="a tracker's measurement runs 1/this of the probe inputs forward and reuses the other "
                                "rows' features from its last this-1 measurements (1: every input, every time)")
     refresh_drift: float = option(0.02, check=Real(0.0), flag="capture_refresh_drift",
-                                  help="with refresh > 1, every input is captured again when the last chosen probes "
-                                       "read the test rows just captured this many bits better or worse than their "
-                                       "kept features")
+                                  help="with refresh > 1, the error in bits that kept features may make: every input is "
+                                       "captured again when the rows just captured show more (see RollingFeatures)")
 
     def __post_init__(self):
         dtype = self.autocast_dtype
@@ -237,6 +236,14 @@ class RollingFeatures:
         for j in parts:
             self.part_steps[j] = step
         return parts
+
+    def stale_error(self, shift: float) -> float:
+        """The error, in bits, that the kept parts make, from ``shift``: how far the last chosen
+        probes read the part just captured from its features of ``refresh`` measurements ago.
+        With the features moving at a steady pace, the parts are 0 to ``refresh - 1``
+        measurements old, ``(refresh - 1) / 2`` on average, and each moved that share of
+        ``shift``."""
+        return shift * (self.refresh - 1) / (2 * self.refresh)
 
     def rest(self, step: int, parts: list[int]) -> list[int]:
         """The parts other than ``parts``, marked captured at ``step``: to capture them too."""

@@ -302,8 +302,7 @@ class UsableInfoTracker:
 
     def _rolled(self, step: int, splits: dict) -> dict:
         """This rank's features at ``step``: the part of the inputs due, and every other part too
-        when the last chosen probes read the part's test rows differently by more than
-        ``refresh_drift`` bits than its kept features (:func:`chosen_shift`)."""
+        when the features have moved (:meth:`_moved`)."""
         parts = self.rolling.begin(step)
         got = {k: None if x is None else self.rolling.capture(k, x, parts, self.capture) for k, x in splits.items()}
         if len(parts) < self.rolling.refresh and self._moved(parts, got["test"]):
@@ -312,15 +311,16 @@ class UsableInfoTracker:
         return got
 
     def _moved(self, parts: list[int], test: dict[str, torch.Tensor]) -> bool:
-        """Whether the features moved past ``refresh_drift`` since ``parts`` were last captured. Under
+        """Whether the features moved since ``parts`` were last captured by more than the kept ones
+        may (:meth:`RollingFeatures.stale_error` over ``refresh_drift``). Under
         torch.distributed the ranks hold shards of the inputs and rank 0 alone the probes: the
         parts go round without the check."""
         last, old = self.last, self.rolling.before.get("test")
         if self.ranks.sharded or last is None or self.labels is None or old is None:
             return False
         rows = self.rolling.rows(parts, self.test_inputs.shape[0], self.test_inputs.device)
-        shift = chosen_shift(last, old, test, self.labels, rows)
-        return not shift <= self.capture.options.refresh_drift
+        error = self.rolling.stale_error(chosen_shift(last, old, test, self.labels, rows))
+        return not error <= self.capture.options.refresh_drift
 
     def _joined(self, features: dict, split: str):
         return self.ranks.gather_rows(features, self.n_rows[split]) if self.ranks.sharded else features
