@@ -182,7 +182,9 @@ def exactness(args) -> dict:
     task, plan, opt = training_setup(cfg)
     task.model.train()
     trackers = {"exact": make_tracker(cfg.replace(**EXACT, **REFERENCES[args.reference]), task, log_path=None),
-                "amortised": make_tracker(cfg.replace(**AMORTISED), task, log_path=None)}
+                "amortised": make_tracker(cfg.replace(capture_refresh=args.refresh, full_grid_every=args.full_grid_every,
+                                                        capture_refresh_drift=args.refresh_drift),
+                                          task, log_path=None)}
     seconds = dict.fromkeys(trackers, 0.0)
     total = plan.total_steps if args.steps is None else min(args.steps, plan.total_steps)
     for step in tqdm(range(total + 1), desc="exactness", unit="step", mininterval=5):
@@ -192,7 +194,8 @@ def exactness(args) -> dict:
         if step < total:
             train_step(task, plan, opt, step)
     return {"part": "exactness", "every": args.every, "seed": args.seed, "epochs": args.epochs, "steps": total,
-            "start": args.start,
+            "start": args.start, "refresh": args.refresh, "full_grid_every": args.full_grid_every,
+            "refresh_drift": args.refresh_drift,
             "reference": args.reference, "refreshes": refreshes(trackers["amortised"].rows),
             "seconds": seconds, **compare(trackers["exact"].rows, trackers["amortised"].rows, args.every)}
 
@@ -242,7 +245,8 @@ def turns(rows: list[dict], layer: str) -> dict:
 
 
 def report_exactness(row: dict) -> str:
-    lines = [f"every {row['every']} steps from step {row['start']} to {row['steps']}, seed {row['seed']}: "
+    lines = [f"every {row['every']} steps from step {row['start']} to {row['steps']}, seed {row['seed']}, amortised: "
+             f"refresh {row['refresh']}, full grid every {row['full_grid_every']}: "
              f"{row['rows']} rows compared; "
              f"|difference| largest {row['max_abs_diff']:.4f} bits, mean {row['mean_abs_diff']:.4f} bits; "
              f"{len(row['outside'])} rows outside max({HALF_WIDTH_FLOOR} bits, the exact 95% half-width), "
@@ -281,6 +285,9 @@ def main() -> None:
     e.add_argument("--epochs", type=float, default=RunConfig().epochs, help="the run's plan (default: the default run's)")
     e.add_argument("--steps", type=int, default=None, help="stop after this many steps (default: the whole plan)")
     e.add_argument("--start", type=int, default=0, help="measure from this step on (train untracked before)")
+    e.add_argument("--refresh", type=int, default=AMORTISED["capture_refresh"], help="the amortised tracker's")
+    e.add_argument("--full-grid-every", type=int, default=AMORTISED["full_grid_every"], help="the amortised tracker's")
+    e.add_argument("--refresh-drift", type=float, default=0.02, help="the amortised tracker's")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--reference", choices=tuple(REFERENCES), default="cold",
                    help="how the exact tracker fits its probes: from scratch (cold) or on from its last (warm)")
