@@ -124,15 +124,24 @@ def whole_where_missed(fits: dict[str, ProbeFit], val_ce: dict[str, Validation],
     missed = [n for n in whole if _missed(fits[n], val_ce[n], whole[n])]
     if not missed:
         return fits, val_ce, set(whole)
-    fits, new = dict(fits), {}
-    for n in missed:
-        old = set(fits[n].l2)
-        fits[n] = regridded(fits[n], whole[n])
-        new[n] = [k for k in range(fits[n].n_probes) if fits[n].l2[k] not in old]
-    fits.update(fit_further({n: fits[n] for n in missed}, {n: x_fit[n] for n in missed},
-                            labels.stacked("train"), new, options.fit))
-    val_ce = {**val_ce, **{n: validation_ce(fits[n], x_val[n], labels) for n in missed}}
+    fits, val_ce = regrid({n: whole[n] for n in missed}, fits, val_ce, x_fit, x_val, labels, options)
     return fits, val_ce, set(whole) - set(missed)
+
+
+def regrid(grids: dict[str, list[float]], fits: dict[str, ProbeFit], val_ce: dict[str, Validation],
+           x_fit: dict[str, torch.Tensor], x_val: dict[str, torch.Tensor], labels: Labels,
+           options) -> tuple[dict, dict]:
+    """``fits`` with each feature set of ``grids`` laid out on its new grid and only the new
+    probes fitted, from their neighbours' solutions, in one op call; their validation
+    cross-entropies with them."""
+    fits, new = dict(fits), {}
+    for n, grid in grids.items():
+        old = set(fits[n].l2)
+        fits[n] = regridded(fits[n], grid)
+        new[n] = [k for k in range(fits[n].n_probes) if fits[n].l2[k] not in old]
+    fits.update(fit_further({n: fits[n] for n in grids}, {n: x_fit[n] for n in grids}, labels.stacked("train"),
+                            new, options.fit))
+    return fits, {**val_ce, **{n: validation_ce(fits[n], x_val[n], labels) for n in grids}}
 
 
 def widened(grid: list[float], pulls: list[tuple[bool, ...]], options) -> list[float]:
@@ -155,18 +164,10 @@ def widen(fits: dict[str, ProbeFit], val_ce: dict[str, Validation], x_fit: dict[
     one op call per round (``x_fit``, ``x_val``: each feature set's fit and validation rows).
     Returns the fits, their validation cross-entropies and the pulls at the end (the warnings
     read those at the bounds)."""
-    fits = dict(fits)
     while True:
         pulls = edge_pulls(fits, val_ce)
         grids = {n: widened(grid_of(f), pulls[n], options) for n, f in fits.items()}
         growing = [n for n, f in fits.items() if len(grids[n]) > len(grid_of(f))]
         if not growing:
             return fits, val_ce, pulls
-        new = {}
-        for n in growing:
-            old = set(fits[n].l2)
-            fits[n] = regridded(fits[n], grids[n])
-            new[n] = [k for k in range(fits[n].n_probes) if fits[n].l2[k] not in old]
-        fits.update(fit_further({n: fits[n] for n in growing}, {n: x_fit[n] for n in growing},
-                                labels.stacked("train"), new, options.fit))
-        val_ce = {**val_ce, **{n: validation_ce(fits[n], x_val[n], labels) for n in growing}}
+        fits, val_ce = regrid({n: grids[n] for n in growing}, fits, val_ce, x_fit, x_val, labels, options)
