@@ -226,10 +226,30 @@ def compare(exact: list[dict], amortised: list[dict], every: int) -> dict:
                             "l2_exact": e["l2"], "l2_amortised": r["l2"], "features_from": r["features_from"]})
     layers = sorted({r["feature_set"] for r in exact})
     same_l2 = [o for o in outside if o["l2_exact"] == o["l2_amortised"]]
+    own = own_changes(exact)
     return {"rows": len(diffs), "max_abs_diff": max(diffs), "mean_abs_diff": statistics.fmean(diffs),
-            "outside": outside, "outside_same_l2": len(same_l2), "turns": {n: {m: turns(rows, n) for m, rows in (("exact", exact),
+            "outside": outside, "outside_same_l2": len(same_l2), "exact_own_changes": own, "turns": {n: {m: turns(rows, n) for m, rows in (("exact", exact),
                                                                                 ("amortised", amortised))}
                                           for n in layers}}
+
+
+def own_changes(exact: list[dict]) -> dict:
+    """The exact rows against themselves: how many move from one measurement to the next by more
+    than the same tolerance, and how many of those with another penalty chosen. The one-standard-
+    error rule jumps between two tied penalties on features that barely moved: the scale any
+    other measurement of the same features differs on."""
+    series: dict[tuple, list[dict]] = {}
+    for r in sorted(exact, key=lambda r: r["step"]):
+        if r["bits"] is not None:
+            series.setdefault((r["feature_set"], r["label_set"]), []).append(r)
+    moves = flips = pairs = 0
+    for rows in series.values():
+        for a, b in zip(rows, rows[1:]):
+            pairs += 1
+            if abs(b["bits"] - a["bits"]) > max(HALF_WIDTH_FLOOR, (b["ci_high"] - b["ci_low"]) / 2):
+                moves += 1
+                flips += a["l2"] != b["l2"]
+    return {"pairs": pairs, "beyond_tolerance": moves, "with_another_penalty": flips}
 
 
 def turns(rows: list[dict], layer: str) -> dict:
@@ -251,6 +271,9 @@ def report_exactness(row: dict) -> str:
              f"|difference| largest {row['max_abs_diff']:.4f} bits, mean {row['mean_abs_diff']:.4f} bits; "
              f"{len(row['outside'])} rows outside max({HALF_WIDTH_FLOOR} bits, the exact 95% half-width), "
              f"{row['outside_same_l2']} of them at the penalty the exact row chose (the others chose another)",
+             f"the exact rows against their own previous measurement: {row['exact_own_changes']['beyond_tolerance']} "
+             f"of {row['exact_own_changes']['pairs']} move by more than that tolerance, "
+             f"{row['exact_own_changes']['with_another_penalty']} of them with another penalty chosen",
              f"measuring: exact ({row['reference']} fits) {row['seconds']['exact']:.1f} s, amortised "
              f"{row['seconds']['amortised']:.1f} s; amortised measurements capturing every input: "
              f"{row['refreshes']['fresh']} of {row['refreshes']['measurements']}; rows searching the neighbours of the "

@@ -95,23 +95,12 @@ def choose(fit: ProbeFit, val: Validation) -> torch.Tensor:
     return probes.gather(1, torch.where(tied, l2, -1.0).argmax(dim=1, keepdim=True)).squeeze(1)
 
 
-def read_between(result: UsableInformationResult) -> list[float]:
-    """The penalties from the one with the lowest validation cross-entropy up to the chosen one
-    (tied with it, by the one-standard-error rule): the probes that read the features as well as
-    the chosen one. A layer that holds next to nothing chooses a near-constant probe, blind to
-    its features; a weaker probe of the tie is not."""
-    finite = {l2: v for l2, v in result.val_ce_nats.items() if v == v and v != float("inf")}
-    best = min(finite, key=finite.get) if finite else result.l2
-    return sorted(l2 for l2 in result.val_ce_nats if min(best, result.l2) <= l2 <= max(best, result.l2))
-
-
 def chosen_shift(last: UsableInformation, old: dict[str, torch.Tensor], new: dict[str, torch.Tensor],
                  labels: Labels, rows: torch.Tensor) -> float:
-    """How far, in bits, the last measurement's probes read the test ``rows`` differently on
+    """How far, in bits, the chosen probes of ``last`` read the test ``rows`` differently on
     features ``new`` than on ``old`` (the same rows captured at two steps): the largest change of
-    a mean test log-likelihood over the (feature set, label set) pairs of ``last`` and the probes
-    of each that read as well as its chosen one (:func:`read_between`). Not a number when the
-    features are not. One host synchronisation."""
+    a mean test log-likelihood over the (feature set, label set) pairs of ``last``. Not a number
+    when the features are not. One host synchronisation."""
     y = labels.stacked("test").index_select(0, rows)
     shifts = []
     for name in {r.feature_set for r in last.results if r.feature_set in new and r.feature_set in last.fits}:
@@ -120,8 +109,7 @@ def chosen_shift(last: UsableInformation, old: dict[str, torch.Tensor], new: dic
             log_likelihood_of(fit, old[name].index_select(0, rows), y)  # [rows, K]
         for r in (r for r in last.results if r.feature_set == name):
             seen = labels.test_seen[r.label_set].index_select(0, rows).to(delta.dtype)
-            for l2 in read_between(r):
-                shifts.append((delta[:, fit.index(r.label_set, l2)] * seen).sum() / seen.sum().clamp_min(1))
+            shifts.append((delta[:, fit.index(r.label_set, r.l2)] * seen).sum() / seen.sum().clamp_min(1))
     return float(torch.stack(shifts).abs().max()) / LN2 if shifts else 0.0
 
 
