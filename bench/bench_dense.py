@@ -37,6 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from uinfo_fast.experiments import RunConfig, make_tracker, run_experiment, train_step
+from uinfo_fast.tracking import read_log
 from uinfo_fast.tracking.capture import eval_mode
 
 from _harness import PINNED, record, training_setup  # noqa: E402  (bench/, the script's folder)
@@ -149,18 +150,27 @@ def runs(args) -> list[dict]:
         for pair in range(args.pairs):
             for mode in modes:
                 cfg = RunConfig(**{**SIZES[args.size], **RUN_MODES[mode]})
-                s = run_experiment(cfg, os.path.join(tmp, f"{pair}-{len(out)}"), progress=False)
+                where = os.path.join(tmp, f"{pair}-{len(out)}")
+                s = run_experiment(cfg, where, progress=False)
                 out.append({"part": "runs", "size": args.size, "pair": pair, "mode": mode,
                             "async": cfg.async_tracking, "wall_seconds": s["wall_seconds"],
+                            "fresh_captures": fresh_captures(os.path.join(where, "log.jsonl")),
                             "steps": s["steps"], "measurements": s["measurements"],
                             "measure_seconds": s["measure_seconds"], "measure_phases": s["measure_phases"]})
                 print(f"pair {pair}, {mode}: {s['wall_seconds']:.1f} s, {s['measurements']} measurements", flush=True)
     return out
 
 
+def fresh_captures(log: str) -> int | None:
+    """How many measurements of a run's log captured every probe input (None: untracked)."""
+    if not os.path.exists(log):
+        return None
+    return len({r["step"] for r in read_log(log) if r.get("features_from", r["step"]) == r["step"]})
+
+
 def report_runs(rows: list[dict]) -> str:
-    lines = ["| pair | run | wall (s) | measurements | against untracked | training steps per measurement |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| pair | run | wall (s) | measurements | every input captured | against untracked | "
+             "training steps per measurement |", "|---|---|---|---|---|---|---|"]
     for pair in sorted({r["pair"] for r in rows}):
         mine = [r for r in rows if r["pair"] == pair]
         plain = next(r for r in mine if r["mode"] == "untracked")
@@ -168,7 +178,8 @@ def report_runs(rows: list[dict]) -> str:
         for r in mine:
             extra = r["wall_seconds"] - plain["wall_seconds"]
             per = f"{extra / r['measurements'] / step:.1f}" if r["measurements"] else ""
-            lines.append(f"| {pair} | {r['mode']} | {r['wall_seconds']:.1f} | {r['measurements']} | "
+            fresh = "" if r.get("fresh_captures") is None else r["fresh_captures"]
+            lines.append(f"| {pair} | {r['mode']} | {r['wall_seconds']:.1f} | {r['measurements']} | {fresh} | "
                          f"{r['wall_seconds'] / plain['wall_seconds']:.2f}x | {per} |")
     return "\n".join(lines)
 
