@@ -34,7 +34,7 @@ def test_run_writes_config_log_summary_and_plot(tmp_path):
     summary = run_experiment(_cfg(), out, progress=False)
     for f in ("config.json", "log.jsonl", "summary.json", "checkpoint.pt", "usable_information.png"):
         assert os.path.exists(os.path.join(out, f)), f
-    assert RunConfig.from_json(json.load(open(os.path.join(out, "config.json")))) == _cfg()
+    assert RunConfig.from_json(json.load(open(os.path.join(out, "config.json")))) == _cfg().resolved()
     rows = read_log(os.path.join(out, "log.jsonl"))
     steps = sorted({r["step"] for r in rows})
     assert steps == [0, 1, 2, 4, 10, 20, 30, 40]  # 40 steps: early points 1, 2, 4, every 10, and the end

@@ -194,7 +194,7 @@ def test_a_registered_task_with_its_own_dataset_runs_end_to_end(blobs_task, tmp_
                              track_every=4, early_until=0, early_points=0, l2_grid=[1e-3, 1e-1], n_bootstrap=0)
     summary = run_experiment(cfg, str(tmp_path / "run"), progress=False)
     saved = json.load(open(tmp_path / "run" / "config.json"))
-    assert RunConfig.from_json(saved) == cfg and saved["dataset"] == "gaussian"
+    assert RunConfig.from_json(saved) == cfg.resolved() and saved["dataset"] == "gaussian"
     assert summary["task_label"] == "parity"
     rows = [json.loads(line) for line in open(tmp_path / "run" / "log.jsonl")]
     assert {(r["feature_set"], r["label_set"]) for r in rows} >= {("hidden", "parity"), ("hidden", "quadrant")}
