@@ -151,6 +151,7 @@ class _Run:
         state = self._restore() if self.resumed else None
         self.start, self.elapsed = (state["step"], state["elapsed"]) if state else (0, 0.0)
         self.segments = state.get("segments", 1) + 1 if state else 1  # processes the run has taken
+        self.config_json = cfg.resolved().to_json()  # what every checkpoint records, made once
         self.tracker = make_tracker(cfg, self.task, files.log, sinks) if cfg.track else None
         if self.tracker is not None:
             # Rows after the checkpoint belong to steps that will run again; without one, none is kept.
@@ -185,7 +186,7 @@ class _Run:
             return
         tracked = self.tracker.state_dict(wait_before=step) if self.tracker else {}
         save_checkpoint({"model": self.task.model.state_dict(), "optimizer": self.opt.state_dict(), "step": step,
-                         "elapsed": self.wall(), "config": self.cfg.resolved().to_json(), "segments": self.segments, **tracked},
+                         "elapsed": self.wall(), "config": self.config_json, "segments": self.segments, **tracked},
                         self.files.checkpoint)
 
     def measure_if_due(self, step: int) -> bool:
