@@ -19,7 +19,7 @@ import torch
 
 from .fit import ProbeFit, fit_further, regridded
 from .inputs import Labels
-from .scoring import Validation, choose, validation_ce
+from .scoring import Validation, choose, probe_table, validation_ce
 
 # Penalties for standardised features, the one default grid of the API, the tracker and the
 # command line: scikit-learn's default C = 1 is l2 = 1 / N, 1e-4 at N = 10,000. The top, 10,
@@ -107,7 +107,7 @@ def _missed(fit: ProbeFit, val: Validation, whole: list[float]) -> bool:
     ends = [e for e, whole_end in ((0, whole[0]), (-1, whole[-1])) if grid[e] != whole_end]
     if not ends:
         return False
-    probes = torch.tensor([fit.probes_of(j) for j in range(len(fit.label_names))], device=val.device)  # [L, P]
+    probes = probe_table(fit, val.device)  # [L, P]
     vals = val.mean[probes]
     best = probes.gather(1, vals.argmin(dim=1, keepdim=True)).squeeze(1)
     near = [vals[:, e] <= vals.min(dim=1).values + val.margin(probes[:, e], best) for e in ends]

@@ -52,6 +52,12 @@ class Validation:
         return se.clamp_min(TIE_NATS)
 
 
+def probe_table(fit: ProbeFit, device) -> torch.Tensor:
+    """[L, P] the probes of every label set of ``fit``, in penalty order, on ``device`` (label
+    sets share one grid)."""
+    return torch.tensor([fit.probes_of(j) for j in range(len(fit.label_names))], device=device)
+
+
 def validation_ce(fit: ProbeFit, x_val: torch.Tensor, labels: Labels) -> Validation:
     """Every probe's cross-entropy on the validation rows of classes it knows."""
     ll = log_likelihood_of(fit, x_val, labels.stacked("val")).to(torch.float64)
@@ -68,7 +74,7 @@ def unfinished_finalists(fits: dict[str, ProbeFit], val_ce: dict[str, Validation
     ranked = {}
     for name, fit in fits.items():
         dev = val_ce[name].device
-        probes = torch.tensor([fit.probes_of(j) for j in range(len(fit.label_names))], device=dev)
+        probes = probe_table(fit, dev)
         top = probes.gather(1, val_ce[name].mean[probes].argsort(dim=1)[:, :count])
         top = torch.cat([top, choose(fit, val_ce[name])[:, None]], 1).flatten()
         target = polish.tolerance(torch.tensor(fit.l2, dtype=torch.float64, device=dev)[top])
@@ -87,7 +93,7 @@ def choose(fit: ProbeFit, val: Validation) -> torch.Tensor:
     the paired difference, at least :data:`TIE_NATS`), the largest (the simplest probe): the
     one-standard-error rule. Fits that differ only by where they stopped choose alike."""
     dev = val.device
-    probes = torch.tensor([fit.probes_of(j) for j in range(len(fit.label_names))], device=dev)  # [L, P]
+    probes = probe_table(fit, dev)  # [L, P]
     vals = val.mean[probes]
     best = probes.gather(1, vals.argmin(dim=1, keepdim=True)).expand_as(probes)
     tied = vals <= vals.min(dim=1, keepdim=True).values + val.margin(probes, best)

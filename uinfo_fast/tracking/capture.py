@@ -265,6 +265,8 @@ class RollingFeatures:
         """{layer: [N, D]} of ``inputs``: the rows of ``parts`` from ``capture`` (a
         :class:`FeatureCapture`), the others as kept. Each call returns new tensors, so features
         handed to a background worker are never changed under it."""
+        if self.refresh == 1:  # nothing is ever kept: no copies held between measurements
+            return capture(inputs)
         self.before[split] = self.kept.get(split)
         if len(parts) == self.refresh:
             self.kept[split] = capture(inputs)
