@@ -1,4 +1,5 @@
 import json
+import os
 import re
 
 import pytest
@@ -67,6 +68,15 @@ def test_errors_are_named_on_the_command_line(tmp_path, capsys):
 def test_sweep_and_perturb_name_their_grid_options(tmp_path, capsys):
     assert main(["sweep", "--lrs", "0.1", "--batch-sizes", "32", "--lr", "0.2", "--out", str(tmp_path)]) == 2
     assert "--lrs" in capsys.readouterr().err
+    assert main(["sweep", "--batch-sizes", "32", "--out", str(tmp_path / "s")]) == 2
+    assert "lr_scale_with_batch" in capsys.readouterr().err
+    assert main(["sweep", "--lrs", "0.1", "--batch-sizes", "32", "--weight-decay", "0", "--weight-decays", "0,1e-3",
+                 "--out", str(tmp_path / "s")]) == 2
+    assert "--weight-decays" in capsys.readouterr().err
+    assert main(["sweep", "--lrs", "0.1", "--batch-sizes", "32", "--weight-decay", "0", "--wd-scale-with-lr",
+                 "--out", str(tmp_path / "s")]) == 2
+    assert "--weight-decay" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "s")  # refused before anything was written
     assert main(["perturb", "--task", "checkerboard", "--seed", "1", "--out", str(tmp_path)]) == 2
     assert "--seeds" in capsys.readouterr().err
     assert main(["perturb", "--task", "checkerboard", "--out", str(tmp_path / "p")]) == 2

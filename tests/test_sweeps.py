@@ -32,7 +32,7 @@ def test_sweep_runs_each_cell_once_and_skips_finished_runs(tmp_path, monkeypatch
     assert [c["seeds"] for c in summary["cells"]] == [2, 2]
     assert os.path.getsize(os.path.join(out, "sweep.png")) > 1000
     assert json.load(open(os.path.join(out, "sweep.json")))["irrelevant_label"] == "colour"
-    assert "| 0.1 | 32 | 2 |" in format_summary(summary) and "training loss (nats)" in format_summary(summary)
+    assert "| 0.1 | 32 | 0 | 10 | 2 |" in format_summary(summary) and "training loss (nats)" in format_summary(summary)
     assert all(r["train_loss"] >= 0 for c in summary["cells"] for r in c["runs"])
 
     calls.clear()  # a second call: nothing to run
@@ -51,6 +51,51 @@ def test_sweep_refuses_a_finished_run_of_another_config(tmp_path):
     run_sweep(_base(), out, [0.1], [32], [0], progress=False, log=lambda *_: None)
     with pytest.raises(ValueError, match="another config"):
         run_sweep(_base(epochs=2.0), out, [0.1], [32], [0], progress=False, log=lambda *_: None)
+
+
+def test_grid_cells_hold_decay_per_step_or_noise_scale_as_asked():
+    from uinfo_fast.experiments.sweeps import grid_cells
+
+    base = RunConfig(lr=0.1, batch_size=32, weight_decay=2e-3)
+    assert grid_cells(base, [0.1, 0.01], [32]) == [(0.1, 32, 2e-3), (0.01, 32, 2e-3)]
+    assert grid_cells(base, [0.1], [32], weight_decays=[0.0, 2e-3]) == [(0.1, 32, 0.0), (0.1, 32, 2e-3)]
+    # lr x wd stays 2e-4: ten times the decay at a tenth of the rate, with no float noise in the name
+    assert grid_cells(base, [0.1, 0.01], [32, 512], wd_scale_with_lr=True) == [
+        (0.1, 32, 2e-3), (0.01, 32, 0.02), (0.1, 512, 2e-3), (0.01, 512, 0.02)]
+    # lr / batch stays 0.1 / 32, and with both, lr x wd too
+    assert grid_cells(base, None, [32, 128, 512], lr_scale_with_batch=True, wd_scale_with_lr=True) == [
+        (0.1, 32, 2e-3), (0.4, 128, 5e-4), (1.6, 512, 1.25e-4)]
+    for kw, match in [(dict(lrs=[0.1], lr_scale_with_batch=True), "lrs"), (dict(lrs=None), "lrs"),
+                      (dict(lrs=[0.1], weight_decays=[0.0], wd_scale_with_lr=True), "weight_decays"),
+                      (dict(lrs=[]), "lrs")]:
+        with pytest.raises(ValueError, match=match):
+            grid_cells(base, batch_sizes=[32], **kw)
+    with pytest.raises(ValueError, match="weight_decay"):
+        grid_cells(base.replace(weight_decay=0.0), [0.1], [32], wd_scale_with_lr=True)
+
+
+@pytest.mark.slow
+def test_a_diverging_cell_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    real = sweeps.run_experiment
+
+    def diverging(cfg, out, **kw):
+        if cfg.lr > 1:  # what a run leaves when its loss turns nan: its config, then the error
+            os.makedirs(out, exist_ok=True)
+            with open(os.path.join(out, "config.json"), "w") as fh:
+                json.dump(cfg.to_json(), fh)
+            raise FloatingPointError("training diverged at step 3 (loss nan); lower --lr")
+        return real(cfg, out, **kw)
+
+    monkeypatch.setattr(sweeps, "run_experiment", diverging)
+    out = str(tmp_path / "sweep")
+    summary = run_sweep(_base(), out, [0.1, 5.0], [32], [0], weight_decays=[0.0], progress=False,
+                        log=lambda *_: None)
+    assert [c["diverged"] for c in summary["cells"]] == [0, 1]
+    assert os.path.exists(os.path.join(out, "lr5_bs32_wd0_s0", sweeps.DIVERGED))
+    row = format_summary(summary).splitlines()[-1]
+    assert row.startswith("| 5 | 32 | 0 | - | 1 (1 diverged) | diverged |")
+    monkeypatch.setattr(sweeps, "run_experiment", lambda *a, **k: pytest.fail("a recorded cell ran again"))
+    run_sweep(_base(), out, [0.1, 5.0], [32], [0], weight_decays=[0.0], progress=False, log=lambda *_: None)
 
 
 def test_curve_stats_peak_final_and_drop():

@@ -305,10 +305,15 @@ def sweep(args) -> int:
             print(f"uinfo-fast sweep: --{k.replace('_', '-')} is set by the grid; use --lrs, --batch-sizes, --seeds",
                   file=sys.stderr)
             return 2
+    if "weight_decay" in given and args.weight_decays is not None:
+        print("uinfo-fast sweep: --weight-decay and --weight-decays: give one", file=sys.stderr)
+        return 2
     base = RunConfig.for_task(**given)
     out = args.out or os.path.join("runs", f"sweep_{base.task}")
-    summary = run_sweep(base, out, args.lrs, args.batch_sizes, args.seeds, layer=args.layer,
-                        progress=not args.quiet, scale_schedule=not args.unscaled_schedule, smooth=args.smooth)
+    summary = run_sweep(base, out, args.lrs, args.batch_sizes, args.seeds, weight_decays=args.weight_decays,
+                        wd_scale_with_lr=args.wd_scale_with_lr, lr_scale_with_batch=args.lr_scale_with_batch,
+                        layer=args.layer, progress=not args.quiet, scale_schedule=not args.unscaled_schedule,
+                        smooth=args.smooth)
     print(format_summary(summary))
     print(f"wrote {out}/sweep.png and sweep.json")
     return 0
@@ -361,11 +366,20 @@ def _add_plot_parser(sub) -> None:
 
 
 def _add_grid_parsers(sub) -> None:
-    p = sub.add_parser("sweep", help="learning rate x batch size x seed grid, one run each (finished runs are "
-                                     "skipped), then one figure and a table")
+    p = sub.add_parser("sweep", help="learning rate x batch size (x weight decay) x seed grid, one run each "
+                                     "(finished runs are skipped), then one figure and a table")
     _add_run_options(p, hidden=("lr", "batch_size", "seed"))
-    p.add_argument("--lrs", type=_floats, required=True, help="comma-separated learning rates")
+    p.add_argument("--lrs", type=_floats, default=None,
+                   help="comma-separated learning rates (required unless --lr-scale-with-batch)")
     p.add_argument("--batch-sizes", type=_ints, required=True, help="comma-separated batch sizes")
+    p.add_argument("--weight-decays", type=_floats, default=None,
+                   help="comma-separated weight decays, a third factor of the grid (default: --weight-decay alone)")
+    p.add_argument("--wd-scale-with-lr", action="store_true",
+                   help="each learning rate's weight decay keeps lr x weight decay (the shrinkage per step) at "
+                        "the task's default lr times --weight-decay")
+    p.add_argument("--lr-scale-with-batch", action="store_true",
+                   help="each batch size's learning rate keeps lr / batch (the scale of SGD's noise) at "
+                        "the task's default lr / batch size, instead of --lrs")
     p.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--layer", default=None, help="layer of the figure and table (default: the last tracked)")
     p.add_argument("--unscaled-schedule", action="store_true",

@@ -157,7 +157,7 @@ def _sweep_panels(summary: dict) -> list[tuple[str, str, str]]:
     beyond the task label when the runs logged it, and the task label."""
     irr, task, layer = summary["irrelevant_label"], summary["task_label"], summary["layer"]
     panels = [(irr, "bits", f"{irr} (irrelevant), {layer}")]
-    if all("beyond_peak_bits" in c for c in summary["cells"]):
+    if all("beyond_peak_bits" in c for c in summary["cells"] if c.get("diverged", 0) < c["seeds"]):
         panels.append((irr, "beyond_bits", f"{irr} beyond {task}, {layer}"))
     return panels + [(task, "bits", f"{task} (task), {layer}")]
 
@@ -171,6 +171,12 @@ def _seed_curves(dirs, layer: str, label_set: str, key: str) -> tuple[list, list
                              and r["label_set"] == label_set and r.get(key) is not None))
     n = min(len(c) for c in curves)
     return [curves[0][i][0] for i in range(n)], [[c[i][1] for c in curves] for i in range(n)]
+
+
+def cell_label(cell: tuple) -> str:
+    """"lr 0.1, batch 32[, wd 0.002]" of a sweep cell's key."""
+    wd = f", wd {cell[2]:g}" if len(cell) > 2 and cell[2] is not None else ""
+    return f"lr {cell[0]:g}, batch {cell[1]}{wd}"
 
 
 def plot_sweep(summary: dict, cells: dict, out_path: str) -> str:
@@ -187,12 +193,13 @@ def plot_sweep(summary: dict, cells: dict, out_path: str) -> str:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     styles = ["-", "--", "-.", ":"]  # so that cells whose curves coincide still show
-    for ci, ((lr, bs), dirs) in enumerate(cells.items()):
+    for ci, (cell, dirs) in enumerate(cells.items()):
         colour = colours[ci % len(colours)]
-        for ax, (lab, key, _) in zip(axes[0], panels):
+        dirs = [d for d in dirs if not os.path.exists(os.path.join(d, "diverged.json"))]
+        for ax, (lab, key, _) in zip(axes[0], panels if dirs else []):
             xs, ys = _seed_curves(dirs, summary["layer"], lab, key)
             ax.plot(xs, [sum(v) / len(v) for v in ys], styles[ci % len(styles)], color=colour, lw=1.5,
-                    label=f"lr {lr:g}, batch {bs} ({len(dirs)} seed{'s' if len(dirs) > 1 else ''})")
+                    label=f"{cell_label(cell)} ({len(dirs)} seed{'s' if len(dirs) > 1 else ''})")
             if len(dirs) > 1:
                 ax.fill_between(xs, [min(v) for v in ys], [max(v) for v in ys], color=colour, alpha=0.18, lw=0)
     floors = [c["floor_bits"] for c in summary["cells"] if c.get("floor_bits") is not None]

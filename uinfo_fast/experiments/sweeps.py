@@ -22,6 +22,9 @@ from .config import RunConfig
 from .plots import running_mean
 from .run import load_run, run_experiment
 
+# A sweep's record of a run that diverged: the cell is reported as such and not run again.
+DIVERGED = "diverged.json"
+
 
 def _mean_sd(vals: Sequence[float]) -> dict:
     """Mean and sample standard deviation (None for a single value: there is no spread)."""
@@ -36,12 +39,50 @@ def _pm(d: dict, digits: int, scale: float = 1.0, unit: str = "") -> str:
     return mean if d["sd"] is None else f"{mean} ± {scale * d['sd']:.{digits}f}"
 
 
-def run_name(lr: float, batch_size: int, seed: int) -> str:
-    return f"lr{lr:g}_bs{batch_size}_s{seed}"
+def run_name(lr: float, batch_size: int, seed: int, weight_decay: float | None = None) -> str:
+    """``lr<lr>_bs<batch>[_wd<weight decay>]_s<seed>``: the weight decay is named when the sweep
+    sets it per cell."""
+    wd = "" if weight_decay is None else f"_wd{weight_decay:g}"
+    return f"lr{lr:g}_bs{batch_size}{wd}_s{seed}"
+
+
+def _rounded(x: float) -> float:
+    """A derived learning rate or weight decay without the float noise of its arithmetic (0.4, not
+    0.4000000000000001), so that run names and configs read as the grid was meant."""
+    return float(f"{x:.6g}")
+
+
+def grid_cells(base: RunConfig, lrs: Sequence[float] | None, batch_sizes: Sequence[int], *,
+               weight_decays: Sequence[float] | None = None, wd_scale_with_lr: bool = False,
+               lr_scale_with_batch: bool = False) -> list[tuple[float, int, float]]:
+    """The sweep's (lr, batch size, weight decay) cells: the product of ``lrs``, ``batch_sizes``
+    and ``weight_decays`` (default: the base's weight decay), or with one factor tied to another.
+
+    ``lr_scale_with_batch``: each batch size's learning rate keeps lr / batch, the scale of SGD's
+    noise, at the base's value (``lrs`` must be None). ``wd_scale_with_lr``: each learning rate's
+    weight decay keeps lr x weight decay, the weights' shrinkage per step, at the base's value
+    (``weight_decays`` must be None). Together they hold both while the batch size moves."""
+    if not batch_sizes:
+        raise ValueError("batch_sizes: a sweep needs at least one batch size")
+    if lr_scale_with_batch == (lrs is not None):
+        raise ValueError("lrs: give learning rates, or lr_scale_with_batch=True to derive them, not both")
+    if lrs is not None and not lrs:
+        raise ValueError("lrs: a sweep needs at least one learning rate")
+    if wd_scale_with_lr and weight_decays is not None:
+        raise ValueError("weight_decays: give weight decays or wd_scale_with_lr=True, not both")
+    if wd_scale_with_lr and base.weight_decay == 0:
+        raise ValueError("wd_scale_with_lr holds lr x weight_decay at the base's, which is 0; set --weight-decay")
+    cells = []
+    for bs in batch_sizes:
+        for lr in ([base.lr * bs / base.batch_size] if lr_scale_with_batch else lrs):
+            wds = [base.lr * base.weight_decay / lr] if wd_scale_with_lr else (weight_decays or [base.weight_decay])
+            cells += [(_rounded(lr), int(bs), _rounded(wd)) for wd in wds]
+    return sorted(set(cells), key=cells.index)
 
 
 def _finished(run_dir: str, cfg: RunConfig) -> bool:
-    if not os.path.exists(os.path.join(run_dir, "summary.json")):
+    """True for a run with a summary, or one that diverged, of this config."""
+    if not any(os.path.exists(os.path.join(run_dir, f)) for f in ("summary.json", DIVERGED)):
         return False
     saved, _ = load_run(run_dir)
     if not saved.same_run(cfg):
@@ -84,26 +125,30 @@ def cell_schedule(base: RunConfig, batch_size: int) -> dict:
             "early_until": scaled(base.schedule.early_until)}
 
 
-def run_sweep(base: RunConfig, out_dir: str, lrs: Sequence[float], batch_sizes: Sequence[int], seeds: Sequence[int],
-              *, layer: str | None = None, progress: bool = True, log=print, scale_schedule: bool = True,
-              smooth: int = 1) -> dict:
-    """Runs (or skips, or resumes) every grid cell, then writes sweep.json and sweep.png.
-    ``scale_schedule``: each cell's measurement schedule scaled to its batch size
+def run_sweep(base: RunConfig, out_dir: str, lrs: Sequence[float] | None, batch_sizes: Sequence[int],
+              seeds: Sequence[int], *, weight_decays: Sequence[float] | None = None, wd_scale_with_lr: bool = False,
+              lr_scale_with_batch: bool = False, layer: str | None = None, progress: bool = True, log=print,
+              scale_schedule: bool = True, smooth: int = 1) -> dict:
+    """Runs (or skips, or resumes) every cell of :func:`grid_cells` for every seed, then writes
+    sweep.json and sweep.png. A run that diverges is recorded (``diverged.json``) and the sweep
+    goes on. ``scale_schedule``: each cell's measurement schedule scaled to its batch size
     (:func:`cell_schedule`); False: every cell measures at ``base``'s steps. ``smooth``: the
     tables' peaks and finals from a running mean over this many measurements."""
     check_param("smooth", smooth, Integer(1))
-    if not lrs or not batch_sizes or not seeds:
-        raise ValueError("a sweep needs at least one learning rate, one batch size and one seed")
+    if not seeds:
+        raise ValueError("seeds: a sweep needs at least one seed")
+    grid = grid_cells(base, lrs, batch_sizes, weight_decays=weight_decays, wd_scale_with_lr=wd_scale_with_lr,
+                      lr_scale_with_batch=lr_scale_with_batch)
+    named_wd = weight_decays is not None or wd_scale_with_lr
     os.makedirs(out_dir, exist_ok=True)
     cells = {}
-    for lr in lrs:
-        for bs in batch_sizes:
-            for seed in seeds:
-                cell = cell_schedule(base, int(bs)) if scale_schedule else {"batch_size": int(bs)}
-                cfg = base.replace(**cell, lr=float(lr), seed=int(seed))
-                run_dir = os.path.join(out_dir, run_name(lr, bs, seed))
-                _run_or_skip(cfg, run_dir, progress, log)
-                cells.setdefault((float(lr), int(bs)), []).append(run_dir)
+    for lr, bs, wd in grid:
+        for seed in seeds:
+            cell = cell_schedule(base, bs) if scale_schedule else {"batch_size": bs}
+            cfg = base.replace(**cell, lr=lr, weight_decay=wd, seed=int(seed))
+            run_dir = os.path.join(out_dir, run_name(lr, bs, seed, wd if named_wd else None))
+            _run_or_skip(cfg, run_dir, progress, log)
+            cells.setdefault((lr, bs, wd), []).append(run_dir)
     summary = summarise(base.task, cells, layer, smooth)
     atomic_write_json(os.path.join(out_dir, "sweep.json"), summary)
     from .plots import plot_sweep
@@ -114,7 +159,11 @@ def run_sweep(base: RunConfig, out_dir: str, lrs: Sequence[float], batch_sizes: 
 
 def _seed_stats(run_dir: str, layer: str | None, task_label: str, irrelevant: str, smooth: int) -> dict:
     """One run's curve statistics at ``layer`` (default: its last tracked), its floor, and the
-    training loss and test accuracy its summary.json records (None where it has none)."""
+    steps, training loss and test accuracy its summary.json records (None where it has none); a
+    run that diverged gives its error instead."""
+    diverged = os.path.join(run_dir, DIVERGED)
+    if os.path.exists(diverged):
+        return {"run": run_dir, "diverged": json.load(open(diverged))["error"]}
     _, rows = load_run(run_dir)
     lay = layer or rows[-1]["feature_set"]
     beyond = any(r.get("beyond_bits") is not None for r in rows if r["label_set"] == irrelevant)
@@ -122,31 +171,45 @@ def _seed_stats(run_dir: str, layer: str | None, task_label: str, irrelevant: st
     done = json.load(open(path)) if os.path.exists(path) else {}
     return {"run": run_dir, "layer": lay, "task": curve_stats(rows, lay, task_label, smooth=smooth),
             "irrelevant": curve_stats(rows, lay, irrelevant, smooth=smooth), "floor_bits": noise_floor(rows, lay),
-            "train_loss": done.get("train_loss"), "test_accuracy": done.get("test_accuracy"),
+            "steps": done.get("steps"), "train_loss": done.get("train_loss"),
+            "test_accuracy": done.get("test_accuracy"),
             **({"beyond": curve_stats(rows, lay, irrelevant, "beyond_bits", smooth)} if beyond else {})}
 
 
+def _cell_stats(per_seed: list[dict]) -> dict:
+    """Mean and sd over the seeds that did not diverge, of every statistic all of them have."""
+    agg = {}
+    for which in ("task", "irrelevant", "beyond"):
+        if not per_seed or not all(which in s for s in per_seed):
+            continue
+        for key in ("peak_bits", "final_bits", "drop_from_peak", "final_share_of_entropy"):
+            agg[f"{which}_{key}"] = _mean_sd([s[which][key] for s in per_seed])
+    for key in ("train_loss", "test_accuracy"):
+        if per_seed and all(s[key] is not None for s in per_seed):
+            agg[key] = _mean_sd([s[key] for s in per_seed])
+    floors = [s["floor_bits"] for s in per_seed if s["floor_bits"] is not None]
+    agg["floor_bits"] = max(floors) if floors else None
+    steps = {s["steps"] for s in per_seed if s["steps"] is not None}
+    agg["steps"] = steps.pop() if len(steps) == 1 else None
+    return agg
+
+
 def summarise(task: str, cells: dict, layer: str | None = None, smooth: int = 1) -> dict:
-    """Per grid cell and seed: curve statistics (:func:`curve_stats`, over ``smooth``
-    measurements) of the task and the irrelevant label at ``layer`` (default: the last layer
-    tracked), plus their mean and standard deviation over seeds."""
+    """Per grid cell ((lr, batch) or (lr, batch, weight decay)) and seed: curve statistics
+    (:func:`curve_stats`, over ``smooth`` measurements) of the task and the irrelevant label at
+    ``layer`` (default: the last layer tracked), plus their mean and standard deviation over the
+    seeds that did not diverge; ``diverged``: how many did."""
     task_label, irrelevant = get_task(task).task_label, get_task(task).irrelevant_label
     out = {"task": task, "task_label": task_label, "irrelevant_label": irrelevant, "smooth": smooth, "cells": []}
-    for (lr, bs), dirs in cells.items():
+    for key, dirs in cells.items():
         per_seed = [_seed_stats(d, layer, task_label, irrelevant, smooth) for d in dirs]
-        out["layer"] = per_seed[0]["layer"]
-        agg = {}
-        for which in ("task", "irrelevant", "beyond"):
-            if not all(which in s for s in per_seed):
-                continue
-            for key in ("peak_bits", "final_bits", "drop_from_peak", "final_share_of_entropy"):
-                agg[f"{which}_{key}"] = _mean_sd([s[which][key] for s in per_seed])
-        for key in ("train_loss", "test_accuracy"):
-            if all(s[key] is not None for s in per_seed):
-                agg[key] = _mean_sd([s[key] for s in per_seed])
-        floors = [s["floor_bits"] for s in per_seed if s["floor_bits"] is not None]
-        agg["floor_bits"] = max(floors) if floors else None
-        out["cells"].append({"lr": lr, "batch_size": bs, "seeds": len(dirs), "runs": per_seed, **agg})
+        ran = [s for s in per_seed if "diverged" not in s]
+        if ran:
+            out.setdefault("layer", ran[0]["layer"])
+        wd = key[2] if len(key) > 2 else None
+        out["cells"].append({"lr": key[0], "batch_size": key[1], "weight_decay": wd, "seeds": len(dirs),
+                             "diverged": len(per_seed) - len(ran), "runs": per_seed, **_cell_stats(ran)})
+    out.setdefault("layer", layer)
     return out
 
 
@@ -161,39 +224,50 @@ def _share(d: dict) -> str:
 
 
 def _columns(summary: dict) -> list[tuple[str, object]]:
-    """(header, cell -> text) of every column a sweep's table shows after lr, batch and seeds:
+    """(header, cell -> text) of every column a sweep's table shows after the cell and its seeds:
     the irrelevant label, its information beyond the task label (when the logs have it), the task
     label, and the shuffled-label floor (when the runs had the control)."""
     irr, task = summary["irrelevant_label"], summary["task_label"]
+    ran = [c for c in summary["cells"] if c["diverged"] < c["seeds"]]
     cols = [(f"{irr}: peak (bits)", lambda c: _bits(c["irrelevant_peak_bits"])),
             (f"{irr}: final (bits)", lambda c: _bits(c["irrelevant_final_bits"])),
             (f"{irr}: drop from peak", lambda c: _share(c["irrelevant_drop_from_peak"]))]
-    if all("beyond_peak_bits" in c for c in summary["cells"]):
+    if all("beyond_peak_bits" in c for c in ran):
         cols += [(f"{irr} beyond {task}: peak (bits)", lambda c: _bits(c["beyond_peak_bits"])),
                  (f"{irr} beyond {task}: final (bits)", lambda c: _bits(c["beyond_final_bits"])),
                  (f"{irr} beyond {task}: drop from peak", lambda c: _share(c["beyond_drop_from_peak"]))]
     cols += [(f"{task}: final (bits)", lambda c: _bits(c["task_final_bits"])),
              (f"{task}: final / H", lambda c: _share(c["task_final_share_of_entropy"])),
              (f"{task}: drop from peak", lambda c: _share(c["task_drop_from_peak"]))]
-    if all("train_loss" in c for c in summary["cells"]):
+    if all("train_loss" in c for c in ran):
         cols += [("training loss (nats)", lambda c: _pm(c["train_loss"], 3)),
                  (f"{task} test accuracy", lambda c: _pm(c["test_accuracy"], 3))]
-    if any(c.get("floor_bits") is not None for c in summary["cells"]):
+    if any(c.get("floor_bits") is not None for c in ran):
         cols.append(("floor (bits)", lambda c: "-" if c["floor_bits"] is None else f"{c['floor_bits']:.3f}"))
     return cols
 
 
+def _head(c: dict) -> str:
+    """A row's first columns: the cell, its steps and its seeds (and how many diverged)."""
+    wd = "-" if c.get("weight_decay") is None else f"{c['weight_decay']:g}"
+    steps = "-" if c.get("steps") is None else str(c["steps"])
+    seeds = str(c["seeds"]) + (f" ({c['diverged']} diverged)" if c.get("diverged") else "")
+    return f"| {c['lr']:g} | {c['batch_size']} | {wd} | {steps} | {seeds} | "
+
+
 def format_summary(summary: dict) -> str:
-    """A Markdown table of a sweep summary (mean ± sd over seeds)."""
+    """A Markdown table of a sweep summary (mean ± sd over the seeds that did not diverge)."""
     cols = _columns(summary)
     floor = cols[-1][0] == "floor (bits)"
     smooth = summary.get("smooth", 1)
     lines = [f"layer {summary['layer']}; mean ± sd over seeds" + (
         f"; peaks and finals of a running mean over {smooth} measurements" if smooth > 1 else "") + ("; floor: the largest |bits| about the shuffled "
                                                                  "label in any seed" if floor else ""),
-             "| lr | batch | seeds | " + " | ".join(h for h, _ in cols) + " |", "|---" * (3 + len(cols)) + "|"]
+             "| lr | batch | weight decay | steps | seeds | " + " | ".join(h for h, _ in cols) + " |",
+             "|---" * (5 + len(cols)) + "|"]
     for c in summary["cells"]:
-        lines.append(f"| {c['lr']:g} | {c['batch_size']} | {c['seeds']} | " + " | ".join(f(c) for _, f in cols) + " |")
+        ran = c["diverged"] < c["seeds"]
+        lines.append(_head(c) + " | ".join(f(c) if ran else "diverged" for _, f in cols) + " |")
     return "\n".join(lines)
 
 
@@ -204,7 +278,11 @@ def _run_or_skip(cfg: RunConfig, run_dir: str, progress: bool, log) -> None:
         return
     resume = os.path.exists(os.path.join(run_dir, "config.json"))
     log(f"{name}: {'resuming' if resume else 'running'}")
-    run_experiment(cfg, run_dir, resume=resume, progress=progress)
+    try:
+        run_experiment(cfg, run_dir, resume=resume, progress=progress)
+    except FloatingPointError as e:  # one cell's verdict; the grid goes on
+        log(f"{name}: {e}")
+        atomic_write_json(os.path.join(run_dir, DIVERGED), {"error": str(e)})
 
 
 def final_values(rows: Sequence[dict]) -> dict[tuple[str, str], float | None]:
