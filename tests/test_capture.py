@@ -4,7 +4,7 @@ import torch
 import torchvision
 from torch import nn
 
-from uinfo_fast.tracking.capture import FeatureCapture, eval_mode
+from uinfo_fast.tracking.capture import CaptureOptions, FeatureCapture, eval_mode
 
 
 def _torchvision_resnet():
@@ -79,11 +79,20 @@ def test_flatten_and_fixed_random_projection():
     assert FeatureCapture(model, ["0"], project_to=16)(x)["0"].shape == (5, 8)
 
 
-def test_tuple_outputs_take_the_first_element():
+def test_tuple_outputs_take_the_first_element_and_a_sequence_needs_its_layout_stated():
     model = nn.Sequential()
     model.add_module("rnn", nn.GRU(4, 6, batch_first=True))
-    feats = FeatureCapture(model, ["rnn"])(torch.randn(3, 7, 4))
-    assert feats["rnn"].shape == (3, 7)  # [N, T, H] averaged over dims after the second
+    x = torch.randn(3, 7, 4)
+    # [N, T, H]: averaging "every dimension after the channel one" would keep the tokens and
+    # average the hidden units away; the capture refuses to guess, naming the layer and shape
+    with pytest.raises(ValueError, match=r"layer 'rnn' gave shape \(3, 7, 6\).*mean_tokens.*layout='channels'"):
+        FeatureCapture(model, ["rnn"])(x)
+    feats = FeatureCapture(model, ["rnn"], pool="mean_tokens")(x)
+    torch.testing.assert_close(feats["rnn"], model(x)[0].mean(1))  # over the tokens: [N, H]
+    torch.testing.assert_close(FeatureCapture(model, ["rnn"], layout="tokens")(x)["rnn"], feats["rnn"])
+    assert FeatureCapture(model, ["rnn"], layout="channels")(x)["rnn"].shape == (3, 7)  # as stated
+    with pytest.raises(ValueError, match="pools tokens"):
+        CaptureOptions(pool="first", layout="channels")
 
 
 def test_autocast_gives_float32_features():

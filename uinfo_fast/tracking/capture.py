@@ -2,12 +2,23 @@
 
 The probes of usable information see a layer's output as one vector per example:
 
-* a convolutional map [N, C, H, W] (or any [N, C, *spatial]) is global-average-pooled to [N, C]
-  (or max-pooled with ``pool="max"``), which keeps D small enough to fit many probes;
-* a sequence or other [N, ...] output with ``pool="flatten"`` is flattened, and when it is
-  wider than ``project_to`` it goes through a fixed Gaussian random projection (Johnson-
-  Lindenstrauss: linear-probe geometry is roughly kept), drawn once from ``seed``;
+* a convolutional map [N, C, H, W] (or any [N, C, *spatial] of 4 or more dimensions) is
+  global-average-pooled to [N, C] (or max-pooled with ``pool="max"``), which keeps D small
+  enough to fit many probes;
+* a token sequence [N, T, D] (a transformer block's output) is pooled over its tokens, the ones
+  the batch's attention mask keeps: their mean (``pool="mean_tokens"``), the first
+  (``"first"``: an encoder's CLS position) or the last (``"last"``: a causal model's summary),
+  right under left padding as well as right padding. A 3-D output is ambiguous ([N, C, L] of a
+  1-D convolution, or [N, T, D]), so ``avg`` and ``max`` refuse it unless ``layout`` says which;
+* any [N, ...] output with ``pool="flatten"`` is flattened, and when it is wider than
+  ``project_to`` it goes through a fixed Gaussian random projection (Johnson-Lindenstrauss:
+  linear-probe geometry is roughly kept), drawn once from ``seed``;
 * a tuple or list output contributes its first element (e.g. an RNN's output).
+
+Inputs are a tensor, or a dict of tensors passed as keyword arguments (a tokenised batch:
+``input_ids``, ``attention_mask``, ...; :mod:`.batches`). Layers are module names, or
+``hidden_states.<i>``: the model is then called with ``output_hidden_states=True`` and the
+``i``-th of the hidden states it returns is captured.
 
 Capture runs in eval mode (batch-norm running statistics, no dropout) and in inference mode,
 under bfloat16 autocast on CUDA, and puts every submodule back in the mode it was in: the caller's
@@ -17,15 +28,19 @@ from __future__ import annotations
 
 import contextlib
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..engine.params import Boolean, Choice, Integer, NoneOr, Real, option, routed, validate_fields
+from ..engine.params import Boolean, Choice, Integer, NoneOr, Real, Text, option, routed, validate_fields
+from . import batches
 
-POOLS = ("avg", "max", "flatten")
+TOKEN_POOLS = ("mean_tokens", "first", "last")
+POOLS = ("avg", "max", "flatten", *TOKEN_POOLS)
+LAYOUTS = ("auto", "channels", "tokens")
+HIDDEN_STATES = "hidden_states."
 AUTOCAST = {"auto": "auto", "none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -34,8 +49,14 @@ class CaptureOptions:
     """How layer outputs become probe features, checked when made (see :class:`FeatureCapture`)."""
 
     pool: str = option("avg", check=Choice(POOLS),
-                       help="how a conv map [N, C, ...] becomes features: avg or max over the positions, or "
-                            "flatten")
+                       help="how a layer's output becomes features: avg or max over a conv map's positions, "
+                            "mean_tokens, first or last of a token sequence's unmasked tokens, or flatten")
+    layout: str = option("auto", check=Choice(LAYOUTS), flag="capture_layout",
+                         help="what a 3-D output [N, ., .] is: channels ([N, C, L]: avg and max pool over L), "
+                              "tokens ([N, T, D]: avg and max pool over the unmasked tokens), or auto (4-D and up "
+                              "are channels; a 3-D output needs a token pool or a stated layout)")
+    mask_key: str = option("attention_mask", check=Text(),
+                           help="the key of a dict batch's attention mask [N, T] (1: a token, 0: padding)")
     project_to: int | None = option(None, check=NoneOr(Integer(1)),
                                     help="features wider than this go through a fixed random projection to this "
                                          "width (none: never)")
@@ -59,6 +80,9 @@ class CaptureOptions:
             names = {v: k for k, v in AUTOCAST.items()}
             object.__setattr__(self, "autocast_dtype", names.get(dtype, repr(dtype)))
         validate_fields(self, "CaptureOptions")
+        if self.pool in TOKEN_POOLS and self.layout == "channels":
+            raise ValueError(f"CaptureOptions: pool={self.pool!r} pools tokens; layout='channels' says the outputs "
+                             "are conv maps (use avg or max)")
 
     @property
     def autocast(self) -> torch.dtype | str | None:
@@ -104,21 +128,57 @@ def layer_seed(seed: int, layer: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(layer.encode("utf-8"))) % 2**63
 
 
+def pool_tokens(out: torch.Tensor, mask: torch.Tensor | None, how: str, name: str) -> torch.Tensor:
+    """[N, T, D] -> [N, D] over the tokens ``mask`` [N, T] keeps (every token without a mask):
+    their mean (``avg``, ``mean_tokens``), maximum (``max``), first or last. Positions come from
+    the mask, not from the ends of the sequence, so left padding reads as right padding does."""
+    n, t = out.shape[:2]
+    if mask is None:
+        keep = torch.ones(n, t, dtype=torch.bool, device=out.device)
+    elif tuple(mask.shape) != (n, t):
+        raise ValueError(f"layer {name!r} gave shape {tuple(out.shape)}, which does not match the attention mask "
+                         f"{tuple(mask.shape)}: a token pool needs outputs [N, T, D] for masks [N, T]")
+    else:
+        keep = mask.to(out.device).bool()
+    counts = keep.sum(1)
+    if bool((counts == 0).any()):
+        raise ValueError(f"layer {name!r}: an input has no token its attention mask keeps")
+    if how in ("avg", "mean_tokens"):  # padding rows may hold NaN (attention with every key masked)
+        return out.masked_fill(~keep.unsqueeze(-1), 0.0).sum(1) / counts.unsqueeze(1)
+    if how == "max":
+        return out.masked_fill(~keep.unsqueeze(-1), float("-inf")).amax(1)
+    pos = torch.arange(t, device=out.device).expand(n, t)
+    idx = torch.where(keep, pos, t).amin(1) if how == "first" else torch.where(keep, pos, -1).amax(1)
+    return out[torch.arange(n, device=out.device), idx]
+
+
+def _hidden_index(name: str) -> int:
+    try:
+        return int(name[len(HIDDEN_STATES):])
+    except ValueError:
+        raise ValueError(f"layer {name!r}: hidden states are named hidden_states.<i>, i an integer") from None
+
+
 class FeatureCapture:
     """Captures pooled features of named layers for a fixed set of inputs.
 
     Args:
         model: any ``nn.Module``.
-        layers: names as in ``model.named_modules()`` (e.g. ``"layer2"`` or ``"blocks.3.mlp"``).
+        layers: names as in ``model.named_modules()`` (e.g. ``"layer2"`` or ``"blocks.3.mlp"``),
+            or ``hidden_states.<i>`` for the ``i``-th hidden state a model returns when called
+            with ``output_hidden_states=True`` (Hugging Face models).
         options: a :class:`CaptureOptions`; ``**shortcuts`` set its fields by name on top:
             ``pool`` (``"avg"`` averages every dimension after the channel one, [N, C, ...] ->
             [N, C]; ``"max"`` takes their maximum instead, which keeps a small, localised feature
-            that an average over the whole map would dilute; ``"flatten"`` keeps everything,
-            [N, ...] -> [N, prod]), ``project_to`` (features wider than this go through a fixed
-            random projection to this width), ``autocast_dtype`` (the forward passes under
-            ``torch.autocast`` with ``torch.bfloat16`` or ``torch.float16``, or None for none;
-            ``"auto"``, the default, is bfloat16 on CUDA and none on CPU; features are float32
-            either way) and ``batch_size`` (inputs per forward pass).
+            that an average over the whole map would dilute; ``"mean_tokens"``, ``"first"`` and
+            ``"last"`` pool a token sequence [N, T, D] over the tokens its attention mask keeps;
+            ``"flatten"`` keeps everything, [N, ...] -> [N, prod]), ``layout`` (what a 3-D output
+            is), ``mask_key`` (a dict batch's attention-mask key), ``project_to`` (features wider
+            than this go through a fixed random projection to this width), ``autocast_dtype``
+            (the forward passes under ``torch.autocast`` with ``torch.bfloat16`` or
+            ``torch.float16``, or None for none; ``"auto"``, the default, is bfloat16 on CUDA and
+            none on CPU; features are float32 either way) and ``batch_size`` (inputs per forward
+            pass).
         seed: seed of the projections.
     """
 
@@ -126,10 +186,18 @@ class FeatureCapture:
                  seed: int = 0, **shortcuts):
         self.options = routed({"options": options or CaptureOptions()}, shortcuts, "FeatureCapture")["options"]
         self.model = model
-        self.modules = resolve_modules(model, layers)
-        self.layers = list(self.modules)
+        layers = [layers] if isinstance(layers, str) else list(layers)
+        modules = set(dict(model.named_modules()))
+        self.hidden = {n: _hidden_index(n) for n in layers
+                       if isinstance(n, str) and n.startswith(HIDDEN_STATES) and n not in modules}
+        named = [n for n in layers if n not in self.hidden]
+        self.modules = resolve_modules(model, named) if named or not layers else {}
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"layers lists a module twice: {layers}")
+        self.layers = layers
         self.seed = seed
         self._projections: dict[str, torch.Tensor] = {}
+        self._mask: torch.Tensor | None = None  # the attention mask of the batch being captured
 
     def _reduce(self, name: str, out) -> torch.Tensor:
         if isinstance(out, (tuple, list)):
@@ -138,26 +206,41 @@ class FeatureCapture:
             raise TypeError(f"layer {name!r} returned {type(out).__name__}, not a tensor")
         if out.dim() < 2:
             raise ValueError(f"layer {name!r} returned shape {tuple(out.shape)}; expected [N, ...] per batch")
-        out = out.detach().float()
-        pool, width = self.options.pool, self.options.project_to
-        if pool == "avg" and out.dim() > 2:
-            out = out.flatten(2).mean(2)
-        elif pool == "max" and out.dim() > 2:
-            out = out.flatten(2).amax(2)
-        else:
-            out = out.flatten(1)
+        out = self._pooled(name, out.detach().float())
+        width = self.options.project_to
         if width is not None and out.shape[1] > width:
-            proj = self._projections.get(name)
-            if proj is None or proj.shape[0] != out.shape[1]:
-                # One fixed projection per layer for the whole run: features of different
-                # checkpoints must live in the same coordinates for warm starts to help.
-                # Seeded by the layer's name, not by the order layers come in: the same layer
-                # gets the same projection whatever the layer list.
-                gen = torch.Generator().manual_seed(layer_seed(self.seed, name))
-                proj = torch.randn(out.shape[1], width, generator=gen) / width ** 0.5
-                self._projections[name] = proj
-            out = out @ proj.to(out.device)
+            out = out @ self._projection(name, out.shape[1]).to(out.device)
         return out
+
+    def _pooled(self, name: str, out: torch.Tensor) -> torch.Tensor:
+        """[N, D] of one output, as the pool and the layout say."""
+        pool, layout = self.options.pool, self.options.layout
+        if pool == "flatten" or out.dim() == 2:
+            return out.flatten(1)
+        tokens = pool in TOKEN_POOLS or layout == "tokens"
+        if tokens and out.dim() != 3:
+            raise ValueError(f"layer {name!r} gave shape {tuple(out.shape)}; pool={pool!r} with layout={layout!r} "
+                             "pools the tokens of a sequence [N, T, D]")
+        if tokens:
+            return pool_tokens(out, self._mask, pool, name)
+        if out.dim() == 3 and layout == "auto":
+            raise ValueError(f"layer {name!r} gave shape {tuple(out.shape)}: is it a sequence [N, T, D] or a 1-D "
+                             f"conv map [N, C, L]? pool={pool!r} would average the wrong axis of a sequence. Choose "
+                             f"pool='mean_tokens', 'first' or 'last' (or layout='tokens') for a sequence, "
+                             f"layout='channels' for a conv map, or pool='flatten'")
+        return out.flatten(2).mean(2) if pool == "avg" else out.flatten(2).amax(2)
+
+    def _projection(self, name: str, width_in: int) -> torch.Tensor:
+        # One fixed projection per layer for the whole run: features of different checkpoints
+        # must live in the same coordinates for warm starts to help. Seeded by the layer's name,
+        # not by the order layers come in: the same layer gets the same projection whatever the
+        # layer list.
+        proj = self._projections.get(name)
+        if proj is None or proj.shape[0] != width_in:
+            gen = torch.Generator().manual_seed(layer_seed(self.seed, name))
+            proj = torch.randn(width_in, self.options.project_to, generator=gen) / self.options.project_to ** 0.5
+            self._projections[name] = proj
+        return proj
 
     def autocast_on(self, device: torch.device) -> torch.dtype | None:
         dtype = self.options.autocast
@@ -165,46 +248,66 @@ class FeatureCapture:
             return torch.bfloat16 if device.type == "cuda" else None
         return dtype
 
-    def __call__(self, inputs: torch.Tensor | Iterable[torch.Tensor],
+    def __call__(self, inputs: batches.Inputs | Iterable[batches.Inputs],
                  batch_size: int | None = None) -> dict[str, torch.Tensor]:
         """Features {layer: [N, D]} (float32, on the model's device) for ``inputs``.
 
-        ``inputs`` is a tensor [N, ...] (split into batches of ``batch_size``, default the
-        options') or an iterable of input batches.
+        ``inputs`` is a tensor [N, ...] or a dict of them (split into batches of ``batch_size``,
+        default the options'), or an iterable of such batches (a ``DataLoader``).
         """
-        if isinstance(inputs, torch.Tensor):
-            if inputs.dim() < 1 or inputs.shape[0] == 0:
-                raise ValueError(f"inputs must be a non-empty batch [N, ...], got shape {tuple(inputs.shape)}")
-            batches: Iterable[torch.Tensor] = inputs.split(batch_size or self.options.batch_size)
-        else:
-            batches = inputs
+        whole = isinstance(inputs, (torch.Tensor, Mapping))
+        if whole:
+            batches.checked(inputs, "inputs")
+        parts = batches.split(inputs, batch_size or self.options.batch_size) if whole else inputs
         captured: dict[str, list[torch.Tensor]] = {n: [] for n in self.layers}
         handles = [module.register_forward_hook(
             lambda _m, _i, out, name=name: captured[name].append(self._reduce(name, out)))
             for name, module in self.modules.items()]
-        device = _model_device(self.model)
-        autocast = self.autocast_on(device)
         try:
-            # Inference mode: no autograd records at all, cheaper than no_grad. The hooks' pooled
-            # outputs are inference tensors; the torch.cat below, outside, makes ordinary ones.
-            with eval_mode(self.model), torch.inference_mode():
-                for xb in batches:
-                    xb = xb.to(device, non_blocking=True)
-                    with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-                        self.model(xb)
+            self._forward_all(parts, captured)
         finally:
             for h in handles:
                 h.remove()
+            self._mask = None
         missing = [n for n, v in captured.items() if not v]
         if missing:
             raise RuntimeError(f"layers {missing} never ran in the forward pass; is the module used by forward()?")
         feats = {n: torch.cat(v) for n, v in captured.items()}
-        if isinstance(inputs, torch.Tensor):
+        if whole:
             for n, f in feats.items():
-                if f.shape[0] != inputs.shape[0]:
-                    raise RuntimeError(f"layer {n!r} gave {f.shape[0]} rows for {inputs.shape[0]} inputs; "
+                if f.shape[0] != batches.rows_of(inputs):
+                    raise RuntimeError(f"layer {n!r} gave {f.shape[0]} rows for {batches.rows_of(inputs)} inputs; "
                                        "a module called more than once per forward cannot be captured by name")
         return feats
+
+    def _forward_all(self, parts: Iterable[batches.Inputs], captured: dict[str, list[torch.Tensor]]) -> None:
+        """Every batch forward in eval and inference mode, under the capture's autocast; the
+        batch's attention mask is where the hooks' token pools find it."""
+        device = _model_device(self.model)
+        autocast = self.autocast_on(device)
+        extra = {"output_hidden_states": True} if self.hidden else {}
+        # Inference mode: no autograd records at all, cheaper than no_grad. The hooks' pooled
+        # outputs are inference tensors; the torch.cat after, outside, makes ordinary ones.
+        with eval_mode(self.model), torch.inference_mode():
+            for xb in parts:
+                xb = batches.each(xb, lambda v: v.to(device, non_blocking=True))
+                self._mask = xb.get(self.options.mask_key) if isinstance(xb, Mapping) else None
+                with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+                    out = batches.call(self.model, xb, **extra)
+                for name, i in self.hidden.items():
+                    captured[name].append(self._reduce(name, _hidden_state(out, i, name)))
+
+
+def _hidden_state(out, i: int, name: str) -> torch.Tensor:
+    states = getattr(out, "hidden_states", None)
+    if states is None and isinstance(out, Mapping):
+        states = out.get("hidden_states")
+    if states is None:
+        raise ValueError(f"layer {name!r}: the model returned no hidden_states when called with "
+                         "output_hidden_states=True; name a module instead")
+    if not -len(states) <= i < len(states):
+        raise ValueError(f"layer {name!r}: the model returned {len(states)} hidden states (0 to {len(states) - 1})")
+    return states[i]
 
 
 class RollingFeatures:
@@ -261,7 +364,7 @@ class RollingFeatures:
         """The earliest step whose features the last :meth:`begin`'s measurement uses."""
         return min(self.part_steps) if None not in self.part_steps else None
 
-    def capture(self, split: str, inputs: torch.Tensor, parts: list[int], capture) -> dict[str, torch.Tensor]:
+    def capture(self, split: str, inputs: batches.Inputs, parts: list[int], capture) -> dict[str, torch.Tensor]:
         """{layer: [N, D]} of ``inputs``: the rows of ``parts`` from ``capture`` (a
         :class:`FeatureCapture`), the others as kept. Each call returns new tensors, so features
         handed to a background worker are never changed under it."""
@@ -271,11 +374,8 @@ class RollingFeatures:
         if len(parts) == self.refresh:
             self.kept[split] = capture(inputs)
             return self.kept[split]
-        rows = self.rows(parts, inputs.shape[0], inputs.device)
-        picked = inputs.index_select(0, rows)
-        if inputs.dim() == 4 and inputs.is_contiguous(memory_format=torch.channels_last):
-            picked = picked.contiguous(memory_format=torch.channels_last)
-        fresh = capture(picked)
+        rows = self.rows(parts, batches.rows_of(inputs), batches.device_of(inputs))
+        fresh = capture(batches.take(inputs, rows))
         kept = self.kept[split]
         self.kept[split] = {n: kept[n].index_copy(0, rows.to(kept[n].device), fresh[n]) for n in kept}
         return self.kept[split]

@@ -58,6 +58,7 @@ from ..engine.params import Boolean, Choice, Integer, check_param, routed
 from ..engine.results import UsableInformation, unmeasured_row
 from ..engine.scoring import chosen_shift
 from ..engine.validation import label_sets
+from . import batches
 from .capture import CaptureOptions, FeatureCapture, RollingFeatures
 from .distributed import Ranks, unwrapped
 from .log import measured
@@ -69,14 +70,17 @@ PHASES = ("capture", "fit", "polish", "score", "log")
 _NUMBER = re.compile(r"-?\d[\d.]*(?:e[-+]?\d+)?")  # a warning's numbers, which vary between its rows
 
 
-def _inputs(x, name: str, device, minimum: int, channels_last: bool, ranks: Ranks) -> torch.Tensor:
-    """Probe inputs (this rank's shard of them) on the model's device, once; image batches in
-    channels-last memory format, which the convolutions of a capture run faster on
-    (bench/RESULTS.md)."""
-    if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] < minimum:
-        raise ValueError(f"{name} must be a tensor [N, ...] with N >= {minimum}")
-    x = (ranks.shard(x) if ranks.sharded else x).to(device)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+def _inputs(x, name: str, device, minimum: int, channels_last: bool, ranks: Ranks) -> batches.Inputs:
+    """Probe inputs (this rank's shard of them) on the model's device, once: a tensor, or a dict of
+    tensors (a tokenised batch); image batches in channels-last memory format, which the
+    convolutions of a capture run faster on (bench/RESULTS.md)."""
+    batches.checked(x, name, minimum)
+
+    def placed(v: torch.Tensor) -> torch.Tensor:
+        v = (ranks.shard(v) if ranks.sharded else v).to(device)
+        return v.contiguous(memory_format=torch.channels_last) if channels_last and v.dim() == 4 else v
+
+    return batches.each(x, placed)
 
 
 def _labels_on(labels, name: str, device) -> dict[str, torch.Tensor]:
@@ -148,7 +152,8 @@ class UsableInfoTracker:
 
     Args:
         model: any ``nn.Module``; ``layers`` name its submodules (see :class:`FeatureCapture`).
-        train_inputs, train_labels: fixed probe-training inputs [N, ...] and {name: [N] int64};
+        train_inputs, train_labels: fixed probe-training inputs [N, ...] (or a dict of them, passed
+            to the model as keyword arguments: a tokenised batch) and {name: [N] int64};
             a validation share (``val_fraction``) is carved out of them to pick the penalty.
         test_inputs, test_labels: fixed probe-test inputs and labels, scored for I_u.
         val_inputs, val_labels: optional fixed inputs, disjoint from the test ones, to choose the
@@ -174,8 +179,8 @@ class UsableInfoTracker:
             {"fine": "coarse"}: what a layer holds about the fine classes beyond the coarse ones).
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[str], train_inputs: torch.Tensor, train_labels,
-                 test_inputs: torch.Tensor, test_labels, *, val_inputs: torch.Tensor | None = None, val_labels=None,
+    def __init__(self, model: nn.Module, layers: Sequence[str], train_inputs: batches.Inputs, train_labels,
+                 test_inputs: batches.Inputs, test_labels, *, val_inputs: batches.Inputs | None = None, val_labels=None,
                  log_path: str | os.PathLike | None = None, schedule: Schedule = Schedule(),
                  estimator: EstimatorOptions | None = None, capture: CaptureOptions | None = None,
                  asynchronous: bool = False, max_in_flight: int = 1, when_full: str = "wait",
@@ -230,7 +235,8 @@ class UsableInfoTracker:
         if (val_inputs is None) != (val_labels is None):
             raise ValueError("val_inputs and val_labels go together: give both or neither")
         given = {"train": train_inputs, "test": test_inputs, "val": val_inputs}
-        self.n_rows = {k: 0 if x is None else getattr(x, "shape", [0])[0] for k, x in given.items()}
+        self.n_rows = {k: 0 if x is None else batches.rows_of(batches.checked(x, f"{k}_inputs"))
+                       for k, x in given.items()}
         self.train_inputs = _inputs(train_inputs, "train_inputs", device, 2, channels_last, self.ranks)
         self.test_inputs = _inputs(test_inputs, "test_inputs", device, 2, channels_last, self.ranks)
         self.val_inputs = (None if val_inputs is None else
@@ -318,7 +324,7 @@ class UsableInfoTracker:
         last, old = self.last, self.rolling.before.get("test")
         if self.ranks.sharded or last is None or self.labels is None or old is None:
             return False
-        rows = self.rolling.rows(parts, self.test_inputs.shape[0], self.test_inputs.device)
+        rows = self.rolling.rows(parts, batches.rows_of(self.test_inputs), batches.device_of(self.test_inputs))
         error = self.rolling.stale_error(chosen_shift(last, old, test, self.labels, rows))
         return not error <= self.capture.options.refresh_drift
 

@@ -1,0 +1,170 @@
+"""Tables and figure of the decay-against-noise sweep (docs/RESULTS.md, "What makes a network
+discard"), made from the run directories that examples/decay_vs_noise.sh writes.
+
+    python examples/decay_vs_noise.py runs/decay_noise_digits --layers layer3,layer4 \
+        --figure docs/figures/decay_noise_digits.png
+    python examples/decay_vs_noise.py runs/decay_noise_digits --not-learned   # cells to run longer
+
+Every run directory under the given directories is a seed of its cell (lr, batch, weight decay,
+steps). Per cell and layer the table gives the irrelevant label's information beyond the task
+label (the digit set: fine beyond coarse) or, where the runs did not log one, the irrelevant label
+itself (the checkerboard: colour): peak, final value and drop of a running mean over --smooth
+measurements, mean ± sd over seeds and each seed's drop; the task label's final share of its
+entropy, the training loss and the test accuracy. A seed whose test accuracy ends under
+--learned is marked: it never learned the task, so it has nothing to keep or discard.
+"""
+import argparse
+import json
+import os
+from collections import defaultdict
+
+from uinfo_fast.experiments import load_run
+from uinfo_fast.experiments.plots import running_mean
+from uinfo_fast.experiments.sweeps import DIVERGED, summarise
+from uinfo_fast.tasks.registry import get_task
+
+
+def runs_by_cell(roots: list[str]) -> tuple[str, dict]:
+    """(task, {(lr, batch, weight decay, steps): run directories in seed order})."""
+    cells, tasks = defaultdict(list), set()
+    for root in roots:
+        for name in sorted(os.listdir(root)):
+            d = os.path.join(root, name)
+            if not os.path.exists(os.path.join(d, "config.json")):
+                continue
+            cfg, _ = load_run(d)
+            tasks.add(cfg.task)
+            summary = os.path.join(d, "summary.json")
+            steps = json.load(open(summary))["steps"] if os.path.exists(summary) else None
+            cells[(cfg.lr, cfg.batch_size, cfg.weight_decay, cfg.epochs)].append((cfg.seed, d, steps))
+    if len(tasks) != 1:
+        raise SystemExit(f"expected the runs of one task under {roots}, found {sorted(tasks) or 'none'}")
+    ordered = sorted(cells.items(), key=lambda kv: (kv[0][1], -kv[0][0], -kv[0][2], kv[0][3]))
+    return tasks.pop(), {key: [d for _, d, _ in sorted(runs)] for key, runs in ordered}
+
+
+def _pm(d: dict | None, digits: int, scale: float = 1.0, unit: str = "") -> str:
+    if d is None:
+        return "-"
+    return f"{scale * d['mean']:.{digits}f}{unit}" + ("" if d["sd"] is None else f" ± {scale * d['sd']:.{digits}f}")
+
+
+def _learned(run: dict, threshold: float) -> bool:
+    return "diverged" not in run and (run["test_accuracy"] or 0.0) >= threshold
+
+
+def table(task: str, cells: dict, layer: str, smooth: int, threshold: float) -> str:
+    """The Markdown table of one layer."""
+    summary = summarise(task, {k[:3]: v for k, v in cells.items()} if _unique_steps(cells) else cells, layer, smooth)
+    t = get_task(task)
+    which = "beyond" if any("beyond_peak_bits" in c for c in summary["cells"]) else "irrelevant"
+    what = f"{t.irrelevant_label} beyond {t.task_label}" if which == "beyond" else t.irrelevant_label
+    lines = [f"`{layer}`: {what}, running mean over {smooth} measurements; mean ± sd over seeds",
+             f"| lr | batch | weight decay | lr x wd | lr / batch | steps | seeds (learned) | {what}: peak (bits) "
+             f"| final (bits) | drop from peak | drop per seed | {t.task_label}: final / H | training loss (nats) "
+             f"| {t.task_label} test accuracy |", "|---" * 14 + "|"]
+    for key, c in zip(cells, summary["cells"]):
+        lr, bs, wd = key[:3]
+        learned = sum(_learned(r, threshold) for r in c["runs"])
+        seeds = f"{c['seeds']} ({learned})" + (f", {c['diverged']} diverged" if c["diverged"] else "")
+        per_seed = ", ".join("div." if "diverged" in r else f"{100 * r[which]['drop_from_peak']:.0f}%"
+                             + ("" if _learned(r, threshold) else "*") for r in c["runs"])
+        lines.append(f"| {lr:g} | {bs} | {wd:g} | {lr * wd:.3g} | {lr / bs:.3g} | {c.get('steps') or '-'} | {seeds} "
+                     f"| {_pm(c.get(which + '_peak_bits'), 2)} | {_pm(c.get(which + '_final_bits'), 2)} "
+                     f"| {_pm(c.get(which + '_drop_from_peak'), 0, 100, '%')} | {per_seed} "
+                     f"| {_pm(c.get('task_final_share_of_entropy'), 0, 100, '%')} | {_pm(c.get('train_loss'), 3)} "
+                     f"| {_pm(c.get('test_accuracy'), 3)} |")
+    return "\n".join(lines) + f"\n\n(*: a seed whose {t.task_label} test accuracy ends under {threshold})"
+
+
+def _unique_steps(cells: dict) -> bool:
+    """True when no two cells differ by their length alone (then the key drops it)."""
+    return len({k[:3] for k in cells}) == len(cells)
+
+
+def _curve(run_dir: str, layer: str, label: str, key: str, smooth: int) -> tuple[list, list]:
+    _, rows = load_run(run_dir)
+    pts = sorted((r["epoch"], r[key]) for r in rows
+                 if r["feature_set"] == layer and r["label_set"] == label and r.get(key) is not None)
+    return [p[0] for p in pts], running_mean([p[1] for p in pts], smooth)
+
+
+def figure(task: str, cells: dict, layers: list[str], smooth: int, out: str) -> None:
+    """One panel per cell (columns) and layer (rows), seeds overlaid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = get_task(task)
+    fig, axes = plt.subplots(len(layers), len(cells), figsize=(2.3 * len(cells), 2.2 * len(layers) + 0.4),
+                             squeeze=False, sharey="row")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    lengths = [k[3] for k in cells]
+    usual = max(set(lengths), key=lengths.count)  # only a cell run longer names its epochs
+    for j, (key, dirs) in enumerate(cells.items()):
+        lr, bs, wd, epochs = key
+        for i, layer in enumerate(layers):
+            ax = axes[i, j]
+            for k, d in enumerate(dirs):
+                if os.path.exists(os.path.join(d, DIVERGED)):
+                    continue
+                _, rows = load_run(d)
+                beyond = any(r.get("beyond_bits") is not None for r in rows)
+                xs, ys = _curve(d, layer, t.irrelevant_label, "beyond_bits" if beyond else "bits", smooth)
+                ax.plot(xs, ys, color=colours[k % len(colours)], lw=1.2, label=f"seed {load_run(d)[0].seed}")
+            ax.axhline(0, color="0.6", lw=0.6)
+            ax.set_title(f"lr {lr:g}, batch {bs}, wd {wd:g}" + (f"\n{epochs:g} epochs" if epochs != usual else ""),
+                         fontsize=7)
+            ax.tick_params(labelsize=6)
+            if j == 0:
+                what = f"{t.irrelevant_label} beyond {t.task_label}" if beyond else t.irrelevant_label
+                ax.set_ylabel(f"{layer}: {what} (bits)", fontsize=7)
+            if i == len(layers) - 1:
+                ax.set_xlabel("epoch", fontsize=7)
+    axes[0, 0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def compute_hours(cells: dict) -> float:
+    """Wall-clock hours of every run that finished (summary.json's wall_seconds)."""
+    total = 0.0
+    for dirs in cells.values():
+        for d in dirs:
+            path = os.path.join(d, "summary.json")
+            if os.path.exists(path):
+                total += json.load(open(path))["wall_seconds"]
+    return total / 3600
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dirs", nargs="+", help="sweep directories (each run directory in them is a seed of its cell)")
+    p.add_argument("--layers", default=None, help="comma-separated layers (default: the task's last)")
+    p.add_argument("--smooth", type=int, default=3)
+    p.add_argument("--learned", type=float, default=0.9, help="test accuracy a seed must end with to count as learned")
+    p.add_argument("--figure", default=None, help="PNG path of the figure (one panel per cell and layer)")
+    p.add_argument("--not-learned", action="store_true",
+                   help="print 'lr batch weight-decay' of each cell with a seed that did not learn, and stop")
+    args = p.parse_args()
+    task, cells = runs_by_cell(args.dirs)
+    if args.not_learned:
+        for key, dirs in cells.items():
+            runs = summarise(task, {key[:3]: dirs}, None, args.smooth)["cells"][0]["runs"]
+            if not all(_learned(r, args.learned) for r in runs):
+                print(f"{key[0]:g} {key[1]} {key[2]:g}")
+        return
+    first = next(iter(cells.values()))[0]
+    layers = args.layers.split(",") if args.layers else [load_run(first)[1][-1]["feature_set"]]
+    for layer in layers:
+        print(table(task, cells, layer, args.smooth, args.learned) + "\n")
+    print(f"compute: {compute_hours(cells):.2f} hours of wall clock over {sum(map(len, cells.values()))} runs")
+    if args.figure:
+        figure(task, cells, layers, args.smooth, args.figure)
+        print(f"wrote {args.figure}")
+
+
+if __name__ == "__main__":
+    main()

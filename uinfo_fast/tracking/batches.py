@@ -1,0 +1,86 @@
+"""Probe inputs as models take them: a tensor [N, ...], or a dict of tensors that share their first
+dimension (``input_ids``, ``attention_mask``, ... of a tokenised batch), passed to the model as
+keyword arguments. One place for the row operations capture and the tracker need on either."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+
+Inputs = torch.Tensor | Mapping[str, torch.Tensor]
+
+
+def checked(x, name: str, minimum: int = 1) -> Inputs:
+    """``x`` itself, once it is a tensor [N, ...] or a dict of tensors [N, ...] with N >=
+    ``minimum``; a ValueError naming ``name`` and what was expected otherwise."""
+    if isinstance(x, Mapping):
+        bad = [k for k, v in x.items() if not isinstance(v, torch.Tensor) or v.dim() < 1]
+        if not x or bad:
+            raise ValueError(f"{name} must be a dict of tensors [N, ...]; {bad or 'it is empty'} are not")
+        rows = {k: v.shape[0] for k, v in x.items()}
+        if len(set(rows.values())) > 1:
+            raise ValueError(f"{name}: every tensor of the dict must have the same first dimension N, got {rows}")
+    elif not isinstance(x, torch.Tensor) or x.dim() < 1:
+        raise ValueError(f"{name} must be a tensor [N, ...] or a dict of them, got {type(x).__name__}")
+    if rows_of(x) < minimum:
+        raise ValueError(f"{name} must hold at least {minimum} rows, got {rows_of(x)}")
+    return x
+
+
+def rows_of(x: Inputs) -> int:
+    return next(iter(x.values())).shape[0] if isinstance(x, Mapping) else x.shape[0]
+
+
+def device_of(x: Inputs) -> torch.device:
+    return next(iter(x.values())).device if isinstance(x, Mapping) else x.device
+
+
+def each(x: Inputs, fn: Callable[[torch.Tensor], torch.Tensor]) -> Inputs:
+    """``fn`` applied to the tensor, or to every tensor of the dict."""
+    return {k: fn(v) for k, v in x.items()} if isinstance(x, Mapping) else fn(x)
+
+
+def take(x: Inputs, rows: torch.Tensor) -> Inputs:
+    """The rows ``rows`` (indices) of ``x``; 4-D tensors keep a channels-last layout."""
+    def pick(v: torch.Tensor) -> torch.Tensor:
+        out = v.index_select(0, rows.to(v.device))
+        if v.dim() == 4 and v.is_contiguous(memory_format=torch.channels_last):
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
+
+    return each(x, pick)
+
+
+def split(x: Inputs, size: int) -> list[Inputs]:
+    """Consecutive batches of at most ``size`` rows."""
+    n = rows_of(x)
+    return [each(x, lambda v, lo=lo: v[lo:lo + size]) for lo in range(0, n, size)]
+
+
+def call(model: nn.Module, batch: Inputs, **kwargs):
+    """The model's forward on one batch: a dict is passed as keyword arguments."""
+    return model(**batch, **kwargs) if isinstance(batch, Mapping) else model(batch, **kwargs)
+
+
+def concatenated(batches: Iterable[Inputs], name: str) -> Inputs:
+    """One input set from batches: tensors joined along the rows; dict batches of token sequences
+    (2-D tensors [N, T] of different T) padded on the right with zeros to the longest T first,
+    which marks the padding as such in an attention mask."""
+    batches = list(batches)
+    if not batches:
+        raise ValueError(f"{name}: no batch")
+    if not isinstance(batches[0], Mapping):
+        return torch.cat([checked(b, name) for b in batches])
+    keys = set(batches[0])
+    for b in batches:
+        if not isinstance(b, Mapping) or set(b) != keys:
+            raise ValueError(f"{name}: every batch must be a dict with the keys {sorted(keys)}")
+    out = {}
+    for k in batches[0]:
+        parts = [b[k] for b in batches]
+        if all(p.dim() == 2 for p in parts):
+            width = max(p.shape[1] for p in parts)
+            parts = [torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts]
+        out[k] = torch.cat(parts)
+    return checked(out, name)
