@@ -3,7 +3,7 @@
 The package is layered, every import pointing down:
 
 * ``uinfo_fast.experiments``  run config, training plan, resumable runs, sweeps, plots, CLI
-* ``uinfo_fast.integrations`` the Lightning callback, TensorBoard and W&B sinks
+* ``uinfo_fast.integrations`` the Lightning and Hugging Face callbacks, TensorBoard and W&B sinks
 * ``uinfo_fast.tasks``        the task registry: each task's data, network and label sets
 * ``uinfo_fast.tracking``     feature capture, measurement schedule, run log, tracker
 * ``uinfo_fast.engine``       the probe engine: validation, fits, penalty path, estimator
@@ -21,6 +21,6 @@ _EXPORTS = {
                 "estimate_usable_information", "fit_probes", "probe_log_likelihood", "sklearn_C"),
     ".tracking": ("CaptureOptions", "FeatureCapture", "RunLog", "Schedule", "UsableInfoTracker", "read_log"),
     ".experiments": ("RunConfig",),
-    ".integrations": ("TensorBoardSink", "UsableInformationCallback", "WandbSink"),
+    ".integrations": ("TensorBoardSink", "UsableInformationCallback", "UsableInformationTrainerCallback", "WandbSink"),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

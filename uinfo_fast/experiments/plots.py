@@ -125,8 +125,11 @@ def runs_figure(run_dirs: Sequence[str], *, x: str = "step", labels: Sequence[st
             ax.set_xscale("symlog", linthresh=1.0 if x == "step" else 0.01)
         if i == 0:
             ax.set_ylabel("usable information (bits)")
-    handles, texts = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, texts, loc="lower center", ncol=min(4, len(texts)), fontsize=7, frameon=False)
+    # The legend of the first panel that has one: a layer with no measurement (constant features)
+    # draws no line.
+    handles, texts = next((h for h in (ax.get_legend_handles_labels() for ax in axes.flat) if h[1]), ([], []))
+    if texts:
+        fig.legend(handles, texts, loc="lower center", ncol=min(4, len(texts)), fontsize=7, frameon=False)
     fig.suptitle(title or f"Usable information during training: {', '.join(names)} (dotted: H(Y))", fontsize=10)
     fig.tight_layout(rect=(0, 0.06 * (1 + (len(texts) - 1) // 4), 1, 1))
     return fig

@@ -24,72 +24,16 @@ captures its shard of the probe inputs and the global-zero one fits, logs and wr
 """
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-import torch
-
-from ..engine.estimator import EstimatorOptions
-from ..engine.validation import BARE_LABEL
-from ..tracking.capture import CaptureOptions
 from ..tracking.log import read_log
 from ..tracking.schedule import Schedule
 from ..tracking.tracker import UsableInfoTracker
+from .probe_sets import check_callback_args, probe_splits
 from .scalars import PREFIX, require, scalars_by_step
 
 pl = require("lightning.pytorch", "lightning", "UsableInformationCallback")
-
-SPLITS = ("train", "test", "val")
-# Tracker options the callback sets itself; every other keyword of the tracker passes through.
-_OWN = {"self", "model", "layers", "train_inputs", "train_labels", "test_inputs", "test_labels", "val_inputs",
-        "val_labels", "log_path", "schedule", "asynchronous", "sinks", "shortcuts"}
-TRACKER_OPTIONS = (frozenset(inspect.signature(UsableInfoTracker.__init__).parameters) - _OWN
-                   | {f.name for cls in (EstimatorOptions, CaptureOptions) for f in dataclasses.fields(cls)})
-
-
-def _labels_of(y, name: str) -> dict:
-    if isinstance(y, torch.Tensor):
-        return {BARE_LABEL: y}
-    if isinstance(y, Mapping):
-        return dict(y)
-    raise TypeError(f"{name}: labels must be a tensor or a dict of label tensors, got {type(y).__name__}")
-
-
-def _from_batches(batches: Iterable, name: str) -> tuple[torch.Tensor, dict]:
-    """(inputs, labels) of every batch of a loader, concatenated on the CPU."""
-    xs, ys = [], []
-    for batch in batches:
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise TypeError(f"{name}: a loader must yield (inputs, labels) batches, got {type(batch).__name__}")
-        xs.append(batch[0].detach().cpu())
-        ys.append({k: v.detach().cpu() for k, v in _labels_of(batch[1], name).items()})
-    if not xs:
-        raise ValueError(f"{name}: the loader yielded no batch")
-    return torch.cat(xs), {k: torch.cat([y[k] for y in ys]) for k in ys[0]}
-
-
-def probe_split(source, name: str) -> tuple[torch.Tensor, dict]:
-    """One probe split as (inputs, {label set: labels}): from an (inputs, labels) pair, or from a
-    loader (a DataLoader, for instance a DataModule's) yielding (inputs, labels) batches."""
-    if isinstance(source, (tuple, list)) and len(source) == 2 and isinstance(source[0], torch.Tensor):
-        return source[0], _labels_of(source[1], name)
-    if isinstance(source, Iterable) and not isinstance(source, (str, bytes, torch.Tensor, Mapping)):
-        return _from_batches(source, name)
-    raise TypeError(f"{name} must be an (inputs, labels) pair or a loader of (inputs, labels) batches, "
-                    f"got {type(source).__name__}")
-
-
-def _checked(layers, probe_sets, tracker_options) -> None:
-    if isinstance(layers, str) or not isinstance(layers, Sequence) or not layers:
-        raise TypeError("layers must be a non-empty list of module names, e.g. ['net.layer2', 'net.layer4']")
-    if not isinstance(probe_sets, Mapping) or not {"train", "test"} <= set(probe_sets) <= set(SPLITS):
-        keys = sorted(probe_sets) if isinstance(probe_sets, Mapping) else type(probe_sets).__name__
-        raise ValueError(f"probe_sets must be a dict with keys 'train', 'test' and optionally 'val', got {keys}")
-    unknown = sorted(set(tracker_options) - TRACKER_OPTIONS)
-    if unknown:
-        raise TypeError(f"unknown tracker options {unknown}; UsableInfoTracker takes {sorted(TRACKER_OPTIONS)}")
 
 
 class UsableInformationCallback(pl.Callback):
@@ -115,7 +59,7 @@ class UsableInformationCallback(pl.Callback):
     def __init__(self, layers: Sequence[str], probe_sets: Mapping, *, schedule: Schedule = Schedule(),
                  log_path: str | os.PathLike | None = None, asynchronous: bool = False, prefix: str = PREFIX,
                  **tracker_options):
-        _checked(layers, probe_sets, tracker_options)
+        check_callback_args(layers, probe_sets, tracker_options)
         if not isinstance(schedule, Schedule):
             raise TypeError(f"schedule must be a uinfo_fast.Schedule, got {type(schedule).__name__}")
         self.layers, self.probe_sets, self.schedule = list(layers), dict(probe_sets), schedule
@@ -137,7 +81,7 @@ class UsableInformationCallback(pl.Callback):
         self.tracker.step(trainer.global_step, epoch=float(trainer.current_epoch))
 
     def _make_tracker(self, pl_module, main: bool) -> UsableInfoTracker:
-        splits = {k: probe_split(v, f"probe_sets[{k!r}]") for k, v in self.probe_sets.items() if v is not None}
+        splits = probe_splits(self.probe_sets)
         val = splits.get("val", (None, None))
         if self._restored is None and self.log_path is not None and main and read_log(self.log_path):
             raise FileExistsError(f"log_path {os.fspath(self.log_path)} already holds rows of another run; pick "

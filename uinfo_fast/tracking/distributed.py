@@ -26,6 +26,21 @@ def unwrapped(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
+_ALONE: list[bool] = []  # non-empty inside alone()
+
+
+@contextlib.contextmanager
+def alone():
+    """Inside the block, :meth:`Ranks.current` is rank 0 of 1 whatever the process group: a
+    tracker made there is run by this process by itself (the other ranks make none), so it shards
+    nothing and waits on no other rank."""
+    _ALONE.append(True)
+    try:
+        yield
+    finally:
+        _ALONE.pop()
+
+
 @dataclass(frozen=True)
 class Ranks:
     """This process's place in the default process group (rank 0 of 1 without one)."""
@@ -35,7 +50,7 @@ class Ranks:
 
     @classmethod
     def current(cls) -> Ranks:
-        if dist.is_available() and dist.is_initialized():
+        if dist.is_available() and dist.is_initialized() and not _ALONE:
             return cls(dist.get_rank(), dist.get_world_size())
         return cls()
 

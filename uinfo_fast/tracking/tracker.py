@@ -383,7 +383,17 @@ class UsableInfoTracker:
         written, so that a checkpoint at that step loses none of them."""
         failed = lambda: self.worker is None or self.worker.failed  # noqa: E731
         return {**self.log.state_dict(wait_before, give_up=failed), "measure_seconds": self.measure_seconds,
-                "phase_seconds": dict(self.phase_seconds)}
+                "phase_seconds": dict(self.phase_seconds), "estimates": self._estimates}
+
+    def warm_state(self) -> UsableInformation | None:
+        """The last fits (tensors: probe weights per layer), which warm-start the next measurement;
+        a checkpoint that saves them beside :meth:`state_dict` lets a resumed run fit from where
+        the uninterrupted one would."""
+        return self.last
+
+    def load_warm_state(self, last: UsableInformation | None) -> None:
+        """Warm-starts the next measurement from fits saved by :meth:`warm_state`."""
+        self.last = last
 
     def load_state_dict(self, state: dict) -> None:
         """Continues from a checkpoint's :meth:`state_dict`: the log goes back to the rows written
@@ -395,6 +405,7 @@ class UsableInfoTracker:
         self.last_step = self._agreed_step(self.log.last_step)
         self.measure_seconds = float(state.get("measure_seconds", 0.0))
         self.phase_seconds.update(state.get("phase_seconds", {}))
+        self._estimates = int(state.get("estimates", 0))  # where the full-grid cycle stood
         self.rolling.forget()  # the features kept were captured at other weights
 
     def _hand_over(self, stamp: dict, t0: float) -> list[dict]:
