@@ -104,6 +104,21 @@ def test_dict_inputs_are_checked_and_joined():
     torch.testing.assert_close(joined["input_ids"], _padded(SEQS, False)["input_ids"])
 
 
+def test_a_callbacks_probe_split_joins_a_loader_of_token_batches_of_different_lengths():
+    from uinfo_fast.integrations.probe_sets import probe_split
+
+    loader = [(_padded(SEQS[:2], False), torch.tensor([0, 1])), (_padded(SEQS[2:], False), torch.tensor([1, 0, 1]))]
+    x, y = probe_split(loader, "probe_sets['train']")
+    torch.testing.assert_close(x["input_ids"], _padded(SEQS, False)["input_ids"])
+    torch.testing.assert_close(y["label"], torch.tensor([0, 1, 1, 0, 1]))
+    model = TokenWise()
+    torch.testing.assert_close(FeatureCapture(model, ["block"], pool="mean_tokens")(x)["block"],
+                               FeatureCapture(model, ["block"], pool="mean_tokens")(_padded(SEQS, False))["block"])
+    with pytest.raises(ValueError, match=r"probe_sets\['train'\]: every batch must be a dict with the keys"):
+        probe_split([(_padded(SEQS, False), torch.zeros(5)), ({"input_ids": torch.zeros(1, 2)}, torch.zeros(1))],
+                    "probe_sets['train']")
+
+
 def test_the_tracker_measures_dict_inputs_with_a_rolling_capture():
     from uinfo_fast.tracking import UsableInfoTracker
 
