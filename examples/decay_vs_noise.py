@@ -15,6 +15,7 @@ entropy, the training loss and the test accuracy. A seed whose test accuracy end
 """
 import argparse
 import json
+import math
 import os
 from collections import defaultdict
 
@@ -44,7 +45,7 @@ def runs_by_cell(roots: list[str]) -> tuple[str, dict]:
 
 
 def _pm(d: dict | None, digits: int, scale: float = 1.0, unit: str = "") -> str:
-    if d is None:
+    if d is None or math.isnan(d["mean"]):
         return "-"
     return f"{scale * d['mean']:.{digits}f}{unit}" + ("" if d["sd"] is None else f" ± {scale * d['sd']:.{digits}f}")
 
@@ -53,33 +54,44 @@ def _learned(run: dict, threshold: float) -> bool:
     return "diverged" not in run and (run["test_accuracy"] or 0.0) >= threshold
 
 
+def _cell(task: str, key: tuple, dirs: list[str], layer: str, smooth: int, threshold: float):
+    """(the cell's statistics over every seed, and over the seeds that learned; None if none did)."""
+    every = summarise(task, {key[:3]: dirs}, layer, smooth)["cells"][0]
+    kept = [r["run"] for r in every["runs"] if _learned(r, threshold)]
+    return every, summarise(task, {key[:3]: kept}, layer, smooth)["cells"][0] if kept else None
+
+
+def _drop(run: dict, which: str, threshold: float) -> str:
+    if "diverged" in run:
+        return "div."
+    drop = run[which]["drop_from_peak"]
+    return ("-" if math.isnan(drop) else f"{100 * drop:.0f}%") + ("" if _learned(run, threshold) else "*")
+
+
 def table(task: str, cells: dict, layer: str, smooth: int, threshold: float) -> str:
-    """The Markdown table of one layer."""
-    summary = summarise(task, {k[:3]: v for k, v in cells.items()} if _unique_steps(cells) else cells, layer, smooth)
+    """The Markdown table of one layer: the information columns over the seeds that learned, the
+    per-seed drops, training loss and test accuracy over every seed."""
     t = get_task(task)
-    which = "beyond" if any("beyond_peak_bits" in c for c in summary["cells"]) else "irrelevant"
+    stats = {key: _cell(task, key, dirs, layer, smooth, threshold) for key, dirs in cells.items()}
+    ran = [r for every, _ in stats.values() for r in every["runs"] if "diverged" not in r]
+    which = "beyond" if ran and "beyond" in ran[0] else "irrelevant"
     what = f"{t.irrelevant_label} beyond {t.task_label}" if which == "beyond" else t.irrelevant_label
-    lines = [f"`{layer}`: {what}, running mean over {smooth} measurements; mean ± sd over seeds",
+    lines = [f"`{layer}`: {what}, running mean over {smooth} measurements; mean ± sd over the seeds that learned",
              f"| lr | batch | weight decay | lr x wd | lr / batch | steps | seeds (learned) | {what}: peak (bits) "
              f"| final (bits) | drop from peak | drop per seed | {t.task_label}: final / H | training loss (nats) "
              f"| {t.task_label} test accuracy |", "|---" * 14 + "|"]
-    for key, c in zip(cells, summary["cells"]):
-        lr, bs, wd = key[:3]
-        learned = sum(_learned(r, threshold) for r in c["runs"])
-        seeds = f"{c['seeds']} ({learned})" + (f", {c['diverged']} diverged" if c["diverged"] else "")
-        per_seed = ", ".join("div." if "diverged" in r else f"{100 * r[which]['drop_from_peak']:.0f}%"
-                             + ("" if _learned(r, threshold) else "*") for r in c["runs"])
-        lines.append(f"| {lr:g} | {bs} | {wd:g} | {lr * wd:.3g} | {lr / bs:.3g} | {c.get('steps') or '-'} | {seeds} "
-                     f"| {_pm(c.get(which + '_peak_bits'), 2)} | {_pm(c.get(which + '_final_bits'), 2)} "
-                     f"| {_pm(c.get(which + '_drop_from_peak'), 0, 100, '%')} | {per_seed} "
-                     f"| {_pm(c.get('task_final_share_of_entropy'), 0, 100, '%')} | {_pm(c.get('train_loss'), 3)} "
-                     f"| {_pm(c.get('test_accuracy'), 3)} |")
+    for (lr, bs, wd, _), (every, learned) in stats.items():
+        seeds = f"{every['seeds']} ({len(learned['runs']) if learned else 0})" + (
+            f", {every['diverged']} diverged" if every["diverged"] else "")
+        c = learned or {}
+        info = [_pm(c.get(which + "_peak_bits"), 2), _pm(c.get(which + "_final_bits"), 2),
+                _pm(c.get(which + "_drop_from_peak"), 0, 100, "%")] if learned else ["not learned"] * 3
+        lines.append(f"| {lr:g} | {bs} | {wd:g} | {lr * wd:.3g} | {lr / bs:.3g} | {every.get('steps') or '-'} "
+                     f"| {seeds} | " + " | ".join(info) + " | "
+                     + ", ".join(_drop(r, which, threshold) for r in every["runs"])
+                     + f" | {_pm(c.get('task_final_share_of_entropy'), 0, 100, '%')} "
+                     f"| {_pm(every.get('train_loss'), 3)} | {_pm(every.get('test_accuracy'), 3)} |")
     return "\n".join(lines) + f"\n\n(*: a seed whose {t.task_label} test accuracy ends under {threshold})"
-
-
-def _unique_steps(cells: dict) -> bool:
-    """True when no two cells differ by their length alone (then the key drops it)."""
-    return len({k[:3] for k in cells}) == len(cells)
 
 
 def _curve(run_dir: str, layer: str, label: str, key: str, smooth: int) -> tuple[list, list]:
@@ -89,43 +101,58 @@ def _curve(run_dir: str, layer: str, label: str, key: str, smooth: int) -> tuple
     return [p[0] for p in pts], running_mean([p[1] for p in pts], smooth)
 
 
-def figure(task: str, cells: dict, layers: list[str], smooth: int, out: str) -> None:
-    """One panel per cell (columns) and layer (rows), seeds overlaid."""
+def figure(task: str, cells: dict, layers: list[str], smooth: int, out: str, per_row: int = 5) -> None:
+    """One panel per cell and layer, seeds overlaid: each layer a block of rows, ``per_row``
+    cells to a row."""
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     t = get_task(task)
-    fig, axes = plt.subplots(len(layers), len(cells), figsize=(2.3 * len(cells), 2.2 * len(layers) + 0.4),
-                             squeeze=False, sharey="row")
+    cols = min(per_row, len(cells))
+    block = math.ceil(len(cells) / cols)
+    fig, axes = plt.subplots(block * len(layers), cols, figsize=(2.6 * cols, 2.3 * block * len(layers) + 0.3),
+                             squeeze=False, sharey=True)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     lengths = [k[3] for k in cells]
     usual = max(set(lengths), key=lengths.count)  # only a cell run longer names its epochs
-    for j, (key, dirs) in enumerate(cells.items()):
-        lr, bs, wd, epochs = key
-        for i, layer in enumerate(layers):
-            ax = axes[i, j]
-            for k, d in enumerate(dirs):
-                if os.path.exists(os.path.join(d, DIVERGED)):
-                    continue
-                _, rows = load_run(d)
-                beyond = any(r.get("beyond_bits") is not None for r in rows)
-                xs, ys = _curve(d, layer, t.irrelevant_label, "beyond_bits" if beyond else "bits", smooth)
-                ax.plot(xs, ys, color=colours[k % len(colours)], lw=1.2, label=f"seed {load_run(d)[0].seed}")
-            ax.axhline(0, color="0.6", lw=0.6)
-            ax.set_title(f"lr {lr:g}, batch {bs}, wd {wd:g}" + (f"\n{epochs:g} epochs" if epochs != usual else ""),
-                         fontsize=7)
-            ax.tick_params(labelsize=6)
-            if j == 0:
-                what = f"{t.irrelevant_label} beyond {t.task_label}" if beyond else t.irrelevant_label
-                ax.set_ylabel(f"{layer}: {what} (bits)", fontsize=7)
-            if i == len(layers) - 1:
-                ax.set_xlabel("epoch", fontsize=7)
+    for i, layer in enumerate(layers):
+        for j, (key, dirs) in enumerate(cells.items()):
+            ax = axes[i * block + j // cols, j % cols]
+            _cell_panel(ax, t, key, dirs, layer, smooth, colours, usual)
+            if j % cols == 0:
+                ax.set_ylabel(f"{layer}: {_what(t, dirs)} (bits)", fontsize=7)
+        for j in range(len(cells), block * cols):
+            axes[i * block + j // cols, j % cols].axis("off")
     axes[0, 0].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
+
+
+def _beyond(run_dir: str) -> bool:
+    return any(r.get("beyond_bits") is not None for r in load_run(run_dir)[1])
+
+
+def _what(t, dirs) -> str:
+    return f"{t.irrelevant_label} beyond {t.task_label}" if _beyond(dirs[0]) else t.irrelevant_label
+
+
+def _cell_panel(ax, t, key, dirs, layer, smooth, colours, usual) -> None:
+    lr, bs, wd, epochs = key
+    for k, d in enumerate(dirs):
+        if os.path.exists(os.path.join(d, DIVERGED)):
+            continue
+        xs, ys = _curve(d, layer, t.irrelevant_label, "beyond_bits" if _beyond(d) else "bits", smooth)
+        ax.plot(xs, ys, color=colours[k % len(colours)], lw=1.2, label=f"seed {load_run(d)[0].seed}")
+    ax.axhline(0, color="0.6", lw=0.6)
+    ax.set_title(f"lr {lr:g}, batch {bs}, wd {wd:g}" + (f", {epochs:g} epochs" if epochs != usual else ""),
+                 fontsize=7)
+    ax.tick_params(labelsize=6)
+    ax.set_xlabel("epoch", fontsize=7)
 
 
 def compute_hours(cells: dict) -> float:
