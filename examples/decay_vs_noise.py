@@ -155,6 +155,11 @@ def _cell_panel(ax, t, key, dirs, layer, smooth, colours, usual) -> None:
     ax.set_xlabel("epoch", fontsize=7)
 
 
+def _steps(dirs: list[str]) -> int | None:
+    done = [d for d in dirs if os.path.exists(os.path.join(d, "summary.json"))]
+    return json.load(open(os.path.join(done[0], "summary.json")))["steps"] if done else None
+
+
 def compute_hours(cells: dict) -> float:
     """Wall-clock hours of every run that finished (summary.json's wall_seconds)."""
     total = 0.0
@@ -174,11 +179,16 @@ def main() -> None:
     p.add_argument("--learned", type=float, default=0.9, help="test accuracy a seed must end with to count as learned")
     p.add_argument("--figure", default=None, help="PNG path of the figure (one panel per cell and layer)")
     p.add_argument("--not-learned", action="store_true",
-                   help="print 'lr batch weight-decay' of each cell with a seed that did not learn, and stop")
+                   help="print 'lr batch weight-decay' of each cell with a seed that did not learn (and fewer steps "
+                        "than the grid's longest cell), and stop")
     args = p.parse_args()
     task, cells = runs_by_cell(args.dirs)
-    if args.not_learned:
+    if args.not_learned:  # a cell that already had the grid's most steps is not run longer
+        most = max(json.load(open(os.path.join(d, "summary.json")))["steps"] for dirs in cells.values()
+                   for d in dirs if os.path.exists(os.path.join(d, "summary.json")))
         for key, dirs in cells.items():
+            if _steps(dirs) == most:
+                continue
             runs = summarise(task, {key[:3]: dirs}, None, args.smooth)["cells"][0]["runs"]
             if not all(_learned(r, args.learned) for r in runs):
                 print(f"{key[0]:g} {key[1]} {key[2]:g}")
