@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from ..tracking.log import read_log
 from ..tracking.schedule import Schedule
 from ..tracking.tracker import UsableInfoTracker
-from .probe_sets import check_callback_args, probe_splits
+from .probe_sets import check_callback_args, probe_splits, resumed
 from .scalars import PREFIX, require, scalars_by_step
 
 pl = require("lightning.pytorch", "lightning", "UsableInformationCallback")
@@ -89,13 +89,7 @@ class UsableInformationCallback(pl.Callback):
         tracker = UsableInfoTracker(pl_module, self.layers, *splits["train"], *splits["test"], val_inputs=val[0],
                                     val_labels=val[1], log_path=self.log_path, schedule=self.schedule,
                                     asynchronous=self.asynchronous, sinks=[self._log_rows], **self.tracker_options)
-        if self._restored is not None:
-            try:
-                tracker.load_state_dict(self._restored)
-            except BaseException:
-                tracker.close()
-                raise
-        return tracker
+        return resumed(tracker, self._restored)
 
     def _log_rows(self, rows: list[dict]) -> None:
         """Every logger of the trainer gets each step's scalars at that (capture) step."""

@@ -74,3 +74,15 @@ def check_callback_args(layers, probe_sets, tracker_options) -> None:
     unknown = sorted(set(tracker_options) - TRACKER_OPTIONS)
     if unknown:
         raise TypeError(f"unknown tracker options {unknown}; UsableInfoTracker takes {sorted(TRACKER_OPTIONS)}")
+
+
+def resumed(tracker: UsableInfoTracker, state: dict | None) -> UsableInfoTracker:
+    """``tracker`` continued from a checkpoint's tracker ``state`` (None: as it was made); closed,
+    its log lock released, when the state does not fit its log."""
+    if state is not None:
+        try:
+            tracker.load_state_dict(state)
+        except BaseException:
+            tracker.close()
+            raise
+    return tracker

@@ -37,7 +37,7 @@ from ..tracking.distributed import alone
 from ..tracking.log import read_log
 from ..tracking.schedule import Schedule
 from ..tracking.tracker import UsableInfoTracker
-from .probe_sets import check_callback_args, probe_splits
+from .probe_sets import check_callback_args, probe_splits, resumed
 from .scalars import PREFIX, require, scalars_by_step
 
 trainer_callback = require("transformers.trainer_callback", "transformers", "UsableInformationTrainerCallback")
@@ -131,13 +131,7 @@ class UsableInformationTrainerCallback(trainer_callback.TrainerCallback, trainer
                                         val_labels=val[1], log_path=self.log_path, schedule=self.schedule,
                                         asynchronous=self.asynchronous, sinks=[self._log_rows, *self.sinks],
                                         **self.tracker_options)
-        if self.restored is not None:
-            try:
-                tracker.load_state_dict(self.restored)
-            except BaseException:
-                tracker.close()
-                raise
-        return tracker
+        return resumed(tracker, self.restored)
 
     def _load_warm_start(self, output_dir: str, step: int) -> None:
         path = os.path.join(output_dir, f"checkpoint-{step}", self.warm_file)
