@@ -97,10 +97,17 @@ def test_the_callback_writes_the_trackers_rows_and_they_reach_the_trainers_log(t
 
 
 class _StopAt(transformers.TrainerCallback):
+    """Stops training after ``step``; after the checkpoint at 4 it also shakes the weights, so that
+    the rows measured between the checkpoint and the stop are not the resumed run's."""
+
     def __init__(self, step):
         self.step = step
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 5:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(0.5 * torch.randn_like(p))
         if state.global_step >= self.step:
             control.should_training_stop = True
 
