@@ -1,7 +1,8 @@
 """The paper's experiments on top of the training run: learning-rate x batch-size sweeps and
 perturbed early training (Kleinman et al., ICLR 2021; docs/DESIGN.md, section 2).
 
-A sweep is a grid of runs, one directory each (``lr<lr>_bs<batch>_s<seed>``); a run whose
+A sweep is a grid of runs, one directory each (``lr<lr>_bs<batch>_s<seed>``, with ``_wd<weight
+decay>`` before the seed when the grid sets the weight decay: :func:`grid_cells`); a run whose
 ``summary.json`` exists is finished and is not run again, a run with a config but no summary
 is resumed from its checkpoint. The figure compares, per grid cell (mean over seeds, min-max
 band), the usable information about the irrelevant label (fine classes; checkerboard colour)
