@@ -28,6 +28,8 @@ sweep "${cb[@]}" --out "$out" --lrs 0.2,0.01 --batch-sizes 16,256 --wd-scale-wit
 sweep "${cb[@]}" --out "$out" --lrs 0.2 --batch-sizes 16 --weight-decays 0                     # no decay
 sweep "${cb[@]}" --out "$out" --lrs 0.01 --batch-sizes 256 --weight-decays 0
 sweep "${cb[@]}" --out "$out" --lr-scale-with-batch --wd-scale-with-lr --batch-sizes 16,64,256 # same noise
+sweep "${cb[@]}" --out "$out" --lrs 0.2 --batch-sizes 16 --weight-decays 0.1     # the penalty against the
+sweep "${cb[@]}" --out "$out" --lrs 0.01 --batch-sizes 16 --weight-decays 5e-3   # shrinkage per step
 longer "${cb[@]}" -- "$out" 40 16
 
 out="$root/decay_noise_digits"
@@ -35,4 +37,6 @@ sweep --out "$out" --lrs 0.1,0.01 --batch-sizes 32,512 --wd-scale-with-lr
 sweep --out "$out" --lrs 0.1 --batch-sizes 32 --weight-decays 0
 sweep --out "$out" --lrs 0.01 --batch-sizes 512 --weight-decays 0
 sweep --out "$out" --lr-scale-with-batch --wd-scale-with-lr --batch-sizes 32,128,512
+sweep --out "$out" --lrs 0.1 --batch-sizes 32 --weight-decays 0.02
+sweep --out "$out" --lrs 0.01 --batch-sizes 32 --weight-decays 0.002
 longer -- "$out" 20 32
