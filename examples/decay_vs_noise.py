@@ -35,13 +35,11 @@ def runs_by_cell(roots: list[str]) -> tuple[str, dict]:
                 continue
             cfg, _ = load_run(d)
             tasks.add(cfg.task)
-            summary = os.path.join(d, "summary.json")
-            steps = json.load(open(summary))["steps"] if os.path.exists(summary) else None
-            cells[(cfg.lr, cfg.batch_size, cfg.weight_decay, cfg.epochs)].append((cfg.seed, d, steps))
+            cells[(cfg.lr, cfg.batch_size, cfg.weight_decay, cfg.epochs)].append((cfg.seed, d))
     if len(tasks) != 1:
         raise SystemExit(f"expected the runs of one task under {roots}, found {sorted(tasks) or 'none'}")
     ordered = sorted(cells.items(), key=lambda kv: (kv[0][1], -kv[0][0], -kv[0][2], kv[0][3]))
-    return tasks.pop(), {key: [d for _, d, _ in sorted(runs)] for key, runs in ordered}
+    return tasks.pop(), {key: [d for _, d in sorted(runs)] for key, runs in ordered}
 
 
 def _pm(d: dict | None, digits: int, scale: float = 1.0, unit: str = "") -> str:
@@ -94,8 +92,7 @@ def table(task: str, cells: dict, layer: str, smooth: int, threshold: float) -> 
     return "\n".join(lines) + f"\n\n(*: a seed whose {t.task_label} test accuracy ends under {threshold})"
 
 
-def _curve(run_dir: str, layer: str, label: str, key: str, smooth: int) -> tuple[list, list]:
-    _, rows = load_run(run_dir)
+def _curve(rows: list[dict], layer: str, label: str, key: str, smooth: int) -> tuple[list, list]:
     pts = sorted((r["epoch"], r[key]) for r in rows
                  if r["feature_set"] == layer and r["label_set"] == label and r.get(key) is not None)
     return [p[0] for p in pts], running_mean([p[1] for p in pts], smooth)
@@ -104,8 +101,6 @@ def _curve(run_dir: str, layer: str, label: str, key: str, smooth: int) -> tuple
 def figure(task: str, cells: dict, layers: list[str], smooth: int, out: str, per_row: int = 5) -> None:
     """One panel per cell and layer, seeds overlaid: each layer a block of rows, ``per_row``
     cells to a row."""
-    import math
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,12 +128,12 @@ def figure(task: str, cells: dict, layers: list[str], smooth: int, out: str, per
     plt.close(fig)
 
 
-def _beyond(run_dir: str) -> bool:
-    return any(r.get("beyond_bits") is not None for r in load_run(run_dir)[1])
+def _beyond(rows: list[dict]) -> bool:
+    return any(r.get("beyond_bits") is not None for r in rows)
 
 
 def _what(t, dirs) -> str:
-    return f"{t.irrelevant_label} beyond {t.task_label}" if _beyond(dirs[0]) else t.irrelevant_label
+    return f"{t.irrelevant_label} beyond {t.task_label}" if _beyond(load_run(dirs[0])[1]) else t.irrelevant_label
 
 
 def _cell_panel(ax, t, key, dirs, layer, smooth, colours, usual) -> None:
@@ -146,8 +141,9 @@ def _cell_panel(ax, t, key, dirs, layer, smooth, colours, usual) -> None:
     for k, d in enumerate(dirs):
         if os.path.exists(os.path.join(d, DIVERGED)):
             continue
-        xs, ys = _curve(d, layer, t.irrelevant_label, "beyond_bits" if _beyond(d) else "bits", smooth)
-        ax.plot(xs, ys, color=colours[k % len(colours)], lw=1.2, label=f"seed {load_run(d)[0].seed}")
+        cfg, rows = load_run(d)
+        xs, ys = _curve(rows, layer, t.irrelevant_label, "beyond_bits" if _beyond(rows) else "bits", smooth)
+        ax.plot(xs, ys, color=colours[k % len(colours)], lw=1.2, label=f"seed {cfg.seed}")
     ax.axhline(0, color="0.6", lw=0.6)
     ax.set_title(f"lr {lr:g}, batch {bs}, wd {wd:g}" + (f", {epochs:g} epochs" if epochs != usual else ""),
                  fontsize=7)
@@ -155,20 +151,15 @@ def _cell_panel(ax, t, key, dirs, layer, smooth, colours, usual) -> None:
     ax.set_xlabel("epoch", fontsize=7)
 
 
-def _steps(dirs: list[str]) -> int | None:
-    done = [d for d in dirs if os.path.exists(os.path.join(d, "summary.json"))]
-    return json.load(open(os.path.join(done[0], "summary.json")))["steps"] if done else None
+def _summaries(dirs: list[str]) -> list[dict]:
+    """The summary.json of every run of ``dirs`` that finished."""
+    paths = (os.path.join(d, "summary.json") for d in dirs)
+    return [json.load(open(p)) for p in paths if os.path.exists(p)]
 
 
 def compute_hours(cells: dict) -> float:
     """Wall-clock hours of every run that finished (summary.json's wall_seconds)."""
-    total = 0.0
-    for dirs in cells.values():
-        for d in dirs:
-            path = os.path.join(d, "summary.json")
-            if os.path.exists(path):
-                total += json.load(open(path))["wall_seconds"]
-    return total / 3600
+    return sum(s["wall_seconds"] for dirs in cells.values() for s in _summaries(dirs)) / 3600
 
 
 def main() -> None:
@@ -184,10 +175,10 @@ def main() -> None:
     args = p.parse_args()
     task, cells = runs_by_cell(args.dirs)
     if args.not_learned:  # a cell that already had the grid's most steps is not run longer
-        most = max(json.load(open(os.path.join(d, "summary.json")))["steps"] for dirs in cells.values()
-                   for d in dirs if os.path.exists(os.path.join(d, "summary.json")))
+        steps = {key: {s["steps"] for s in _summaries(dirs)} for key, dirs in cells.items()}
+        most = max(max(v) for v in steps.values() if v)
         for key, dirs in cells.items():
-            if _steps(dirs) == most:
+            if most in steps[key]:
                 continue
             runs = summarise(task, {key[:3]: dirs}, None, args.smooth)["cells"][0]["runs"]
             if not all(_learned(r, args.learned) for r in runs):

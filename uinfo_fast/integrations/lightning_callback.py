@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from ..tracking.log import read_log
 from ..tracking.schedule import Schedule
 from ..tracking.tracker import UsableInfoTracker
-from .probe_sets import check_callback_args, probe_splits, resumed
+from .probe_sets import check_callback_args, checkpoint_state, probe_splits, resumed
 from .scalars import PREFIX, require, scalars_by_step
 
 pl = require("lightning.pytorch", "lightning", "UsableInformationCallback")
@@ -126,10 +126,7 @@ class UsableInformationCallback(pl.Callback):
         measurement captured before the checkpoint is written."""
         if self.tracker is None:
             return dict(self._restored or {"rows": []})
-        if self.tracker.worker is not None:
-            self.tracker.worker.drain()
-            self.tracker.deliver()
-        return self.tracker.state_dict()
+        return checkpoint_state(self.tracker)
 
     def load_state_dict(self, state_dict: dict) -> None:
         if not isinstance(state_dict, dict) or not ({"rows", "log_rows"} & set(state_dict)):

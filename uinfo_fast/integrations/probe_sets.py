@@ -86,3 +86,12 @@ def resumed(tracker: UsableInfoTracker, state: dict | None) -> UsableInfoTracker
             tracker.close()
             raise
     return tracker
+
+
+def checkpoint_state(tracker: UsableInfoTracker) -> dict:
+    """The tracker's :meth:`~uinfo_fast.tracking.UsableInfoTracker.state_dict` for a checkpoint,
+    once every measurement captured before it is written (none lost with the checkpoint)."""
+    if tracker.worker is not None:
+        tracker.worker.drain()
+        tracker.deliver()
+    return tracker.state_dict()

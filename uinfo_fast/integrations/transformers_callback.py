@@ -37,7 +37,7 @@ from ..tracking.distributed import alone
 from ..tracking.log import read_log
 from ..tracking.schedule import Schedule
 from ..tracking.tracker import UsableInfoTracker
-from .probe_sets import check_callback_args, probe_splits, resumed
+from .probe_sets import check_callback_args, checkpoint_state, probe_splits, resumed
 from .scalars import PREFIX, require, scalars_by_step
 
 trainer_callback = require("transformers.trainer_callback", "transformers", "UsableInformationTrainerCallback")
@@ -166,12 +166,7 @@ class UsableInformationTrainerCallback(trainer_callback.TrainerCallback, trainer
         return {"args": {"name": self.name}, "attributes": {"restored": self._tracker_state()}}
 
     def _tracker_state(self) -> dict | None:
-        if self.tracker is None:
-            return self.restored
-        if self.tracker.worker is not None:
-            self.tracker.worker.drain()
-            self.tracker.deliver()
-        return self.tracker.state_dict()
+        return self.restored if self.tracker is None else checkpoint_state(self.tracker)
 
     def on_save(self, args, state, control, **kwargs):
         """The probes' last fits, beside the checkpoint the Trainer has just written."""
