@@ -36,4 +36,23 @@ TORCH_LIBRARY(uinfo_fast, m) {
   m.def("fit_probes(Tensor[] x, Tensor labels, Tensor[] weight, Tensor[] bias, Tensor[] probe_offsets, "
         "Tensor[] probe_label_col, Tensor[] l2, int max_iter, float tol, int history, int check_every, "
         "bool check_inputs=True, float? l2_tol=None) -> (Tensor[], Tensor[], Tensor[], Tensor[], Tensor[], Tensor[])");
+  // One-hidden-layer probes (generic/mlp_probes.h): per feature set, x [N, D] and its K probes'
+  // w1 [K, D, H], b1 [K, H], w2 [K, H, C], b2 [K, C]; probe k predicts label column
+  // probe_label_col[k] with its first probe_classes[k] classes; objective mean NLL
+  // + l2/2 (||W1||^2 + ||W2||^2), biases not penalised.
+  //
+  // (objective [K] f64, grad w1, grad b1, grad w2, grad b2).
+  m.def("mlp_probe_objective(Tensor x, Tensor labels, Tensor w1, Tensor b1, Tensor w2, Tensor b2, "
+        "Tensor probe_label_col, Tensor probe_classes, Tensor l2, bool check_inputs=True) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // log q_k(y_i | x_i) [N, K].
+  m.def("mlp_probe_log_likelihood(Tensor x, Tensor labels, Tensor w1, Tensor b1, Tensor w2, Tensor b2, "
+        "Tensor probe_label_col, Tensor probe_classes, bool check_inputs=True) -> Tensor");
+  // Batched L-BFGS over the probes of several feature sets (one list entry per set). Returns, per
+  // set, (w1, b1, w2, b2, objective [K] f64, grad_max [K] f64, n_iter [K] i64, status [K] i64),
+  // status as fit_probes'.
+  m.def("fit_mlp_probes(Tensor[] x, Tensor labels, Tensor[] w1, Tensor[] b1, Tensor[] w2, Tensor[] b2, "
+        "Tensor[] probe_label_col, Tensor[] probe_classes, Tensor[] l2, int max_iter, float tol, int history, "
+        "int check_every, bool check_inputs=True) "
+        "-> (Tensor[], Tensor[], Tensor[], Tensor[], Tensor[], Tensor[], Tensor[], Tensor[])");
 }

@@ -71,7 +71,8 @@ def test_tracker_in_a_training_loop_writes_rows_on_schedule(tmp_path):
     assert {(r["feature_set"], r["label_set"]) for r in rows} == {("1", "four"), ("1", "parity"), ("2", "four"),
                                                            ("2", "parity")}
     keys = {"step", "epoch", "mode", "features_from", "feature_set", "label_set", "status", "bits", "ci_low", "ci_high",
-            "test_ce_nats", "entropy_bits", "l2", "l2_grid", "search", "num_classes", "converged", "unseen_test_rows",
+            "test_ce_nats", "entropy_bits", "l2", "l2_grid", "search", "probe_family", "probe_hidden",
+            "probe_restarts", "num_classes", "converged", "unseen_test_rows",
             "warning", "seconds"}
     assert all(set(r) == keys for r in rows)
     assert all(r["mode"] == "exact" and r["features_from"] == r["step"] and r["search"] == "full" for r in rows)

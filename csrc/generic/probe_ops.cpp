@@ -85,6 +85,7 @@ void impl_generic_ops(torch::Library& m) {
   m.impl("probe_objective", &probe_objective);
   m.impl("probe_log_likelihood", &probe_log_likelihood);
   m.impl("fit_probes", &fit_probes_op);
+  impl_mlp_ops(m);
 }
 
 }  // namespace uinfo_fast

@@ -10,4 +10,8 @@ namespace uinfo_fast {
 // TORCH_LIBRARY_IMPL(uinfo_fast, <device>, m) block.
 void impl_generic_ops(torch::Library& m);
 
+// Registers mlp_probe_objective, mlp_probe_log_likelihood and fit_mlp_probes (mlp_ops.cpp); called
+// by impl_generic_ops.
+void impl_mlp_ops(torch::Library& m);
+
 }  // namespace uinfo_fast

@@ -24,11 +24,12 @@ from tqdm.auto import tqdm
 from .fit import (SCHEDULES, FitOptions, ProbeFit, fit_feature_sets, fit_further, polish, regridded,
                   standardisation, standardise, with_fit_range)
 from .layout import FitStatus
+from .mlp import DEFAULT_HIDDEN, DEFAULT_RESTARTS, MlpFitOptions, MlpProbeFit, compatible, fit_mlp_sets
 from .inputs import Features, Labels, check_feature_splits, check_label_splits
 from .results import LN2, UsableInformation, UsableInformationResult
 from .grid import (DEFAULT_L2_GRID, GRID_EXTENSION, edge_pulls, grid_of, nearby, spanning, whole_where_missed,
                    widen)
-from .scoring import TIE_NATS, score_all, unfinished_finalists, validation_ce
+from .scoring import TIE_NATS, Validation, score_all, unfinished_finalists, validation_ce
 from .params import Boolean, Choice, Integer, ListOf, NoneOr, Real, option, routed, validate_fields
 from .validation import check_l2
 
@@ -46,6 +47,9 @@ POLISH_L2_TOL = 0.1
 
 # Bootstrap resamples of the test cross-entropy's interval, everywhere a default is needed.
 N_BOOTSTRAP = 200
+# The read-outs q(y | z) the estimator can fit: softmax probes, and one-hidden-layer networks
+# (engine/mlp.py).
+FAMILIES = ("linear", "mlp")
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,13 @@ class EstimatorOptions:
     max_iter: int = option(1000, check=Integer(0), help="L-BFGS iterations per probe at most")
     tol: float = option(1e-5, check=Real(0.0, low_open=True), flag="probe_tol",
                         help="max |gradient| every probe is fitted to (the chosen ones are polished further)")
+    family: str = option("linear", check=Choice(FAMILIES), flag="probe_family",
+                         help="the read-out: linear (a softmax probe) or mlp (one hidden ReLU layer, then softmax)")
+    hidden: int = option(DEFAULT_HIDDEN, check=Integer(1), flag="probe_hidden", help="mlp probes: hidden units")
+    restarts: int = option(DEFAULT_RESTARTS, check=Integer(1), flag="probe_restarts",
+                           help="mlp probes: starts per (label set, penalty), the best on validation kept")
+    mlp_tol: float = option(1e-4, check=Real(0.0, low_open=True), flag="probe_mlp_tol",
+                            help="mlp probes: max |gradient| every probe is fitted to")
     penalty_schedule: str = option("auto", check=Choice(SCHEDULES),
                                    help="how the penalties are fitted: batched, path or auto (see fit_probes)")
     polish_l2_tol: float | None = option(POLISH_L2_TOL, check=NoneOr(Real(0.0, low_open=True)),
@@ -85,6 +96,11 @@ class EstimatorOptions:
     @property
     def fit(self) -> FitOptions:
         return FitOptions(max_iter=self.max_iter, tol=self.tol, schedule=self.penalty_schedule)
+
+    @property
+    def mlp_fit(self) -> MlpFitOptions:
+        return MlpFitOptions(hidden=self.hidden, restarts=self.restarts, seed=self.seed, max_iter=self.max_iter,
+                             tol=self.mlp_tol)
 
     @property
     def finalist_fit(self) -> FitOptions | None:
@@ -191,7 +207,10 @@ def estimate(features: Features, labels: Labels, options: EstimatorOptions,
     fit every probe (widening a grid where the choice sits at an end), polish the finalists,
     choose, score, flag what makes a number less than a measurement. With ``local`` and a warm
     start, search only the neighbours of the last choices where they hold the choice
-    (docs/DESIGN.md, "Measuring every step")."""
+    (docs/DESIGN.md, "Measuring every step"). One-hidden-layer probes (``family="mlp"``) take
+    :func:`estimate_mlp`."""
+    if options.family == "mlp":
+        return estimate_mlp(features, labels, options, warm_start, progress)
     clock = _Phases(progress)
     rows = {n: set_rows(n, features, labels, options) for n in features.train}
     x_fit, x_val = {n: r.x_fit for n, r in rows.items()}, {n: r.x_val for n, r in rows.items()}
@@ -215,6 +234,55 @@ def estimate(features: Features, labels: Labels, options: EstimatorOptions,
     return UsableInformation(results, fits, clock.total(), clock.seconds)
 
 
+def estimate_mlp(features: Features, labels: Labels, options: EstimatorOptions,
+                 warm_start: UsableInformation | None = None, progress: bool = False) -> UsableInformation:
+    """:func:`estimate` with one-hidden-layer probes: every (feature set, label set, penalty,
+    restart) probe in one op call (warm from ``warm_start`` where it holds the same probes), the
+    best restart of each penalty on validation kept, then the choice and the scores as for
+    softmax probes. The grid given is searched as it is: no widening, no float64 polish."""
+    clock = _Phases(progress)
+    rows = {n: set_rows(n, features, labels, options) for n in features.train}
+    names, grid, fit_options = labels.names, sorted(options.l2_grid), options.mlp_fit
+    counts = [labels.num_classes[n] for n in names]
+    inits = {}
+    for n, r in rows.items():
+        warm = warm_start.fits.get(n) if warm_start is not None else None
+        warm = getattr(warm, "all_restarts", None) or warm
+        fits_here = isinstance(warm, MlpProbeFit) and compatible(warm, names, counts, grid, r.x_fit.shape[1],
+                                                                  fit_options)
+        inits[n] = warm if fits_here else None
+    fits = fit_mlp_sets({n: r.x_fit for n, r in rows.items()}, labels.stacked("train"), names, counts, grid,
+                        fit_options, inits, {n: r.scaling for n, r in rows.items()},
+                        [labels.classes[n] for n in names])
+    fits, val_ce = best_restarts(fits, {n: validation_ce(f, rows[n].x_val, labels) for n, f in fits.items()})
+    clock.done("fit")
+    clock.done("polish")
+    results = score_all(fits, val_ce, {n: r.x_test for n, r in rows.items()}, labels, options)
+    results = [replace(flagged(r, fits[r.feature_set], None, labels, options), probe_family="mlp",
+                       probe_hidden=options.hidden, probe_restarts=options.restarts) for r in results]
+    clock.done("score")
+    return UsableInformation(results, fits, clock.total(), clock.seconds)
+
+
+def best_restarts(fits: dict[str, MlpProbeFit], val_ce: dict[str, Validation]
+                  ) -> tuple[dict[str, MlpProbeFit], dict[str, Validation]]:
+    """Of every (label set, penalty), the restart with the lowest validation cross-entropy: the
+    fits and validation scores of those probes alone (one host synchronisation)."""
+    picks = {}
+    for n, f in fits.items():
+        by_penalty = val_ce[n].mean.view(-1, f.restarts)
+        picks[n] = by_penalty.argmin(1) + torch.arange(by_penalty.shape[0], device=by_penalty.device) * f.restarts
+    host = torch.cat(list(picks.values())).tolist() if picks else []
+    out_fits, out_val, start = {}, {}, 0
+    for n, f in fits.items():
+        keep = host[start:start + picks[n].numel()]
+        start += picks[n].numel()
+        idx = torch.tensor(keep, device=val_ce[n].device)
+        out_fits[n] = f.select(keep)
+        out_val[n] = Validation(val_ce[n].nll.index_select(1, idx), val_ce[n].mask.index_select(1, idx))
+    return out_fits, out_val
+
+
 _ENDINGS = {FitStatus.MAX_ITER: "it stopped at max_iter", FitStatus.FLAT: "its objective went flat",
             FitStatus.LINE_SEARCH_FAILED: "its line search failed"}
 
@@ -232,7 +300,7 @@ def flagged(result: UsableInformationResult, fit: ProbeFit, pulls, labels: Label
         status = "not_converged"
         notes.append(f"the chosen probe (l2={result.l2:g}) did not converge: {_ENDINGS[fit.statuses[k]]} after "
                      f"{int(fit.n_iter[k])} iterations with max |gradient| {float(fit.grad_max[k]):.2g} > tol "
-                     f"{options.tol:g}; the number depends on where the optimiser stopped (raise max_iter, or "
+                     f"{fit.tol:g}; the number depends on where the optimiser stopped (raise max_iter, or "
                      "standardize the features)")
     pull = pulls[labels.names.index(result.label_set)] if pulls else (False,) * 4
     for side, end, how in ((0, min(grid), "smaller"), (1, max(grid), "larger")):

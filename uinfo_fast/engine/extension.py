@@ -1,7 +1,8 @@
 """Loads the compiled ops (``uinfo_fast._C``) and registers their fake kernels and autograd.
 
 ``ops`` is ``torch.ops.uinfo_fast``: ``softmax_xent_``, ``probe_objective``,
-``probe_log_likelihood`` and ``fit_probes``, whose schemas live in ``csrc/ops.cpp``.
+``probe_log_likelihood``, ``fit_probes`` and the one-hidden-layer probes' ``mlp_probe_objective``,
+``mlp_probe_log_likelihood`` and ``fit_mlp_probes``, whose schemas live in ``csrc/ops.cpp``.
 """
 import torch
 
@@ -78,3 +79,25 @@ def _objective_backward(ctx, grad_f, _grad_gw, _grad_gb):
 torch.library.register_autograd(
     "uinfo_fast::probe_objective", _objective_backward, setup_context=_objective_setup_context
 )
+
+
+@torch.library.register_fake("uinfo_fast::mlp_probe_objective")
+def _(x, labels, w1, b1, w2, b2, probe_label_col, probe_classes, l2, check_inputs=True):
+    k = w1.shape[0]
+    return (w1.new_empty((k,), dtype=torch.float64), torch.empty_like(w1), torch.empty_like(b1),
+            torch.empty_like(w2), torch.empty_like(b2))
+
+
+@torch.library.register_fake("uinfo_fast::mlp_probe_log_likelihood")
+def _(x, labels, w1, b1, w2, b2, probe_label_col, probe_classes, check_inputs=True):
+    return w1.new_empty((x.shape[0], w1.shape[0]))
+
+
+@torch.library.register_fake("uinfo_fast::fit_mlp_probes")
+def _(x, labels, w1, b1, w2, b2, probe_label_col, probe_classes, l2, max_iter, tol, history, check_every,
+      check_inputs=True):
+    per_probe = [w.new_empty((w.shape[0],), dtype=torch.float64) for w in w1]
+    counts = [w.new_empty((w.shape[0],), dtype=torch.int64) for w in w1]
+    return ([torch.empty_like(t) for t in w1], [torch.empty_like(t) for t in b1], [torch.empty_like(t) for t in w2],
+            [torch.empty_like(t) for t in b2], per_probe, [torch.empty_like(t) for t in per_probe], counts,
+            [torch.empty_like(t) for t in counts])

@@ -91,9 +91,7 @@ class ProbeFit:
         with the gradient within :data:`FLAT_GRADIENT_FACTOR` times tol. A flat objective with a
         large gradient is a stuck fit (features of 1e18, say, where every step overflows), not
         an optimum."""
-        ended = torch.isin(self.status, torch.tensor(CONVERGED_CODES, device=self.status.device))
-        flat_ok = (self.status != int(FitStatus.FLAT)) | (self.grad_max <= FLAT_GRADIENT_FACTOR * self.tol)
-        return ended & flat_ok
+        return converged_of(self.status, self.grad_max, self.tol)
 
     @property
     def statuses(self) -> list[FitStatus]:
@@ -110,6 +108,19 @@ class ProbeFit:
                 return k
         raise KeyError(f"no probe for label set {label_name!r} with l2={l2}")
 
+    @property
+    def width(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.weight.device
+
+    def validated_log_likelihood(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """log q_k(y_i | x_i) [M, K] on validated features (unstandardised) and stacked labels."""
+        return probe_log_likelihood(standardise(x, self.standardize), labels, self.weight, self.bias, self.offsets,
+                                    self.label_col, check_inputs=False)
+
     def probe(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(weight [D, C_k], bias [C_k]) of probe k."""
         lo, hi = self.offsets[k], self.offsets[k + 1]
@@ -117,40 +128,40 @@ class ProbeFit:
 
     def log_likelihood(self, features: torch.Tensor, labels) -> torch.Tensor:
         """log q_k(y_i | x_i) in nats for every row i and probe k: [M, K]."""
-        x, y = self._checked(features, labels)
-        return log_likelihood_of(self, x, y)
+        return log_likelihood_of(self, *check_fit_rows(self, features, labels))
 
     def cross_entropy(self, features: torch.Tensor, labels) -> torch.Tensor:
         """Mean cross-entropy of every probe on (features, labels), nats: [K] float64."""
         return -self.log_likelihood(features, labels).to(torch.float64).mean(0)
 
-    def _checked(self, features, labels) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features, labels stacked [M, L] in the fit's label-set order), validated."""
-        x = check_features(features, "features")
-        if x.shape[1] != self.weight.shape[0]:
-            raise ValueError(f"features has {x.shape[1]} columns but the probes were fitted on {self.weight.shape[0]}")
-        if x.device != self.weight.device:
-            raise ValueError(f"features is on {x.device} but the probes are on {self.weight.device}")
-        sets = label_sets(labels, "labels")
-        if not isinstance(labels, Mapping) and len(sets) == len(self.label_names):
-            # Unnamed label sets (a tensor or a list) are taken in the order the probes were fitted.
-            sets = dict(zip(self.label_names, sets.values()))
-        missing = [n for n in self.label_names if n not in sets]
-        if missing:
-            raise ValueError(f"labels lack the label sets {missing} that the probes predict")
-        cols = []
-        for j, n in enumerate(self.label_names):
-            y = sets[n]
-            if self.classes is None:
-                cols.append(check_labels(y, f"labels[{n!r}]", x.shape[0], x.device, self.num_classes[j]))
-                continue
-            check_labels(y, f"labels[{n!r}]", x.shape[0], x.device)
-            idx = torch.searchsorted(self.classes[j], y).clamp_(max=self.num_classes[j] - 1)
-            if not bool((self.classes[j][idx] == y).all()):
-                raise ValueError(f"labels[{n!r}] holds classes the probes were not fitted on; they know "
-                                 f"{self.classes[j].tolist()}")
-            cols.append(idx)
-        return x, torch.stack(cols, 1)
+def check_fit_rows(fit, features, labels) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features, labels stacked [M, L] in ``fit``'s label-set order), validated for a fit of any
+    probe family (its ``width``, ``device``, ``label_names``, ``num_classes`` and ``classes``)."""
+    x = check_features(features, "features")
+    if x.shape[1] != fit.width:
+        raise ValueError(f"features has {x.shape[1]} columns but the probes were fitted on {fit.width}")
+    if x.device != fit.device:
+        raise ValueError(f"features is on {x.device} but the probes are on {fit.device}")
+    sets = label_sets(labels, "labels")
+    if not isinstance(labels, Mapping) and len(sets) == len(fit.label_names):
+        # Unnamed label sets (a tensor or a list) are taken in the order the probes were fitted.
+        sets = dict(zip(fit.label_names, sets.values()))
+    missing = [n for n in fit.label_names if n not in sets]
+    if missing:
+        raise ValueError(f"labels lack the label sets {missing} that the probes predict")
+    cols = []
+    for j, n in enumerate(fit.label_names):
+        y = sets[n]
+        if fit.classes is None:
+            cols.append(check_labels(y, f"labels[{n!r}]", x.shape[0], x.device, fit.num_classes[j]))
+            continue
+        check_labels(y, f"labels[{n!r}]", x.shape[0], x.device)
+        idx = torch.searchsorted(fit.classes[j], y).clamp_(max=fit.num_classes[j] - 1)
+        if not bool((fit.classes[j][idx] == y).all()):
+            raise ValueError(f"labels[{n!r}] holds classes the probes were not fitted on; they know "
+                             f"{fit.classes[j].tolist()}")
+        cols.append(idx)
+    return x, torch.stack(cols, 1)
 
 
 def standardisation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,10 +204,17 @@ def with_fit_range(scaling: tuple[torch.Tensor, torch.Tensor], x_fit: torch.Tens
     return (*scaling, lo, hi)
 
 
-def log_likelihood_of(fit: ProbeFit, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """:meth:`ProbeFit.log_likelihood` on validated features and stacked labels [M, L]."""
-    return probe_log_likelihood(standardise(x, fit.standardize), labels, fit.weight, fit.bias, fit.offsets,
-                                fit.label_col, check_inputs=False)
+def converged_of(status: torch.Tensor, grad_max: torch.Tensor, tol: float) -> torch.Tensor:
+    """[K] bool: the gradient reached tol, or the objective stopped moving at working precision
+    with the gradient within :data:`FLAT_GRADIENT_FACTOR` times tol (a fit of any family)."""
+    ended = torch.isin(status, torch.tensor(CONVERGED_CODES, device=status.device))
+    return ended & ((status != int(FitStatus.FLAT)) | (grad_max <= FLAT_GRADIENT_FACTOR * tol))
+
+
+def log_likelihood_of(fit, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The log-likelihoods [M, K] of a fit of any probe family (:class:`ProbeFit`,
+    :class:`~uinfo_fast.engine.mlp.MlpProbeFit`) on validated features and stacked labels [M, L]."""
+    return fit.validated_log_likelihood(x, labels)
 
 
 def sklearn_C(l2: float, n_rows: int, num_classes: int) -> float:
@@ -252,14 +270,14 @@ def fit_probes(
     """
     options = FitOptions(max_iter=max_iter, tol=tol, history=history, check_every=check_every, schedule=schedule)
     x = check_features(features, "features")
-    names, counts, y_all = _checked_label_sets(labels, num_classes, x)
+    names, counts, y_all = checked_label_sets(labels, num_classes, x)
     l2_values = check_l2(l2)
     if init is not None and not compatible_init(init, counts, l2_values, x.shape[1]):
         raise ValueError("init was fitted with other label sets, class counts, penalties or feature width")
     return fit_validated(x, y_all, names, counts, l2_values, init, options)
 
 
-def _checked_label_sets(labels, num_classes, x) -> tuple[list[str], list[int], torch.Tensor]:
+def checked_label_sets(labels, num_classes, x) -> tuple[list[str], list[int], torch.Tensor]:
     """(names, class counts, labels stacked [N, L]) of fit_probes' label sets, validated."""
     sets = label_sets(labels, "labels")
     names = list(sets)

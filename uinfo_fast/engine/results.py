@@ -12,7 +12,8 @@ LN2 = math.log(2.0)
 # estimator's rows and in every log row (the tracker adds step, epoch and seconds around them).
 # Units are in the names: bits unless a name says nats.
 MEASUREMENT_FIELDS = ("feature_set", "label_set", "status", "bits", "ci_low", "ci_high", "entropy_bits",
-                      "test_ce_nats", "l2", "l2_grid", "search", "num_classes", "converged", "unseen_test_rows", "warning")
+                      "test_ce_nats", "l2", "l2_grid", "search", "probe_family", "probe_hidden", "probe_restarts",
+                      "num_classes", "converged", "unseen_test_rows", "warning")
 # Why a row may hold no number: the features or labels it would measure (a diverging network,
 # a dead layer, a label set of one class) give nothing a probe could be fitted on, or the
 # measurement was skipped (an asynchronous tracker with its queue full).
@@ -61,6 +62,9 @@ class UsableInformationResult:
     status: str = "ok"            # "ok" or "not_converged"; unmeasured rows say why not (UNMEASURED)
     l2_grid: tuple[float, ...] = ()  # the penalties searched, the grid given widened where needed
     search: str = "full"          # "full": the whole grid; "local": the neighbours of the last choice
+    probe_family: str = "linear"  # the read-out: "linear" (softmax) or "mlp" (one hidden layer)
+    probe_hidden: int | None = None    # mlp: hidden units
+    probe_restarts: int | None = None  # mlp: starts per (label set, penalty), the best on validation kept
 
     def row(self) -> dict:
         """The measurement as a row of :data:`MEASUREMENT_FIELDS`."""
