@@ -148,3 +148,27 @@ def test_cuda_fit_follows_the_cpu_fit():
         out.append([r[0].cpu() for r in res])
     for c, g in zip(*out):
         torch.testing.assert_close(g.double(), c.double(), rtol=1e-6, atol=1e-6)
+
+
+def test_a_tracker_measures_with_mlp_probes_warm_from_its_last_measurement(tmp_path):
+    from torch import nn
+
+    from uinfo_fast.tracking import Schedule, UsableInfoTracker, read_log
+
+    from .toy import separable
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 4))
+    xtr, ytr = separable(300, 0)
+    xte, yte = separable(200, 1)
+    tracker = UsableInfoTracker(model, ["1"], xtr, ytr, xte, yte, log_path=tmp_path / "log.jsonl",
+                                schedule=Schedule(every=5), l2_grid=[1e-2, 1e-1], n_bootstrap=20, family="mlp",
+                                hidden=8, restarts=2)
+    for step in range(6):
+        tracker.step(step)
+    rows = read_log(tmp_path / "log.jsonl")
+    assert {r["step"] for r in rows} == {0, 5}
+    assert {(r["probe_family"], r["probe_hidden"], r["probe_restarts"]) for r in rows} == {("mlp", 8, 2)}
+    assert all(r["status"] in ("ok", "not_converged") and r["bits"] is not None for r in rows)
+    warm = tracker.warm_state().fits["1"]
+    assert warm.family == "mlp" and warm.all_restarts.n_probes == 2 * 2 * len(ytr)

@@ -104,10 +104,10 @@ def test_no_function_is_longer_than_60_lines():
 
 def test_public_names_and_version():
     assert uinfo_fast.__all__ == sorted([
-        "CaptureOptions", "EstimatorOptions", "FeatureCapture", "ProbeFit", "RunConfig", "RunLog", "Schedule",
+        "CaptureOptions", "EstimatorOptions", "FeatureCapture", "MlpProbeFit", "ProbeFit", "RunConfig", "RunLog", "Schedule",
         "TensorBoardSink", "UsableInformation", "UsableInformationCallback", "UsableInformationResult",
-        "UsableInformationTrainerCallback", "UsableInfoTracker", "WandbSink", "estimate_usable_information", "fit_probes", "probe_log_likelihood",
-        "read_log", "sklearn_C"])
+        "UsableInformationTrainerCallback", "UsableInfoTracker", "WandbSink", "estimate_usable_information", "fit_mlp_probes", "fit_probes",
+        "probe_log_likelihood", "read_log", "sklearn_C"])
     pytest.importorskip("lightning")
     pytest.importorskip("transformers")
     for name in uinfo_fast.__all__:

@@ -1,4 +1,5 @@
-"""uinfo-fast: usable information of neural representations from many softmax probes at once.
+"""uinfo-fast: usable information of neural representations from many probes at once (softmax
+probes, or one-hidden-layer ones).
 
 The package is layered, every import pointing down:
 
@@ -17,8 +18,8 @@ from ._lazy import lazy_exports
 __version__ = "0.2.0"
 
 _EXPORTS = {
-    ".engine": ("EstimatorOptions", "ProbeFit", "UsableInformation", "UsableInformationResult",
-                "estimate_usable_information", "fit_probes", "probe_log_likelihood", "sklearn_C"),
+    ".engine": ("EstimatorOptions", "MlpProbeFit", "ProbeFit", "UsableInformation", "UsableInformationResult",
+                "estimate_usable_information", "fit_mlp_probes", "fit_probes", "probe_log_likelihood", "sklearn_C"),
     ".tracking": ("CaptureOptions", "FeatureCapture", "RunLog", "Schedule", "UsableInfoTracker", "read_log"),
     ".experiments": ("RunConfig",),
     ".integrations": ("TensorBoardSink", "UsableInformationCallback", "UsableInformationTrainerCallback", "WandbSink"),

@@ -5,7 +5,8 @@ Where things are: the compiled ops (kernels in ``csrc/``) load in ``extension.py
 declared in ``params.py`` (each field once: default, constraint, help) and tensors checked in
 ``validation.py``; the penalty grid and its widening are in ``grid.py``, the validation scores and
 the choice in ``scoring.py``; the probe layout and
-``FitStatus`` are in ``layout.py``; ``ProbeFit`` and ``fit_probes`` in ``fit.py``; warm starts
+``FitStatus`` are in ``layout.py``; ``ProbeFit`` and ``fit_probes`` in ``fit.py``, their one-hidden-layer counterparts
+(``family="mlp"``) in ``mlp.py``; warm starts
 and the penalty path in ``path.py``; the estimator (validate -> fit -> select -> score) in
 ``estimator.py``, its result rows in ``results.py``; the pure-PyTorch reference in
 ``reference.py``. Only what users call is exported below; the rest is reached by its module.
@@ -19,6 +20,7 @@ _EXPORTS = {
     ".fit": ("ProbeFit", "fit_probes", "probe_log_likelihood", "sklearn_C"),
     ".grid": ("DEFAULT_L2_GRID",),
     ".layout": ("FitStatus",),
+    ".mlp": ("MlpProbeFit", "fit_mlp_probes"),
     ".results": ("MEASUREMENT_FIELDS", "UsableInformation", "UsableInformationResult"),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
