@@ -50,9 +50,10 @@ TORCH_LIBRARY(uinfo_fast, m) {
         "Tensor probe_label_col, Tensor probe_classes, bool check_inputs=True) -> Tensor");
   // Batched L-BFGS over the probes of several feature sets (one list entry per set). Returns, per
   // set, (w1, b1, w2, b2, objective [K] f64, grad_max [K] f64, n_iter [K] i64, status [K] i64),
-  // status as fit_probes'.
+  // status as fit_probes', and 4 when ftol > 0 and the objective fell by under ftol (relative)
+  // over the last 20 iterations (generic/mlp_probes.h).
   m.def("fit_mlp_probes(Tensor[] x, Tensor labels, Tensor[] w1, Tensor[] b1, Tensor[] w2, Tensor[] b2, "
         "Tensor[] probe_label_col, Tensor[] probe_classes, Tensor[] l2, int max_iter, float tol, int history, "
-        "int check_every, bool check_inputs=True) "
+        "int check_every, bool check_inputs=True, float ftol=0.0) "
         "-> (Tensor[], Tensor[], Tensor[], Tensor[], Tensor[], Tensor[], Tensor[], Tensor[])");
 }

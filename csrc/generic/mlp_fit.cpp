@@ -11,6 +11,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "lbfgs_state.h"
@@ -37,6 +38,7 @@ struct MlpFitState {
   at::Tensor rho;                // [Ka, m] float64: 1 / <s, y>, 0 for an empty slot
   at::Tensor next;               // [Ka] int64: the slot the next pair goes to
   at::Tensor f, gd, t, gamma, gmax, tol;  // [Ka] float64
+  at::Tensor f_past;                      // [Ka, kSlowWindow] float64: f after each of the last iterations
   at::Tensor done;                        // [Ka] bool
   at::Tensor fails, flat, iters, status;  // [Ka] int64
 
@@ -48,7 +50,7 @@ struct MlpFitState {
     for (auto [dst, src] : {std::pair<at::Tensor*, const at::Tensor*>{&out.params, &params}, {&out.grad, &grad},
                             {&out.dir, &dir}, {&out.s_hist, &s_hist}, {&out.y_hist, &y_hist}, {&out.rho, &rho},
                             {&out.next, &next}, {&out.f, &f}, {&out.gd, &gd}, {&out.t, &t}, {&out.gamma, &gamma},
-                            {&out.gmax, &gmax}, {&out.tol, &tol}, {&out.done, &done}, {&out.fails, &fails},
+                            {&out.gmax, &gmax}, {&out.tol, &tol}, {&out.f_past, &f_past}, {&out.done, &done}, {&out.fails, &fails},
                             {&out.flat, &flat}, {&out.iters, &iters}, {&out.status, &status}})
       *dst = src->index_select(0, k);
     return out;
@@ -107,7 +109,16 @@ void next_direction(MlpFitState& st, const at::Tensor& moved) {
 
 // One iteration: a trial point for every running probe, accepted where it decreases the
 // objective enough (Armijo), else the step shrinks (safeguarded quadratic interpolation).
-void iterate(MlpFitState& st, double ftol) {
+// Whether each probe's objective fell by under ftol (relative) over the last kSlowWindow
+// iterations; records this iteration's objective in its slot of the window.
+at::Tensor slow_progress(MlpFitState& st, double ftol) {
+  const at::Tensor slot = st.iters.remainder(kSlowWindow).unsqueeze(1);
+  const at::Tensor before = st.f_past.gather(1, slot).squeeze(1);  // inf until the window is full
+  st.f_past.scatter_(1, slot, st.f.unsqueeze(1));
+  return (before - st.f).le(ftol * st.f.abs()).logical_and(at::isfinite(before));
+}
+
+void iterate(MlpFitState& st, double ftol, double slow_ftol) {
   const auto dt = st.params.scalar_type();
   const at::Tensor running = st.done.logical_not();
   const at::Tensor t_act = st.t * running;
@@ -138,10 +149,11 @@ void iterate(MlpFitState& st, double ftol) {
   st.iters = st.iters + running.to(at::kLong);
   st.gmax = st.grad.abs().amax(1).to(at::kDouble);
   const at::Tensor conv = st.gmax.le(st.tol), flat = st.flat.ge(kMaxFlat), stalled = st.fails.ge(kMaxFails);
+  const at::Tensor slow = slow_ftol > 0 ? slow_progress(st, slow_ftol) : at::zeros_like(conv);
   at::Tensor code = at::zeros_like(st.status);
-  code.masked_fill_(stalled, 3).masked_fill_(flat, 2).masked_fill_(conv, 1);
+  code.masked_fill_(stalled, 3).masked_fill_(slow, 4).masked_fill_(flat, 2).masked_fill_(conv, 1);
   st.status = at::where(running, code, st.status);
-  st.done = st.done.logical_or(conv).logical_or(flat).logical_or(stalled);
+  st.done = st.done.logical_or(conv).logical_or(flat).logical_or(stalled).logical_or(slow);
   next_direction(st, accept.logical_and(st.done.logical_not()));
 }
 
@@ -166,6 +178,7 @@ MlpFitState initial_state(const MlpSet& set, const at::Tensor& labels, double to
   st.s_hist = at::zeros({s.K, history, s.n_params()}, st.params.options());
   st.y_hist = at::zeros_like(st.s_hist);
   st.rho = at::zeros({s.K, history}, dbl);
+  st.f_past = at::full({s.K, kSlowWindow}, std::numeric_limits<double>::infinity(), dbl);
   st.next = at::zeros({s.K}, st.status.options());
   st.fails = at::zeros_like(st.status);
   st.flat = at::zeros_like(st.status);
@@ -233,12 +246,13 @@ bool check_all(std::vector<MlpSetFit>& fits) {
 
 std::vector<MlpFitResult> fit_mlp_probe_sets(const std::vector<MlpSet>& sets, const at::Tensor& labels,
                                              int64_t max_iter, double tol, int64_t history, int64_t check_every,
-                                             bool check_inputs) {
+                                             bool check_inputs, double ftol) {
   TORCH_CHECK_VALUE(!sets.empty(), "uinfo_fast: fit_mlp_probes needs at least one feature set");
   TORCH_CHECK_VALUE(max_iter >= 0, "uinfo_fast: max_iter must be >= 0, got ", max_iter);
   TORCH_CHECK_VALUE(tol > 0, "uinfo_fast: tol must be > 0, got ", tol);
   TORCH_CHECK_VALUE(history >= 1, "uinfo_fast: history must be >= 1, got ", history);
   TORCH_CHECK_VALUE(check_every >= 1, "uinfo_fast: check_every must be >= 1, got ", check_every);
+  TORCH_CHECK_VALUE(ftol >= 0 && ftol < 1, "uinfo_fast: ftol must lie in [0, 1), got ", ftol);
   std::vector<MlpSetFit> fits;
   for (const MlpSet& set : sets) {
     check_mlp_args(set, labels, check_inputs);
@@ -247,13 +261,13 @@ std::vector<MlpFitResult> fit_mlp_probe_sets(const std::vector<MlpSet>& sets, co
     MlpOutputs out(st);
     fits.push_back(MlpSetFit{std::move(out), std::move(st)});
   }
-  const double ftol = sets[0].w1.scalar_type() == at::kDouble ? 2.220446049250313e-16 : 1.1920928955078125e-07;
+  const double eps = sets[0].w1.scalar_type() == at::kDouble ? 2.220446049250313e-16 : 1.1920928955078125e-07;
   for (int64_t it = 0; it < max_iter;) {
     if (!check_all(fits)) break;
     const int64_t round = std::min(check_every, max_iter - it);
     for (MlpSetFit& f : fits)
       if (f.running)
-        for (int64_t j = 0; j < round; ++j) iterate(f.st, ftol);
+        for (int64_t j = 0; j < round; ++j) iterate(f.st, eps, ftol);
     it += round;
   }
   std::vector<MlpFitResult> out;

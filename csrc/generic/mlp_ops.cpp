@@ -46,10 +46,10 @@ std::vector<MlpSet> mlp_sets(at::TensorList x, at::TensorList w1, at::TensorList
 MlpFitSetsResult fit_mlp_probes_op(at::TensorList x, const at::Tensor& labels, at::TensorList w1, at::TensorList b1,
                                    at::TensorList w2, at::TensorList b2, at::TensorList probe_label_col,
                                    at::TensorList probe_classes, at::TensorList l2, int64_t max_iter, double tol,
-                                   int64_t history, int64_t check_every, bool check_inputs) {
+                                   int64_t history, int64_t check_every, bool check_inputs, double ftol) {
   const std::vector<MlpFitResult> fits =
       fit_mlp_probe_sets(mlp_sets(x, w1, b1, w2, b2, probe_label_col, probe_classes, l2), labels, max_iter, tol,
-                         history, check_every, check_inputs);
+                         history, check_every, check_inputs, ftol);
   MlpFitSetsResult out;
   for (const MlpFitResult& r : fits) {
     std::get<0>(out).push_back(std::get<0>(r));

@@ -43,11 +43,16 @@ at::Tensor mlp_log_likelihood(const MlpSet& set, const at::Tensor& labels, bool 
 // Batched L-BFGS over every probe of every set, from the starting parameters given, with the
 // linear fit's stopping rules and status codes (lbfgs_fit.h): a probe converges when
 // max |gradient| <= tol; 2 objective flat at the working precision, 3 line search failed, 0
-// stopped at max_iter. Each probe has its own history, step and line search (backtracking
+// stopped at max_iter. With ftol > 0 also 4 (converged): the objective fell by under ftol,
+// relative, over the last kSlowWindow iterations. A ReLU network's objective has kinks wherever
+// a unit's input crosses 0 at a row, and on a few thousand rows its gradient can stay far above
+// any small tol at the point where the fit has stopped moving. Each probe has its own history, step and line search (backtracking
 // Armijo), and one pass per iteration evaluates all of them; the host looks every check_every
 // iterations, drops finished probes and stops when none is left.
+constexpr int64_t kSlowWindow = 20;
+
 std::vector<MlpFitResult> fit_mlp_probe_sets(const std::vector<MlpSet>& sets, const at::Tensor& labels,
                                              int64_t max_iter, double tol, int64_t history, int64_t check_every,
-                                             bool check_inputs);
+                                             bool check_inputs, double ftol);
 
 }  // namespace uinfo_fast

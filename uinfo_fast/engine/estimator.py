@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .fit import (SCHEDULES, FitOptions, ProbeFit, fit_feature_sets, fit_further, polish, regridded,
                   standardisation, standardise, with_fit_range)
 from .layout import FitStatus
-from .mlp import DEFAULT_HIDDEN, DEFAULT_RESTARTS, MlpFitOptions, MlpProbeFit, compatible, fit_mlp_sets
+from .mlp import DEFAULT_FTOL, DEFAULT_HIDDEN, DEFAULT_RESTARTS, MlpFitOptions, MlpProbeFit, compatible, fit_mlp_sets
 from .inputs import Features, Labels, check_feature_splits, check_label_splits
 from .results import LN2, UsableInformation, UsableInformationResult
 from .grid import (DEFAULT_L2_GRID, GRID_EXTENSION, edge_pulls, grid_of, nearby, spanning, whole_where_missed,
@@ -77,6 +77,9 @@ class EstimatorOptions:
                            help="mlp probes: starts per (label set, penalty), the best on validation kept")
     mlp_tol: float = option(1e-4, check=Real(0.0, low_open=True), flag="probe_mlp_tol",
                             help="mlp probes: max |gradient| every probe is fitted to")
+    mlp_ftol: float = option(DEFAULT_FTOL, check=Real(0.0, 1.0, high_open=True), flag="probe_mlp_ftol",
+                             help="mlp probes: one whose objective fell by under this (relative) over its last 20 "
+                                  "iterations has converged (0: off)")
     penalty_schedule: str = option("auto", check=Choice(SCHEDULES),
                                    help="how the penalties are fitted: batched, path or auto (see fit_probes)")
     polish_l2_tol: float | None = option(POLISH_L2_TOL, check=NoneOr(Real(0.0, low_open=True)),
@@ -100,7 +103,7 @@ class EstimatorOptions:
     @property
     def mlp_fit(self) -> MlpFitOptions:
         return MlpFitOptions(hidden=self.hidden, restarts=self.restarts, seed=self.seed, max_iter=self.max_iter,
-                             tol=self.mlp_tol)
+                             tol=self.mlp_tol, ftol=self.mlp_ftol)
 
     @property
     def finalist_fit(self) -> FitOptions | None:
@@ -284,7 +287,7 @@ def best_restarts(fits: dict[str, MlpProbeFit], val_ce: dict[str, Validation]
 
 
 _ENDINGS = {FitStatus.MAX_ITER: "it stopped at max_iter", FitStatus.FLAT: "its objective went flat",
-            FitStatus.LINE_SEARCH_FAILED: "its line search failed"}
+            FitStatus.LINE_SEARCH_FAILED: "its line search failed", FitStatus.SLOW: "its objective stopped falling"}
 
 
 def flagged(result: UsableInformationResult, fit: ProbeFit, pulls, labels: Labels,

@@ -95,7 +95,7 @@ def _(x, labels, w1, b1, w2, b2, probe_label_col, probe_classes, check_inputs=Tr
 
 @torch.library.register_fake("uinfo_fast::fit_mlp_probes")
 def _(x, labels, w1, b1, w2, b2, probe_label_col, probe_classes, l2, max_iter, tol, history, check_every,
-      check_inputs=True):
+      check_inputs=True, ftol=0.0):
     per_probe = [w.new_empty((w.shape[0],), dtype=torch.float64) for w in w1]
     counts = [w.new_empty((w.shape[0],), dtype=torch.int64) for w in w1]
     return ([torch.empty_like(t) for t in w1], [torch.empty_like(t) for t in b1], [torch.empty_like(t) for t in w2],

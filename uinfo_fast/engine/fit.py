@@ -14,7 +14,7 @@ import torch
 from .layout import CONVERGED_CODES, FitStatus, probe_layout
 from .extension import ops
 from .path import FitWork, fit_grid, run
-from .params import Choice, Integer, NoneOr, Real, option, validate_fields
+from .params import Choice, Integer, NoneOr, Real, check_param, option, validate_fields
 from .validation import check_features, check_l2, check_labels, label_sets
 
 SCHEDULES = ("auto", "batched", "path")
@@ -247,8 +247,13 @@ def fit_probes(
     tol: float = 1e-5,
     history: int = 10,
     check_every: int | None = None,
-) -> ProbeFit:
-    """Fit one softmax probe per (label set, penalty) pair on ``features``, all at once.
+    family: str = "linear",
+    hidden: int = 64,
+    restarts: int = 1,
+    seed: int = 0,
+):
+    """Fit one softmax probe per (label set, penalty) pair on ``features``, all at once (or, with
+    ``family="mlp"``, one-hidden-layer probes: :func:`~uinfo_fast.engine.mlp.fit_mlp_probes`).
 
     Args:
         features: [N, D] float32, bfloat16, float16 or float64 (CPU or CUDA). Arithmetic is
@@ -267,7 +272,17 @@ def fit_probes(
         max_iter, tol: L-BFGS stops a probe when max |gradient| <= tol or after max_iter iterations.
         history: L-BFGS memory; check_every: iterations between host checks (early stop, dropping
             finished probes from the pass). Default: every iteration on CPU, every 10 on CUDA.
+        family: "linear" (a :class:`ProbeFit`) or "mlp" (an ``MlpProbeFit`` of ``hidden`` units,
+            ``restarts`` starts per (label set, penalty) drawn from ``seed``; ``schedule`` does
+            not apply).
     """
+    check_param("family", family, Choice(("linear", "mlp")))
+    if family == "mlp":
+        from .mlp import fit_mlp_probes
+
+        return fit_mlp_probes(features, labels, l2, hidden=hidden, restarts=restarts, seed=seed,
+                              num_classes=num_classes, init=init, max_iter=max_iter, tol=tol, history=history,
+                              check_every=check_every)
     options = FitOptions(max_iter=max_iter, tol=tol, history=history, check_every=check_every, schedule=schedule)
     x = check_features(features, "features")
     names, counts, y_all = checked_label_sets(labels, num_classes, x)

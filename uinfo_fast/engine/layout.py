@@ -21,10 +21,12 @@ class FitStatus(enum.IntEnum):
     FLAT = 2                # objective flat at the working precision: converged when the gradient
                             # is within ProbeFit's FLAT_GRADIENT_FACTOR of tol (ProbeFit.converged)
     LINE_SEARCH_FAILED = 3  # 25 rejected steps running
+    SLOW = 4                # one-hidden-layer probes: the objective fell by under ftol (relative) over
+                            # the last 20 iterations: converged (engine/mlp.py, MlpFitOptions.ftol)
 
     @property
     def converged(self) -> bool:
-        return self in (FitStatus.GRADIENT, FitStatus.FLAT)
+        return self in (FitStatus.GRADIENT, FitStatus.FLAT, FitStatus.SLOW)
 
 
 CONVERGED_CODES = tuple(int(s) for s in FitStatus if s.converged)

@@ -28,6 +28,12 @@ from .validation import check_features, check_l2
 # Restarts are fitted side by side; a cold start draws each anew, a warm one continues each.
 DEFAULT_HIDDEN = 64
 DEFAULT_RESTARTS = 2
+# A ReLU network's objective has kinks wherever a unit's input crosses 0 at a probe row; on the
+# thousand rows of a probe set the gradient of a weakly penalised probe can stay at 1e-3 while the
+# fit no longer moves. The fit then stops when the objective fell by under this, relative, over 20
+# iterations: on the digit run's features that left the test cross-entropy within 0.003 bits of
+# a fit five times as long (bench/mlp_stopping.py, bench/RESULTS.md).
+DEFAULT_FTOL = 1e-4
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,9 @@ class MlpFitOptions:
     seed: int = option(0, check=Integer(), help="the starting weights")
     max_iter: int = option(1000, check=Integer(0), help="L-BFGS iterations per probe at most")
     tol: float = option(1e-4, check=Real(0.0, low_open=True), help="max |gradient| every probe is fitted to")
+    ftol: float = option(DEFAULT_FTOL, check=Real(0.0, 1.0, high_open=True),
+                         help="a probe whose objective fell by under this (relative) over its last 20 iterations "
+                              "has converged (0: off)")
     history: int = option(10, check=Integer(1), help="L-BFGS history pairs")
     check_every: int | None = option(None, check=NoneOr(Integer(1)), help="iterations between host checks (none: 1 on CPU, 10 on CUDA)")
 
@@ -194,7 +203,7 @@ def fit_mlp_sets(xs: dict[str, torch.Tensor], y_all: torch.Tensor, names: list[s
     l2_t = torch.tensor(l2, dtype=torch.float64, device=dev)
     out = ops.fit_mlp_probes([xs[n] for n in sets], y_all, *[[starts[n][i] for n in sets] for i in range(4)],
                              [col_t] * len(sets), [cls_t] * len(sets), [l2_t] * len(sets), options.max_iter,
-                             options.tol, options.history, options.check_every_on(dev), False)
+                             options.tol, options.history, options.check_every_on(dev), False, options.ftol)
     scaling = standardize or {}
     return {n: MlpProbeFit(*(part[s] for part in out[:4]), label_col, l2, restart, names, counts,
                            *(part[s] for part in out[4:]), options.tol, options.restarts, scaling.get(n), classes)
@@ -214,7 +223,7 @@ def compatible(init: MlpProbeFit | None, names: list[str], counts: list[int], l2
 
 def fit_mlp_probes(features: torch.Tensor, labels, l2=1e-3, *, hidden: int = DEFAULT_HIDDEN,
                    restarts: int = 1, seed: int = 0, num_classes=None, init: MlpProbeFit | None = None,
-                   max_iter: int = 1000, tol: float = 1e-4, history: int = 10,
+                   max_iter: int = 1000, tol: float = 1e-4, ftol: float = DEFAULT_FTOL, history: int = 10,
                    check_every: int | None = None) -> MlpProbeFit:
     """Fit one-hidden-layer probes for every (label set, penalty, restart) on ``features`` at once.
 
@@ -227,11 +236,12 @@ def fit_mlp_probes(features: torch.Tensor, labels, l2=1e-3, *, hidden: int = DEF
         hidden: hidden units; restarts: starts per (label set, penalty), drawn from ``seed``.
         num_classes: an int or one per label set; default max label + 1.
         init: warm start from an earlier fit with the same label sets, penalties and restarts.
-        max_iter, tol, history, check_every: L-BFGS stops a probe when max |gradient| <= tol or
-            after max_iter iterations; host checks every check_every iterations (default 1 on
-            CPU, 10 on CUDA).
+        max_iter, tol, ftol, history, check_every: L-BFGS stops a probe when max |gradient| <= tol,
+            when its objective fell by under ftol (relative) over its last 20 iterations, or after
+            max_iter iterations; host checks every check_every iterations (default 1 on CPU, 10
+            on CUDA).
     """
-    options = MlpFitOptions(hidden=hidden, restarts=restarts, seed=seed, max_iter=max_iter, tol=tol,
+    options = MlpFitOptions(hidden=hidden, restarts=restarts, seed=seed, max_iter=max_iter, tol=tol, ftol=ftol,
                             history=history, check_every=check_every)
     x = check_features(features, "features")
     names, counts, y_all = checked_label_sets(labels, num_classes, x)
