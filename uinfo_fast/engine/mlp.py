@@ -31,8 +31,8 @@ DEFAULT_RESTARTS = 2
 # A ReLU network's objective has kinks wherever a unit's input crosses 0 at a probe row; on the
 # thousand rows of a probe set the gradient of a weakly penalised probe can stay at 1e-3 while the
 # fit no longer moves. The fit then stops when the objective fell by under this, relative, over 20
-# iterations: on the digit run's features that left the test cross-entropy within 0.003 bits of
-# a fit five times as long (bench/mlp_stopping.py, bench/RESULTS.md).
+# iterations: on a digit run's features, fits that had got there read the test set within 0.001
+# bits of a fit of 1,500 iterations (bench/mlp_stopping.py, bench/RESULTS.md).
 DEFAULT_FTOL = 1e-4
 
 
