@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 import uinfo_fast as uf
-from uinfo_fast.engine.fit import standardisation
+from uinfo_fast.engine.probe_rows import standardisation
 from uinfo_fast.engine.inputs import validation_split
 from uinfo_fast.engine.reference import fit_probe_lbfgs
 from uinfo_fast.tasks import layered_features
@@ -73,7 +73,7 @@ def standardised_splits(xtr, xte, n_train):
         mean, std = standardisation(x[fit_idx])
         z = lambda t: ((t.to(torch.float32) - mean) / std)  # noqa: E731
         fit = z(x[fit_idx])
-        # scored within the fit rows' range, as the estimator scores (fit.with_fit_range)
+        # scored within the fit rows' range, as the estimator scores (probe_rows.with_fit_range)
         lo, hi = fit.amin(0), fit.amax(0)
         data[name] = (fit, z(x[val_idx]).clamp(lo, hi), z(xte[name]).clamp(lo, hi))
     return fit_idx, val_idx, data

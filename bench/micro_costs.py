@@ -45,7 +45,7 @@ def softmax_ns_per_logit(repeats: int = 50) -> float:
 
 
 def bookkeeping_ms_per_iteration(generic: bool) -> float:
-    from uinfo_fast.engine.fit import standardisation
+    from uinfo_fast.engine.probe_rows import standardisation
     from uinfo_fast.tasks import layered_features
 
     from _harness import BENCH_L2_GRID

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import machine_name, record  # noqa: E402
 
-from uinfo_fast.engine.fit import standardisation, standardise, with_fit_range  # noqa: E402
+from uinfo_fast.engine.probe_rows import standardisation, standardise, with_fit_range  # noqa: E402
 from uinfo_fast.engine.mlp import fit_mlp_probes  # noqa: E402
 from uinfo_fast.experiments.config import RunConfig  # noqa: E402
 from uinfo_fast.experiments.run import load_checkpoint  # noqa: E402

@@ -14,7 +14,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import uinfo_fast as uf
-from uinfo_fast.engine.fit import standardisation
+from uinfo_fast.engine.probe_rows import standardisation
 from uinfo_fast.tasks import layered_features
 
 from _harness import BENCH_L2_GRID  # noqa: E402  (bench/, the script's folder)

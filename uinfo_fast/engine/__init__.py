@@ -5,7 +5,8 @@ Where things are: the compiled ops (kernels in ``csrc/``) load in ``extension.py
 declared in ``params.py`` (each field once: default, constraint, help) and tensors checked in
 ``validation.py``; the penalty grid and its widening are in ``grid.py``, the validation scores and
 the choice in ``scoring.py``; the probe layout and
-``FitStatus`` are in ``layout.py``; ``ProbeFit`` and ``fit_probes`` in ``fit.py``, their one-hidden-layer counterparts
+``FitStatus`` are in ``layout.py``; the rows every probe family is fitted and scored on in ``probe_rows.py``; ``ProbeFit`` and
+``fit_probes`` in ``fit.py``, their one-hidden-layer counterparts
 (``family="mlp"``) in ``mlp.py``; warm starts
 and the penalty path in ``path.py``; the estimator (validate -> fit -> select -> score) in
 ``estimator.py``, its result rows in ``results.py``; the pure-PyTorch reference in

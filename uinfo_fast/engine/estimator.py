@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 import torch
 from tqdm.auto import tqdm
 
-from .fit import (SCHEDULES, FitOptions, ProbeFit, fit_feature_sets, fit_further, polish, regridded,
-                  standardisation, standardise, with_fit_range)
+from .fit import SCHEDULES, FitOptions, ProbeFit, fit_feature_sets, fit_further, polish, regridded
+from .probe_rows import standardisation, standardise, with_fit_range
 from .layout import FitStatus
 from .mlp import DEFAULT_FTOL, DEFAULT_HIDDEN, DEFAULT_RESTARTS, MlpFitOptions, MlpProbeFit, compatible, fit_mlp_sets
 from .inputs import Features, Labels, check_feature_splits, check_label_splits
@@ -125,7 +125,7 @@ class SetRows:
     x_fit: torch.Tensor   # the train rows, standardised
     x_val: torch.Tensor
     x_test: torch.Tensor
-    scaling: tuple[torch.Tensor, ...] | None  # mean, std, and the fit rows' range (fit.with_fit_range)
+    scaling: tuple[torch.Tensor, ...] | None  # mean, std, and the fit rows' range (probe_rows.with_fit_range)
 
 
 def set_rows(name: str, features: Features, labels: Labels, options: EstimatorOptions) -> SetRows:

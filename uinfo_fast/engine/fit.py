@@ -6,21 +6,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import torch
 
-from .layout import CONVERGED_CODES, FitStatus, probe_layout
+from .layout import FitStatus, probe_layout
 from .extension import ops
 from .path import FitWork, fit_grid, run
 from .params import Choice, Integer, NoneOr, Real, check_param, option, validate_fields
-from .validation import check_features, check_l2, check_labels, label_sets
+from .probe_rows import check_fit_rows, checked_label_sets, converged_of, standardise
+from .validation import check_features, check_l2
 
 SCHEDULES = ("auto", "batched", "path")
-# How far above its tolerance a probe's gradient may sit when its objective went flat at the
-# working precision (float32 rounding stops near-separable probes a little above tol).
-FLAT_GRADIENT_FACTOR = 1e3
 
 
 @dataclass(frozen=True)
@@ -88,7 +85,7 @@ class ProbeFit:
     @property
     def converged(self) -> torch.Tensor:
         """[K] bool: the gradient reached tol, or the objective stopped moving at working precision
-        with the gradient within :data:`FLAT_GRADIENT_FACTOR` times tol. A flat objective with a
+        with the gradient within ``probe_rows.FLAT_GRADIENT_FACTOR`` times tol. A flat objective with a
         large gradient is a stuck fit (features of 1e18, say, where every step overflows), not
         an optimum."""
         return converged_of(self.status, self.grad_max, self.tol)
@@ -133,83 +130,6 @@ class ProbeFit:
     def cross_entropy(self, features: torch.Tensor, labels) -> torch.Tensor:
         """Mean cross-entropy of every probe on (features, labels), nats: [K] float64."""
         return -self.log_likelihood(features, labels).to(torch.float64).mean(0)
-
-def check_fit_rows(fit, features, labels) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features, labels stacked [M, L] in ``fit``'s label-set order), validated for a fit of any
-    probe family (its ``width``, ``device``, ``label_names``, ``num_classes`` and ``classes``)."""
-    x = check_features(features, "features")
-    if x.shape[1] != fit.width:
-        raise ValueError(f"features has {x.shape[1]} columns but the probes were fitted on {fit.width}")
-    if x.device != fit.device:
-        raise ValueError(f"features is on {x.device} but the probes are on {fit.device}")
-    sets = label_sets(labels, "labels")
-    if not isinstance(labels, Mapping) and len(sets) == len(fit.label_names):
-        # Unnamed label sets (a tensor or a list) are taken in the order the probes were fitted.
-        sets = dict(zip(fit.label_names, sets.values()))
-    missing = [n for n in fit.label_names if n not in sets]
-    if missing:
-        raise ValueError(f"labels lack the label sets {missing} that the probes predict")
-    cols = []
-    for j, n in enumerate(fit.label_names):
-        y = sets[n]
-        if fit.classes is None:
-            cols.append(check_labels(y, f"labels[{n!r}]", x.shape[0], x.device, fit.num_classes[j]))
-            continue
-        check_labels(y, f"labels[{n!r}]", x.shape[0], x.device)
-        idx = torch.searchsorted(fit.classes[j], y).clamp_(max=fit.num_classes[j] - 1)
-        if not bool((fit.classes[j][idx] == y).all()):
-            raise ValueError(f"labels[{n!r}] holds classes the probes were not fitted on; they know "
-                             f"{fit.classes[j].tolist()}")
-        cols.append(idx)
-    return x, torch.stack(cols, 1)
-
-
-def standardisation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, std) per feature in the compute dtype.
-
-    A feature that is constant on the fit split (a dead ReLU unit, say) gets std = inf, so it
-    standardises to 0 everywhere and the probes ignore it. Scaling it by a tiny std instead would
-    turn the rare test example where the unit fires into a value of 1e6 standard deviations, and
-    a probe that never saw it vary would answer with an arbitrarily confident logit.
-    """
-    xf = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
-    std = xf.std(0) if xf.shape[0] > 1 else torch.zeros(xf.shape[1], dtype=xf.dtype, device=xf.device)
-    constant = std <= 1e-6 * float(std.max().clamp_min(1e-30))
-    return xf.mean(0), std.masked_fill(constant, float("inf"))
-
-
-def standardise(x: torch.Tensor, scaling: tuple[torch.Tensor, ...] | None, in_place: bool = False) -> torch.Tensor:
-    """``x`` scaled by a :func:`standardisation` (in its dtype), or ``x`` itself for None: in one
-    new tensor, or in ``x`` itself when ``in_place`` and the dtypes allow (a copy the caller owns).
-    A scaling of four tensors (:func:`with_fit_range`) also clips every feature to the range it
-    had on the fit rows."""
-    if scaling is None:
-        return x
-    mean, std = scaling[:2]
-    out = x if in_place and x.dtype == mean.dtype else x.to(mean.dtype, copy=True)
-    out = out.sub_(mean).div_(std)
-    return out.clamp_(scaling[2], scaling[3]) if len(scaling) == 4 else out
-
-
-def with_fit_range(scaling: tuple[torch.Tensor, torch.Tensor], x_fit: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """``scaling`` with the range [min, max] of every standardised feature on the fit rows
-    ``x_fit``, to clip the rows a probe is scored on to.
-
-    A unit that fires on a handful of fit rows has a small deviation there; on a test row where it
-    fires harder, its standardised value lies far beyond anything the probe was fitted on, and a
-    weakly penalised probe extrapolates its logit there into a confident error worth hundreds of
-    bits (a shuffled-label control once read -0.96 bits from two such rows). A probe answers
-    only within the range it has seen."""
-    lo, hi = x_fit.amin(0).to(scaling[0].dtype), x_fit.amax(0).to(scaling[0].dtype)
-    return (*scaling, lo, hi)
-
-
-def converged_of(status: torch.Tensor, grad_max: torch.Tensor, tol: float) -> torch.Tensor:
-    """[K] bool: the gradient reached tol, or the objective stopped moving at working precision
-    with the gradient within :data:`FLAT_GRADIENT_FACTOR` times tol (a fit of any family)."""
-    ended = torch.isin(status, torch.tensor(CONVERGED_CODES, device=status.device))
-    return ended & ((status != int(FitStatus.FLAT)) | (grad_max <= FLAT_GRADIENT_FACTOR * tol))
-
 
 def log_likelihood_of(fit, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The log-likelihoods [M, K] of a fit of any probe family (:class:`ProbeFit`,
@@ -290,31 +210,6 @@ def fit_probes(
     if init is not None and not compatible_init(init, counts, l2_values, x.shape[1]):
         raise ValueError("init was fitted with other label sets, class counts, penalties or feature width")
     return fit_validated(x, y_all, names, counts, l2_values, init, options)
-
-
-def checked_label_sets(labels, num_classes, x) -> tuple[list[str], list[int], torch.Tensor]:
-    """(names, class counts, labels stacked [N, L]) of fit_probes' label sets, validated."""
-    sets = label_sets(labels, "labels")
-    names = list(sets)
-    if num_classes is None or isinstance(num_classes, int):
-        counts = [num_classes] * len(names)
-    elif isinstance(num_classes, Mapping):
-        missing = [n for n in names if n not in num_classes]
-        if missing:
-            raise ValueError(f"num_classes has no entry for the label sets {missing}; it names {sorted(num_classes)}")
-        counts = [num_classes[n] for n in names]
-    else:
-        counts = list(num_classes)
-        if len(counts) != len(names):
-            raise ValueError(f"num_classes has {len(counts)} entries but there are {len(names)} label sets")
-    cols = []
-    for j, (n, c) in enumerate(zip(names, counts)):
-        y = check_labels(sets[n], f"labels[{n!r}]", x.shape[0], x.device)
-        counts[j] = int(y.max()) + 1 if c is None else c
-        if counts[j] < 2:
-            raise ValueError(f"label set {n!r} needs at least 2 classes, got num_classes={counts[j]}")
-        cols.append(check_labels(y, f"labels[{n!r}]", x.shape[0], x.device, counts[j]))
-    return names, counts, torch.stack(cols, 1)
 
 
 def compatible_init(init: ProbeFit, counts: list[int], l2_values: list[float], width: int) -> bool:

@@ -19,7 +19,7 @@ class FitStatus(enum.IntEnum):
     MAX_ITER = 0            # stopped at max_iter
     GRADIENT = 1            # max |gradient| <= tol: converged
     FLAT = 2                # objective flat at the working precision: converged when the gradient
-                            # is within ProbeFit's FLAT_GRADIENT_FACTOR of tol (ProbeFit.converged)
+                            # is within probe_rows.FLAT_GRADIENT_FACTOR of tol (ProbeFit.converged)
     LINE_SEARCH_FAILED = 3  # 25 rejected steps running
     SLOW = 4                # one-hidden-layer probes: the objective fell by under ftol (relative) over
                             # the last 20 iterations: converged (engine/mlp.py, MlpFitOptions.ftol)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .extension import ops
-from .fit import check_fit_rows, checked_label_sets, converged_of, standardise
+from .probe_rows import check_fit_rows, checked_label_sets, converged_of, standardise
 from .layout import FitStatus
 from .params import Integer, NoneOr, Real, option, validate_fields
 from .validation import check_features, check_l2
