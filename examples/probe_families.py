@@ -22,6 +22,9 @@ from uinfo_fast.tracking.log import measured
 
 FAMILIES = ("linear", "mlp")
 COLOURS = {"linear": "tab:blue", "mlp": "tab:orange"}
+# A drop is given only from a peak of at least this many bits: below it, a share of the bootstrap
+# noise is no drop.
+MIN_PEAK = 0.05
 
 
 def runs_by_family(root: str) -> dict[str, list[str]]:
@@ -60,7 +63,7 @@ def table(runs: dict[str, list[str]], layers: list[str], smooth: int) -> str:
             stats = {what: [peak_final(rows, layer, *what, smooth) for rows in logs]
                      for what in (("coarse", "bits"), ("fine", "bits"), ("fine", "beyond_bits"))}
             beyond = stats["fine", "beyond_bits"]
-            drops = [100 * (p - f) / p for p, f in beyond if p > 0]
+            drops = [100 * (p - f) / p for p, f in beyond if p >= MIN_PEAK]
             cells = [_pm([p for p, _ in stats[w]]) + " | " + _pm([f for _, f in stats[w]]) for w in stats]
             lines.append(f"| {family} | {layer} | " + " | ".join(cells) + f" | {_pm(drops, 0) if drops else '-'}% |")
     return "\n".join(lines)
