@@ -6,8 +6,9 @@ examples/probe_families.sh, read by linear and by one-hidden-layer probes.
 Every run directory ``<family>_s<seed>`` under the given directory is one seed of one family. Per
 family and layer the table gives coarse, fine and fine beyond coarse: peak and final value of a
 running mean over --smooth measurements, mean ± sd over the seeds, and the drop from peak to
-final; then the measurements whose chosen probe did not converge. The figure has one panel per
-layer: fine beyond coarse against the step, every seed of both families overlaid.
+final (from a peak of at least 0.05 bits); then the measurements whose chosen probe did not
+converge. The figure has two panels per layer, fine beyond coarse and coarse against the step,
+every seed of both families overlaid.
 """
 from __future__ import annotations
 
