@@ -14,7 +14,7 @@ from .layout import FitStatus, probe_layout
 from .extension import ops
 from .path import FitWork, fit_grid, run
 from .params import Choice, Integer, NoneOr, Real, check_param, option, validate_fields
-from .probe_rows import check_fit_rows, checked_label_sets, converged_of, standardise
+from .probe_rows import ProbeSetMixin, check_fit_rows, checked_label_sets, standardise
 from .validation import check_features, check_l2
 
 SCHEDULES = ("auto", "batched", "path")
@@ -52,7 +52,7 @@ class FitOptions:
 
 
 @dataclass(frozen=True)
-class ProbeFit:
+class ProbeFit(ProbeSetMixin):
     """K softmax probes fitted on one feature matrix, laid side by side as columns.
 
     Probe k predicts label set ``label_names[label_col[k]]`` with penalty ``l2[k]`` and owns
@@ -77,33 +77,6 @@ class ProbeFit:
     tol: float
     standardize: tuple[torch.Tensor, ...] | None = field(default=None, repr=False)
     classes: list[torch.Tensor] | None = field(default=None, repr=False)
-
-    @property
-    def n_probes(self) -> int:
-        return len(self.label_col)
-
-    @property
-    def converged(self) -> torch.Tensor:
-        """[K] bool: the gradient reached tol, or the objective stopped moving at working precision
-        with the gradient within ``probe_rows.FLAT_GRADIENT_FACTOR`` times tol. A flat objective with a
-        large gradient is a stuck fit (features of 1e18, say, where every step overflows), not
-        an optimum."""
-        return converged_of(self.status, self.grad_max, self.tol)
-
-    @property
-    def statuses(self) -> list[FitStatus]:
-        return [FitStatus(int(s)) for s in self.status.tolist()]
-
-    def probes_of(self, label_index: int) -> list[int]:
-        """The probes of label set ``label_names[label_index]``, in penalty order."""
-        return [k for k in range(self.n_probes) if self.label_col[k] == label_index]
-
-    def index(self, label_name: str, l2: float) -> int:
-        """Index of the probe for (label set, penalty)."""
-        for k in range(self.n_probes):
-            if self.label_names[self.label_col[k]] == label_name and self.l2[k] == l2:
-                return k
-        raise KeyError(f"no probe for label set {label_name!r} with l2={l2}")
 
     @property
     def width(self) -> int:

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .extension import ops
-from .probe_rows import check_fit_rows, checked_label_sets, converged_of, standardise
-from .layout import FitStatus
+from .probe_rows import ProbeSetMixin, check_fit_rows, checked_label_sets, standardise
 from .params import Integer, NoneOr, Real, option, validate_fields
 from .validation import check_features, check_l2
 
@@ -61,7 +60,7 @@ class MlpFitOptions:
 
 
 @dataclass(frozen=True)
-class MlpProbeFit:
+class MlpProbeFit(ProbeSetMixin):
     """K one-hidden-layer probes fitted on one feature matrix.
 
     Probe k predicts label set ``label_names[label_col[k]]`` with penalty ``l2[k]``, from start
@@ -94,10 +93,6 @@ class MlpProbeFit:
     family = "mlp"
 
     @property
-    def n_probes(self) -> int:
-        return len(self.label_col)
-
-    @property
     def hidden(self) -> int:
         return self.w1.shape[2]
 
@@ -108,25 +103,6 @@ class MlpProbeFit:
     @property
     def device(self) -> torch.device:
         return self.w1.device
-
-    @property
-    def converged(self) -> torch.Tensor:
-        return converged_of(self.status, self.grad_max, self.tol)
-
-    @property
-    def statuses(self) -> list[FitStatus]:
-        return [FitStatus(int(s)) for s in self.status.tolist()]
-
-    def probes_of(self, label_index: int) -> list[int]:
-        """The probes of label set ``label_names[label_index]``, in penalty order."""
-        return [k for k in range(self.n_probes) if self.label_col[k] == label_index]
-
-    def index(self, label_name: str, l2: float) -> int:
-        """Index of the (first) probe for (label set, penalty)."""
-        for k in range(self.n_probes):
-            if self.label_names[self.label_col[k]] == label_name and self.l2[k] == l2:
-                return k
-        raise KeyError(f"no probe for label set {label_name!r} with l2={l2}")
 
     def probe_classes(self) -> torch.Tensor:
         return torch.tensor([self.num_classes[j] for j in self.label_col], dtype=torch.int64, device=self.device)

@@ -88,7 +88,9 @@ def with_fit_range(scaling: tuple[torch.Tensor, torch.Tensor], x_fit: torch.Tens
 
 def converged_of(status: torch.Tensor, grad_max: torch.Tensor, tol: float) -> torch.Tensor:
     """[K] bool: the gradient reached tol, or the objective stopped moving at working precision
-    with the gradient within :data:`FLAT_GRADIENT_FACTOR` times tol (a fit of any family)."""
+    with the gradient within :data:`FLAT_GRADIENT_FACTOR` times tol (a fit of any family). A flat
+    objective with a large gradient is a stuck fit (features of 1e18, say, where every step
+    overflows), not an optimum."""
     ended = torch.isin(status, torch.tensor(CONVERGED_CODES, device=status.device))
     return ended & ((status != int(FitStatus.FLAT)) | (grad_max <= FLAT_GRADIENT_FACTOR * tol))
 
@@ -116,3 +118,32 @@ def checked_label_sets(labels, num_classes, x) -> tuple[list[str], list[int], to
             raise ValueError(f"label set {n!r} needs at least 2 classes, got num_classes={counts[j]}")
         cols.append(check_labels(y, f"labels[{n!r}]", x.shape[0], x.device, counts[j]))
     return names, counts, torch.stack(cols, 1)
+
+
+class ProbeSetMixin:
+    """What a fit of either family answers about its probes, from its ``label_col``, ``l2``,
+    ``label_names``, ``status``, ``grad_max`` and ``tol``."""
+
+    @property
+    def n_probes(self) -> int:
+        return len(self.label_col)
+
+    @property
+    def converged(self) -> torch.Tensor:
+        """[K] bool: :func:`converged_of` its status, gradient and tolerance."""
+        return converged_of(self.status, self.grad_max, self.tol)
+
+    @property
+    def statuses(self) -> list[FitStatus]:
+        return [FitStatus(int(s)) for s in self.status.tolist()]
+
+    def probes_of(self, label_index: int) -> list[int]:
+        """The probes of label set ``label_names[label_index]``, in penalty order."""
+        return [k for k in range(self.n_probes) if self.label_col[k] == label_index]
+
+    def index(self, label_name: str, l2: float) -> int:
+        """Index of the (first) probe for (label set, penalty)."""
+        for k in range(self.n_probes):
+            if self.label_names[self.label_col[k]] == label_name and self.l2[k] == l2:
+                return k
+        raise KeyError(f"no probe for label set {label_name!r} with l2={l2}")
