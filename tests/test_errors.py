@@ -92,7 +92,7 @@ def test_ops_skip_the_value_checks_only_when_asked():
 
 
 def test_an_estimate_checks_each_label_set_once_and_the_ops_check_nothing_again(monkeypatch):
-    from uinfo_fast.engine import extension, fit, inputs, path
+    from uinfo_fast.engine import extension, fit, inputs, path, probe_rows
 
     range_checks, op_checks = [], []
     real = inputs.check_labels
@@ -110,7 +110,7 @@ def test_an_estimate_checks_each_label_set_once_and_the_ops_check_nothing_again(
             return call
 
     monkeypatch.setattr(inputs, "check_labels", counting)
-    monkeypatch.setattr(fit, "check_labels", counting)
+    monkeypatch.setattr(probe_rows, "check_labels", counting)
     monkeypatch.setattr(path, "ops", Ops())
     monkeypatch.setattr(fit, "ops", Ops())
     y2 = {"a": Y, "b": Y % 2}
