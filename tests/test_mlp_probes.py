@@ -172,3 +172,12 @@ def test_a_tracker_measures_with_mlp_probes_warm_from_its_last_measurement(tmp_p
     assert all(r["status"] in ("ok", "not_converged") and r["bits"] is not None for r in rows)
     warm = tracker.warm_state().fits["1"]
     assert warm.family == "mlp" and warm.all_restarts.n_probes == 2 * 2 * len(ytr)
+
+
+def test_a_probe_whose_objective_stopped_falling_has_converged_and_without_ftol_runs_on():
+    x, y = _xor(300, 7)
+    slow = fit_mlp_probes(x, y["xor"], 1e-3, hidden=8, tol=1e-12, ftol=1e-3, max_iter=2000)
+    assert slow.statuses == [FitStatus.SLOW] and bool(slow.converged.all())
+    assert 20 < int(slow.n_iter[0]) < 2000
+    off = fit_mlp_probes(x, y["xor"], 1e-3, hidden=8, tol=1e-12, ftol=0.0, max_iter=int(slow.n_iter[0]) + 30)
+    assert off.statuses != [FitStatus.SLOW]
