@@ -85,9 +85,9 @@ at::Tensor lbfgs_direction(const MlpFitState& st) {
 void push_pairs(MlpFitState& st, const at::Tensor& store, const at::Tensor& s, const at::Tensor& y,
                 const at::Tensor& sy) {
   const at::Tensor rows = at::arange(st.next.size(0), st.next.options());
-  const at::Tensor keep = col(store, st.params.scalar_type());
-  st.s_hist.index_put_({rows, st.next}, at::where(keep.to(at::kBool), s, st.s_hist.index({rows, st.next})));
-  st.y_hist.index_put_({rows, st.next}, at::where(keep.to(at::kBool), y, st.y_hist.index({rows, st.next})));
+  const at::Tensor keep = store.unsqueeze(1);
+  st.s_hist.index_put_({rows, st.next}, at::where(keep, s, st.s_hist.index({rows, st.next})));
+  st.y_hist.index_put_({rows, st.next}, at::where(keep, y, st.y_hist.index({rows, st.next})));
   const at::Tensor old_rho = st.rho.gather(1, st.next.unsqueeze(1)).squeeze(1);
   st.rho.scatter_(1, st.next.unsqueeze(1), at::where(store, sy.reciprocal(), old_rho).unsqueeze(1));
   st.next = at::where(store, (st.next + 1).remainder(st.rho.size(1)), st.next);

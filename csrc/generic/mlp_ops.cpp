@@ -47,21 +47,8 @@ MlpFitSetsResult fit_mlp_probes_op(at::TensorList x, const at::Tensor& labels, a
                                    at::TensorList w2, at::TensorList b2, at::TensorList probe_label_col,
                                    at::TensorList probe_classes, at::TensorList l2, int64_t max_iter, double tol,
                                    int64_t history, int64_t check_every, bool check_inputs, double ftol) {
-  const std::vector<MlpFitResult> fits =
-      fit_mlp_probe_sets(mlp_sets(x, w1, b1, w2, b2, probe_label_col, probe_classes, l2), labels, max_iter, tol,
-                         history, check_every, check_inputs, ftol);
-  MlpFitSetsResult out;
-  for (const MlpFitResult& r : fits) {
-    std::get<0>(out).push_back(std::get<0>(r));
-    std::get<1>(out).push_back(std::get<1>(r));
-    std::get<2>(out).push_back(std::get<2>(r));
-    std::get<3>(out).push_back(std::get<3>(r));
-    std::get<4>(out).push_back(std::get<4>(r));
-    std::get<5>(out).push_back(std::get<5>(r));
-    std::get<6>(out).push_back(std::get<6>(r));
-    std::get<7>(out).push_back(std::get<7>(r));
-  }
-  return out;
+  return by_field(fit_mlp_probe_sets(mlp_sets(x, w1, b1, w2, b2, probe_label_col, probe_classes, l2), labels,
+                                     max_iter, tol, history, check_every, check_inputs, ftol));
 }
 
 }  // namespace

@@ -64,19 +64,8 @@ FitSetsResult fit_probes_op(at::TensorList x, const at::Tensor& labels, at::Tens
                             int64_t max_iter, double tol, int64_t history, int64_t check_every, bool check_inputs,
                             std::optional<double> l2_tol) {
   const Switches sw = read_switches();
-  const std::vector<FitResult> fits =
-      fit_probe_sets(fit_sets(x, weight, bias, probe_offsets, probe_label_col, l2), labels, max_iter, tol, l2_tol,
-                     history, check_every, check_inputs, sw);
-  FitSetsResult out;
-  for (const FitResult& r : fits) {
-    std::get<0>(out).push_back(std::get<0>(r));
-    std::get<1>(out).push_back(std::get<1>(r));
-    std::get<2>(out).push_back(std::get<2>(r));
-    std::get<3>(out).push_back(std::get<3>(r));
-    std::get<4>(out).push_back(std::get<4>(r));
-    std::get<5>(out).push_back(std::get<5>(r));
-  }
-  return out;
+  return by_field(fit_probe_sets(fit_sets(x, weight, bias, probe_offsets, probe_label_col, l2), labels, max_iter,
+                                 tol, l2_tol, history, check_every, check_inputs, sw));
 }
 
 }  // namespace

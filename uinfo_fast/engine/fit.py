@@ -14,7 +14,7 @@ from .layout import FitStatus, probe_layout
 from .extension import ops
 from .path import FitWork, fit_grid, run
 from .params import Choice, Integer, NoneOr, Real, check_param, option, validate_fields
-from .probe_rows import ProbeSetMixin, check_fit_rows, checked_label_sets, standardise
+from .probe_rows import ProbeSetMixin, check_fit_rows, checked_label_sets, host_check_interval, standardise
 from .validation import check_features, check_l2
 
 SCHEDULES = ("auto", "batched", "path")
@@ -44,11 +44,7 @@ class FitOptions:
         return torch.where(l2 > 0, torch.minimum(tol, l2 * self.l2_tol), tol)
 
     def check_every_on(self, device: torch.device) -> int:
-        """Iterations between host checks: every one on CPU, where a check costs nothing; every
-        10 on CUDA, where each is a synchronisation."""
-        if self.check_every is not None:
-            return self.check_every
-        return 1 if device.type == "cpu" else 10
+        return host_check_interval(self.check_every, device)
 
 
 @dataclass(frozen=True)

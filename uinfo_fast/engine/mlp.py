@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .extension import ops
-from .probe_rows import ProbeSetMixin, check_fit_rows, checked_label_sets, standardise
+from .probe_rows import ProbeSetMixin, check_fit_rows, checked_label_sets, host_check_interval, standardise
 from .params import Integer, NoneOr, Real, option, validate_fields
 from .validation import check_features, check_l2
 
@@ -54,9 +54,7 @@ class MlpFitOptions:
         validate_fields(self)
 
     def check_every_on(self, device: torch.device) -> int:
-        if self.check_every is not None:
-            return self.check_every
-        return 1 if device.type == "cpu" else 10
+        return host_check_interval(self.check_every, device)
 
 
 @dataclass(frozen=True)
