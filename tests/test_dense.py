@@ -6,6 +6,8 @@ from torch import nn
 
 import uinfo_fast as uf
 from uinfo_fast.engine.estimator import EstimatorOptions
+from uinfo_fast.engine import grid
+from uinfo_fast.engine.fit import fit_further, overlaid
 from uinfo_fast.engine.grid import nearby, spanning
 from uinfo_fast.tracking.capture import RollingFeatures
 
@@ -132,6 +134,33 @@ def test_a_choice_at_an_end_of_the_neighbours_brings_the_whole_grid_back():
     # noise is read best by the largest penalties, far above the last choice's neighbours
     assert local.search == "full" and local.l2 == whole.l2 >= 10.0
     assert local.bits == pytest.approx(whole.bits, abs=0.01)
+
+
+def test_where_the_last_curve_was_flat_around_its_choice_the_whole_grid_is_searched_at_once(monkeypatch):
+    (x, y), (xt, yt) = _overfitting(300, 0), _overfitting(300, 1)
+    sharp = uf.estimate_usable_information(x, y, xt, yt, n_bootstrap=0)
+    (xn, yn), (xnt, ynt) = _noise(400, 2), _noise(300, 3)
+    flat = uf.estimate_usable_information(xn, yn, xnt, ynt, n_bootstrap=0)  # every strong penalty ties
+    assert sharp.local_holds == {"features": True} and flat.local_holds == {"features": False}
+    calls = []
+    monkeypatch.setattr(grid, "fit_further", lambda *a, **k: calls.append(1) or fit_further(*a, **k))
+    again = uf.estimate_usable_information(xn, yn, xnt, ynt, n_bootstrap=0, warm_start=flat, local=True)
+    assert again.results[0].search == "full" and len(again.results[0].l2_grid) == len(flat.results[0].l2_grid)
+    assert calls == []  # no second call for the whole grid: it was the first
+
+
+def test_a_grid_brought_back_keeps_the_neighbours_new_fits_and_starts_the_rest_from_their_own():
+    x, y = data(300, 0)
+    base = uf.fit_probes(x, y, l2=[1e-3, 1e-2, 1e-1, 1.0])  # the last measurement, whole grid
+    part = uf.fit_probes(x * 1.5, y, l2=[1e-2, 1e-1])        # this one's neighbours
+    both, rest = overlaid(base, part)
+    assert [(both.label_col[k], both.l2[k]) for k in rest] == [
+        (j, l2) for j in range(2) for l2 in (1e-3, 1.0)]
+    for k in range(both.n_probes):
+        src, i = (base, base.index(base.label_names[both.label_col[k]], both.l2[k])) if k in rest else \
+            (part, part.index(part.label_names[both.label_col[k]], both.l2[k]))
+        assert torch.equal(both.probe(k)[0], src.probe(i)[0]) and torch.equal(both.probe(k)[1], src.probe(i)[1])
+        assert both.objective[k] == src.objective[i] and both.status[k] == src.status[i]
 
 
 def test_the_tracker_searches_the_whole_grid_every_full_grid_every_measurements():

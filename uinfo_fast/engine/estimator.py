@@ -27,8 +27,8 @@ from .layout import FitStatus
 from .mlp import DEFAULT_FTOL, DEFAULT_HIDDEN, DEFAULT_RESTARTS, MlpFitOptions, MlpProbeFit, compatible, fit_mlp_sets
 from .inputs import Features, Labels, check_feature_splits, check_label_splits
 from .results import LN2, UsableInformation, UsableInformationResult
-from .grid import (DEFAULT_L2_GRID, GRID_EXTENSION, edge_pulls, grid_of, nearby, spanning, whole_where_missed,
-                   widen)
+from .grid import (DEFAULT_L2_GRID, GRID_EXTENSION, edge_pulls, grid_of, local_search_holds, nearby, spanning,
+                   whole_where_missed, widen)
 from .scoring import TIE_NATS, Validation, score_all, unfinished_finalists, validation_ce
 from .params import Boolean, Choice, Integer, ListOf, NoneOr, Real, option, routed, validate_fields
 from .validation import check_l2
@@ -150,9 +150,10 @@ def warm_inits(warm_start: UsableInformation | None, rows: dict[str, SetRows], l
     laid out (:func:`regridded`) on the grid given widened as far as that fit's grid reached
     (:func:`~uinfo_fast.engine.grid.spanning`): a layer whose choice needed a wider grid starts
     there warm again. None: a cold start.
-    With ``local``, a fit whose every label set has an earlier choice is laid out on those
-    choices' neighbours only (:func:`~uinfo_fast.engine.grid.nearby`). Returns the inits and
-    the whole grid of each feature set laid out locally."""
+    With ``local``, a fit whose every label set has an earlier choice, and whose validation curves
+    said that the neighbours would hold those choices (``warm_start.local_holds``), is laid out on
+    those choices' neighbours only (:func:`~uinfo_fast.engine.grid.nearby`). Returns the inits and,
+    for each feature set laid out locally, the earlier fit laid out on its whole grid."""
     counts = [labels.num_classes[n] for n in labels.names]
     inits, whole = {}, {}
     for name, r in rows.items():
@@ -164,10 +165,11 @@ def warm_inits(warm_start: UsableInformation | None, rows: dict[str, SetRows], l
         base = sorted(options.l2_grid)
         grid = spanning(base, grid_of(warm), options) if options.penalty_schedule != "path" else base
         chosen = [res.l2 for res in warm_start.results if res.feature_set == name]
-        if local and options.penalty_schedule != "path" and len(chosen) == len(labels.names):
+        if (local and options.penalty_schedule != "path" and len(chosen) == len(labels.names)
+                and warm_start.local_holds.get(name, False)):
             near = nearby(grid, chosen)
             if len(near) < len(grid):
-                whole[name], grid = grid, near
+                whole[name], grid = regridded(warm, grid), near
         inits[name] = regridded(warm, grid)
     return inits, whole
 
@@ -219,6 +221,8 @@ def estimate(features: Features, labels: Labels, options: EstimatorOptions,
     x_fit, x_val = {n: r.x_fit for n, r in rows.items()}, {n: r.x_val for n, r in rows.items()}
     inits, whole = warm_inits(warm_start, rows, labels, options, local)
     fits = fit_all(rows, labels, options, inits)
+    classes = [labels.classes[n] for n in labels.names]
+    whole = {n: restarted(f, rows[n], classes, options) for n, f in whole.items()}
     val_ce = {n: validation_ce(f, rows[n].x_val, labels) for n, f in fits.items()}
     fits, val_ce, stood = whole_where_missed(fits, val_ce, whole, x_fit, x_val, labels, options)
     fits, val_ce, pulls = widen(fits, val_ce, x_fit, x_val, labels, options)
@@ -234,7 +238,7 @@ def estimate(features: Features, labels: Labels, options: EstimatorOptions,
     results = [flagged(r, fits[r.feature_set], pulls.get(r.feature_set), labels, options,
                        "local" if r.feature_set in stood else "full") for r in results]
     clock.done("score")
-    return UsableInformation(results, fits, clock.total(), clock.seconds)
+    return UsableInformation(results, fits, clock.total(), clock.seconds, local_search_holds(fits, val_ce))
 
 
 def estimate_mlp(features: Features, labels: Labels, options: EstimatorOptions,
@@ -264,7 +268,7 @@ def estimate_mlp(features: Features, labels: Labels, options: EstimatorOptions,
     results = [replace(flagged(r, fits[r.feature_set], None, labels, options), probe_family="mlp",
                        probe_hidden=options.hidden, probe_restarts=options.restarts) for r in results]
     clock.done("score")
-    return UsableInformation(results, fits, clock.total(), clock.seconds)
+    return UsableInformation(results, fits, clock.total(), clock.seconds, local_search_holds(fits, val_ce))
 
 
 def best_restarts(fits: dict[str, MlpProbeFit], val_ce: dict[str, Validation]

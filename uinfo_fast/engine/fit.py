@@ -213,6 +213,28 @@ def regridded(fit: ProbeFit, l2_values: list[float]) -> ProbeFit:
                    status=fit.status[idx].masked_fill(new, int(FitStatus.MAX_ITER)))
 
 
+def overlaid(base: ProbeFit, part: ProbeFit) -> tuple[ProbeFit, list[int]]:
+    """``base`` with every probe that ``part`` (the same label sets on fewer penalties) also holds
+    taken from ``part``, and the indices of the others: the probes still to fit."""
+    where = {(part.label_col[k], part.l2[k]): k for k in range(part.n_probes)}
+    shift, cols, probes, rest = base.weight.shape[1], [], [], []
+    for k in range(base.n_probes):
+        src = where.get((base.label_col[k], base.l2[k]))
+        if src is None:
+            rest.append(k)
+            cols.append(torch.arange(base.offsets[k], base.offsets[k + 1]))
+        else:
+            cols.append(torch.arange(part.offsets[src], part.offsets[src + 1]) + shift)
+        probes.append(k if src is None else base.n_probes + src)
+    dev = base.device
+    cols, probes = torch.cat(cols).to(dev), torch.tensor(probes, device=dev)
+    both = {f: torch.cat([getattr(base, f), getattr(part, f).to(dev)]) for f in ("objective", "grad_max", "n_iter",
+                                                                              "status")}
+    return replace(base, weight=torch.cat([base.weight, part.weight.to(dev)], 1).index_select(1, cols),
+                   bias=torch.cat([base.bias, part.bias.to(dev)]).index_select(0, cols),
+                   **{f: v.index_select(0, probes) for f, v in both.items()}), rest
+
+
 def fit_further(fits: dict[str, ProbeFit], xs: dict[str, torch.Tensor], y_all: torch.Tensor,
                 probes: dict[str, list[int]], options: FitOptions, dtype: torch.dtype | None = None
                 ) -> dict[str, ProbeFit]:

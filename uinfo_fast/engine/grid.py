@@ -11,13 +11,14 @@ A local search fits only the penalties next to each label set's last choice (:fu
 Validation cross-entropy against the penalty has one minimum, so when both ends of those
 neighbours read clearly worse than the best of them, the choice is the whole grid's; where an
 end that is not an end of the whole grid comes within the tie margin of the best, the feature
-set goes back to the whole grid (:func:`whole_where_missed`).
+set goes back to the whole grid (:func:`whole_where_missed`), each probe there going on from its
+own solution of the last measurement.
 """
 from __future__ import annotations
 
 import torch
 
-from .fit import ProbeFit, fit_further, regridded
+from .fit import ProbeFit, fit_further, overlaid, regridded
 from .inputs import Labels
 from .scoring import Validation, choose, probe_table, validation_ce
 
@@ -97,35 +98,56 @@ def nearby(grid: list[float], chosen: list[float]) -> list[float]:
     return sorted(keep)
 
 
-def _missed(fit: ProbeFit, val: Validation, whole: list[float]) -> bool:
-    """Whether an end of ``fit``'s grid that is not an end of ``whole`` comes within the tie
-    margin (:meth:`Validation.margin`) of a label set's lowest validation cross-entropy: the
-    choice, the minimum, or a flat stretch that may fall further past that end (a layer that
-    held nothing and starts to learn reads flat at the large penalties). One host
-    synchronisation."""
+def _missed(fit: ProbeFit, val: Validation, whole: list[float], window: list[float] | None = None) -> bool:
+    """Whether an end of ``window`` (penalties of ``fit``, ascending; default all of them) that is
+    not an end of ``whole`` comes within the tie margin (:meth:`Validation.margin`) of a label
+    set's lowest validation cross-entropy over ``window``: the choice, the minimum, or a flat
+    stretch that may fall further past that end (a layer that held nothing and starts to learn
+    reads flat at the large penalties). One host synchronisation."""
     grid = grid_of(fit)
-    ends = [e for e, whole_end in ((0, whole[0]), (-1, whole[-1])) if grid[e] != whole_end]
+    window = grid if window is None else window
+    ends = [e for e, whole_end in ((0, whole[0]), (-1, whole[-1])) if window[e] != whole_end]
     if not ends:
         return False
-    probes = probe_table(fit, val.device)  # [L, P]
+    cols = torch.tensor([grid.index(v) for v in window], device=val.device)
+    probes = probe_table(fit, val.device).index_select(1, cols)  # [L, window]
     vals = val.mean[probes]
     best = probes.gather(1, vals.argmin(dim=1, keepdim=True)).squeeze(1)
     near = [vals[:, e] <= vals.min(dim=1).values + val.margin(probes[:, e], best) for e in ends]
     return bool(torch.stack(near).any())
 
 
-def whole_where_missed(fits: dict[str, ProbeFit], val_ce: dict[str, Validation], whole: dict[str, list[float]],
+def local_search_holds(fits: dict[str, ProbeFit], val_ce: dict[str, Validation]) -> dict[str, bool]:
+    """Per feature set, whether a search of its choices' neighbours alone would have held the
+    choices on this measurement's validation curves. Where the curve is flat around a choice (a
+    young network), the next measurement searches the whole grid at once instead of the
+    neighbours first and then the whole grid: one op call, not two. Two host synchronisations
+    per feature set."""
+    holds = {}
+    for name, fit in fits.items():
+        grid = grid_of(fit)
+        window = nearby(grid, [fit.l2[k] for k in choose(fit, val_ce[name]).tolist()])
+        holds[name] = len(window) < len(grid) and not _missed(fit, val_ce[name], grid, window)
+    return holds
+
+
+def whole_where_missed(fits: dict[str, ProbeFit], val_ce: dict[str, Validation], whole: dict[str, ProbeFit],
                        x_fit: dict[str, torch.Tensor], x_val: dict[str, torch.Tensor], labels: Labels,
                        options) -> tuple[dict, dict, set[str]]:
-    """The feature sets searched locally (``whole``: each one's whole grid) fitted on the whole
-    grid where :func:`_missed` says the neighbours may not hold the choice (only the new probes,
-    from their neighbours' solutions, in one op call). Returns the fits, their validation
-    cross-entropies and the feature sets whose local search stands."""
-    missed = [n for n in whole if _missed(fits[n], val_ce[n], whole[n])]
+    """The feature sets searched locally (``whole``: each one's last fit laid out on its whole
+    grid) fitted on the whole grid where :func:`_missed` says the neighbours may not hold the
+    choice: the neighbours keep this measurement's solutions and the other probes go on from
+    their own solutions of the last measurement, in one op call. Returns the fits, their
+    validation cross-entropies and the feature sets whose local search stands."""
+    missed = [n for n in whole if _missed(fits[n], val_ce[n], grid_of(whole[n]))]
     if not missed:
         return fits, val_ce, set(whole)
-    fits, val_ce = regrid({n: whole[n] for n in missed}, fits, val_ce, x_fit, x_val, labels, options)
-    return fits, val_ce, set(whole) - set(missed)
+    fits, rest = dict(fits), {}
+    for n in missed:
+        fits[n], rest[n] = overlaid(whole[n], fits[n])
+    fits.update(fit_further({n: fits[n] for n in missed}, {n: x_fit[n] for n in missed}, labels.stacked("train"),
+                            rest, options.fit))
+    return fits, {**val_ce, **{n: validation_ce(fits[n], x_val[n], labels) for n in missed}}, set(whole) - set(missed)
 
 
 def regrid(grids: dict[str, list[float]], fits: dict[str, ProbeFit], val_ce: dict[str, Validation],

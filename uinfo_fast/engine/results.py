@@ -79,6 +79,9 @@ class UsableInformation:
     fits: dict = field(repr=False)  # feature set -> ProbeFit
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase: fit, polish, score
+    # feature set -> whether the next measurement may search its choices' neighbours alone
+    # (engine.grid.local_search_holds); empty: the whole grid
+    local_holds: dict[str, bool] = field(default_factory=dict, repr=False)
 
     def __getitem__(self, key: tuple[str, str]) -> UsableInformationResult:
         for r in self.results:

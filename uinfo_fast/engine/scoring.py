@@ -3,6 +3,8 @@ baseline, pointwise usable information and its bootstrap interval. Everything st
 until :func:`score_all` copies every number of a measurement to the host in one transfer."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .fit import ProbeFit, log_likelihood_of
@@ -20,6 +22,8 @@ TIE_NATS = 1e-3
 MIN_ROWS_PER_CLASS = 10
 # Bootstrap resamples drawn at once: bounds the memory of the resample indices.
 _RESAMPLE_CHUNK = 64
+# The largest resample table (rows x resamples) kept between calls: 8 MiB of float64.
+_CACHED_RESAMPLES = 1 << 20
 
 
 class Validation:
@@ -126,20 +130,34 @@ def log_baseline(labels: Labels, name: str) -> torch.Tensor:
     return (prior / prior.sum()).log()
 
 
+def _count_chunks(m: int, n_bootstrap: int, seed: int):
+    """[chunk, m] float64 tables, ``n_bootstrap`` rows in all: how often each of ``m`` rows is
+    drawn in each resample, drawn on the host from ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    for start in range(0, n_bootstrap, _RESAMPLE_CHUNK):
+        idx = torch.randint(0, m, (min(_RESAMPLE_CHUNK, n_bootstrap - start), m), generator=gen)
+        yield torch.zeros(idx.shape, dtype=torch.float64).scatter_add_(1, idx, torch.ones(idx.shape, dtype=torch.float64))
+
+
+@functools.lru_cache(maxsize=4)
+def _resample_counts(m: int, n_bootstrap: int, seed: int, device: torch.device) -> torch.Tensor:
+    """All of :func:`_count_chunks` on ``device``, kept between calls: a tracker scores test sets
+    of the same sizes with the same seed at every measurement, and the draws dominated scoring."""
+    return torch.cat(list(_count_chunks(m, n_bootstrap, seed))).to(device)
+
+
 def bootstrap(pointwise: torch.Tensor, n_bootstrap: int, confidence: float, seed: int) -> torch.Tensor:
     """[2] percentile bootstrap interval of the mean over examples, on their device; nan without
     resamples. Resamples are drawn on the host from ``seed``, so every device draws the same."""
     if n_bootstrap <= 0:
         return torch.full((2,), float("nan"), dtype=torch.float64, device=pointwise.device)
-    gen = torch.Generator().manual_seed(seed)
     values, m = pointwise.to(torch.float64), pointwise.numel()
-    means = []
-    for start in range(0, n_bootstrap, _RESAMPLE_CHUNK):
-        idx = torch.randint(0, m, (min(_RESAMPLE_CHUNK, n_bootstrap - start), m), generator=gen)
-        means.append(values[idx.to(values.device)].mean(1))
+    if m * n_bootstrap <= _CACHED_RESAMPLES:
+        means = _resample_counts(m, n_bootstrap, seed, values.device) @ values / m
+    else:
+        means = torch.cat([c.to(values.device) @ values / m for c in _count_chunks(m, n_bootstrap, seed)])
     alpha = (1.0 - confidence) / 2.0
-    return torch.quantile(torch.cat(means), torch.tensor([alpha, 1.0 - alpha], dtype=torch.float64,
-                                                         device=values.device))
+    return torch.quantile(means, torch.tensor([alpha, 1.0 - alpha], dtype=torch.float64, device=values.device))
 
 
 def pair_numbers(fit: ProbeFit, chosen: torch.Tensor, j: int, test_ll: torch.Tensor, val_ce: Validation,
