@@ -125,3 +125,75 @@ def test_unused_module_is_reported():
     model = Partial()
     with pytest.raises(RuntimeError, match="never ran"):
         FeatureCapture(model, ["unused"])(torch.randn(2, 2))
+
+
+# --- batch norms folded into their convolutions (tracking/folding.py) ---------------------------
+
+def _trained_resnet():
+    """A torchvision ResNet whose running statistics and affine parameters are not the defaults,
+    so that a fold that dropped or misplaced any of them shows."""
+    model = _torchvision_resnet()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5, generator=gen)
+                m.bias.normal_(0.0, 0.3, generator=gen)
+        model(torch.randn(16, 3, 32, 32, generator=gen) * 2 + 0.5)  # train mode: running stats move
+    return model
+
+
+LAYERS = ["layer1", "layer2.0.bn1", "layer3", "fc"]
+
+
+def test_a_folded_capture_reads_the_features_of_the_model_as_it_is_now():
+    model = _trained_resnet()
+    x = torch.randn(8, 3, 32, 32)
+    plain, fold = FeatureCapture(model, LAYERS, fold_batch_norm=False), FeatureCapture(model, LAYERS)
+    for _ in range(2):  # the second time after a training step: the copy follows the model
+        want, got = plain(x), fold(x)
+        for name in LAYERS:
+            torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-5)
+        model.train()
+        model(torch.randn(4, 3, 32, 32)).sum().backward()
+        torch.optim.SGD(model.parameters(), lr=0.5).step()
+    folded_pairs = fold._folded.pairs
+    assert ("conv1", "bn1") in folded_pairs and ("layer1.0.conv2", "layer1.0.bn2") in folded_pairs
+    # a captured batch norm is kept as it is, with its convolution
+    assert not any("layer2.0.bn1" in pair for pair in folded_pairs)
+    assert isinstance(model.bn1, nn.BatchNorm2d) and model.conv1.bias is None  # the model is untouched
+
+
+class _Branching(nn.Module):
+    """Control flow on the data: torch.fx cannot trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.bn(self.conv(x)) if x.sum() > 0 else self.bn(self.conv(-x))
+
+
+def test_models_a_copy_cannot_stand_in_for_run_as_they_are():
+    x = torch.rand(4, 3, 8, 8)
+    capture = FeatureCapture(_Branching(), ["bn"])
+    assert capture(x)["bn"].shape == (4, 4) and capture._folded is False
+    hooked = _trained_resnet()
+    seen = []
+    hooked.layer1.register_forward_hook(lambda *_: seen.append(1))  # a copy would not call the user's hook
+    capture = FeatureCapture(hooked, ["layer2"])
+    capture(x.expand(4, 3, 8, 8).contiguous())
+    assert capture._folded is False and seen == [1]
+
+
+def test_a_model_moved_to_another_dtype_is_copied_again():
+    model = _trained_resnet()
+    capture = FeatureCapture(model, ["layer1"])
+    x = torch.randn(2, 3, 32, 32)
+    capture(x)
+    first = capture._folded
+    model.double()
+    got = capture(x.double())["layer1"]
+    assert capture._folded is not first and capture._folded.copy.conv1.weight.dtype == torch.float64
+    torch.testing.assert_close(got, FeatureCapture(model, ["layer1"], fold_batch_norm=False)(x.double())["layer1"])

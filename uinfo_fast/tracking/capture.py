@@ -36,6 +36,7 @@ from torch import nn
 
 from ..engine.params import Boolean, Choice, Integer, NoneOr, Real, Text, option, routed, validate_fields
 from . import batches
+from .folding import FoldedModel, folded
 
 TOKEN_POOLS = ("mean_tokens", "first", "last")
 POOLS = ("avg", "max", "flatten", *TOKEN_POOLS)
@@ -67,6 +68,10 @@ class CaptureOptions:
                              help="probe inputs per forward pass of a capture")
     channels_last: bool = option(True, check=Boolean(),
                                  help="keep 4-D probe inputs in channels-last memory format (faster convolutions)")
+    fold_batch_norm: bool = option(True, check=Boolean(),
+                                   help="run captures on a copy of the model with each batch norm folded into the "
+                                        "convolution before it: the same features up to rounding, one pass over each "
+                                        "map fewer (a model that torch.fx cannot trace runs as it is)")
     refresh: int = option(1, check=Integer(1), flag="capture_refresh",
                           help="a tracker's measurement runs 1/this of the probe inputs forward and reuses the other "
                                "rows' features from its last this-1 measurements (1: every input, every time)")
@@ -198,6 +203,7 @@ class FeatureCapture:
         self.seed = seed
         self._projections: dict[str, torch.Tensor] = {}
         self._mask: torch.Tensor | None = None  # the attention mask of the batch being captured
+        self._folded: FoldedModel | None | bool = None  # None: not tried yet; False: nothing folds
 
     def _reduce(self, name: str, out) -> torch.Tensor:
         if isinstance(out, (tuple, list)):
@@ -260,11 +266,12 @@ class FeatureCapture:
             batches.checked(inputs, "inputs")
         parts = batches.split(inputs, batch_size or self.options.batch_size) if whole else inputs
         captured: dict[str, list[torch.Tensor]] = {n: [] for n in self.layers}
+        runner, modules = self._runner()
         handles = [module.register_forward_hook(
             lambda _m, _i, out, name=name: captured[name].append(self._reduce(name, out)))
-            for name, module in self.modules.items()]
+            for name, module in modules.items()]
         try:
-            self._forward_all(parts, captured)
+            self._forward_all(runner, parts, captured)
         finally:
             for h in handles:
                 h.remove()
@@ -280,20 +287,33 @@ class FeatureCapture:
                                        "a module called more than once per forward cannot be captured by name")
         return feats
 
-    def _forward_all(self, parts: Iterable[batches.Inputs], captured: dict[str, list[torch.Tensor]]) -> None:
-        """Every batch forward in eval and inference mode, under the capture's autocast; the
-        batch's attention mask is where the hooks' token pools find it."""
-        device = _model_device(self.model)
+    def _runner(self) -> tuple[nn.Module, dict[str, nn.Module]]:
+        """The module the forward passes run, the model or its copy with batch norms folded
+        (:mod:`.folding`, brought up to the model's current values), and its hooked modules."""
+        if not self.options.fold_batch_norm:
+            return self.model, self.modules
+        if self._folded is None or (self._folded and self._folded.stale()):
+            self._folded = folded(self.model, set(self.modules)) or False
+        if not self._folded:
+            return self.model, self.modules
+        runner = self._folded.synced()
+        return runner, {name: runner.get_submodule(name) for name in self.modules}
+
+    def _forward_all(self, model: nn.Module, parts: Iterable[batches.Inputs],
+                     captured: dict[str, list[torch.Tensor]]) -> None:
+        """Every batch through ``model`` in eval and inference mode, under the capture's
+        autocast; the batch's attention mask is where the hooks' token pools find it."""
+        device = _model_device(model)
         autocast = self.autocast_on(device)
         extra = {"output_hidden_states": True} if self.hidden else {}
         # Inference mode: no autograd records at all, cheaper than no_grad. The hooks' pooled
         # outputs are inference tensors; the torch.cat after, outside, makes ordinary ones.
-        with eval_mode(self.model), torch.inference_mode():
+        with eval_mode(model), torch.inference_mode():
             for xb in parts:
                 xb = batches.each(xb, lambda v: v.to(device, non_blocking=True))
                 self._mask = xb.get(self.options.mask_key) if isinstance(xb, Mapping) else None
                 with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
-                    out = batches.call(self.model, xb, **extra)
+                    out = batches.call(model, xb, **extra)
                 for name, i in self.hidden.items():
                     captured[name].append(self._reduce(name, _hidden_state(out, i, name)))
 
