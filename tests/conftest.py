@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -9,6 +11,16 @@ DEVICES = [
     "cpu",
     pytest.param("cuda", marks=pytest.mark.skipif(not _HAVE_CUDA, reason="needs a GPU and the CUDA kernels")),
 ]
+
+
+@pytest.fixture(autouse=True)
+def checkpoint_every_measurement(monkeypatch):
+    """The tests that kill runs count checkpoints: every measurement writes one, whatever the
+    machine's speed (a run writes them at most CHECKPOINT_SHARE of its time otherwise; the test
+    of that rule sets it back)."""
+    from uinfo_fast.experiments import run
+
+    monkeypatch.setattr(run, "CHECKPOINT_SHARE", math.inf)
 
 
 @pytest.fixture(params=DEVICES)

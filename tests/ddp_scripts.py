@@ -28,6 +28,7 @@ def killed_run(out: str, args: list[str]) -> None:
             os._exit(3)
 
     experiment.save_checkpoint = dying_save
+    experiment.CHECKPOINT_SHARE = float("inf")  # a checkpoint at every measurement, as in tests/conftest.py
     sys.exit(main(["run", *args, "--out", out]))
 
 

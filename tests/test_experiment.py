@@ -6,6 +6,7 @@ is exercised in test_cli.py on a tiny configuration.
 import json
 import os
 import shutil
+import time
 
 import pytest
 import torch
@@ -90,6 +91,38 @@ def test_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path, monkeypatc
     assert all(torch.equal(a[k], b[k]) for k in a)
     # rows written before the kill are kept as they were
     assert rows[:len(partial) - 6 * (where == "before_checkpoint")] == partial[:len(partial) - 6 * (where == "before_checkpoint")]
+
+
+@pytest.mark.slow
+def test_a_run_measured_at_every_step_checkpoints_sparsely_and_resumes_from_the_last(tmp_path, monkeypatch):
+    cfg = _cfg(track_every=1)
+    ref = run_experiment(cfg, str(tmp_path / "ref"), progress=False)
+    real_save, real_lr, saved = experiment.save_checkpoint, Plan.lr, []
+
+    def slow_save(state, path):  # a checkpoint as dear as a large model's: the next waits for 20x its time
+        time.sleep(0.1)
+        real_save(state, path)
+        saved.append(state["step"])
+
+    def dying_lr(self, step):
+        if step == 26:
+            raise Killed()
+        return real_lr(self, step)
+
+    monkeypatch.setattr(experiment, "CHECKPOINT_SHARE", 0.05)
+    monkeypatch.setattr(experiment, "save_checkpoint", slow_save)
+    monkeypatch.setattr(Plan, "lr", dying_lr)
+    out = str(tmp_path / "killed")
+    with pytest.raises(Killed):
+        run_experiment(cfg, out, progress=False)
+    assert saved[0] == 0 and 1 <= len(saved) < 26 / 2  # measured at steps 0-25, checkpointed at few
+    monkeypatch.setattr(Plan, "lr", real_lr)
+    resumed = run_experiment(cfg, out, resume=True, progress=False)
+    assert saved[-1] == 40 and resumed["measurements"] == ref["measurements"] == 41
+    assert _keys(read_log(os.path.join(out, "log.jsonl"))) == _keys(read_log(os.path.join(tmp_path / "ref", "log.jsonl")))
+    a = torch.load(os.path.join(tmp_path / "ref", "checkpoint.pt"), weights_only=False)["model"]
+    b = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.slow

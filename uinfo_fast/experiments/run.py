@@ -40,6 +40,10 @@ from .config import RunConfig
 from .distributed import barrier, join_from_env, leave_process_group, mean_over_ranks, my_share, wrap
 from .plan import Plan, train_step
 
+# The most of a run's time that writing checkpoints may take: after a measurement, the next is
+# written once the time since the last is at least its cost over this share.
+CHECKPOINT_SHARE = 0.05
+
 
 class RunDir:
     """The files of a run directory."""
@@ -159,6 +163,7 @@ class _Run:
         # An asynchronous measurement still on its way at the checkpoint is measured again.
         self.measured_at_start = self.resumed and self.start not in state.get("unwritten_steps", [])
         self.t0 = time.perf_counter()
+        self.last_checkpoint = (-math.inf, 0.0)  # (when, seconds it took)
 
     def _resume_tracker(self, state: dict) -> None:
         try:
@@ -184,10 +189,20 @@ class _Run:
         writes it."""
         if not self.ranks.main:
             return
+        t0 = time.perf_counter()
         tracked = self.tracker.state_dict(wait_before=step) if self.tracker else {}
         save_checkpoint({"model": self.task.model.state_dict(), "optimizer": self.opt.state_dict(), "step": step,
                          "elapsed": self.wall(), "config": self.config_json, "segments": self.segments, **tracked},
                         self.files.checkpoint)
+        self.last_checkpoint = (time.perf_counter(), time.perf_counter() - t0)
+
+    def checkpoint_due(self) -> bool:
+        """Whether enough has run since the last checkpoint for the next to cost at most
+        :data:`CHECKPOINT_SHARE` of the time between them (a run measured at every step would
+        otherwise spend a good part of its time writing them; a kill loses at most that time,
+        run again on resume)."""
+        at, took = self.last_checkpoint
+        return time.perf_counter() - at >= took / CHECKPOINT_SHARE
 
     def measure_if_due(self, step: int) -> bool:
         """Measures (and checkpoints) when the schedule or the run's end says so."""
@@ -197,7 +212,8 @@ class _Run:
         if not (self.tracker.due(step) or step == self.plan.total_steps):
             return False
         self.tracker.measure(step, epoch=self.plan.epoch(step))
-        self.checkpoint(step)
+        if step == self.plan.total_steps or self.checkpoint_due():
+            self.checkpoint(step)
         return True
 
     def loop(self, progress: bool) -> None:
