@@ -9,6 +9,7 @@ from uinfo_fast.engine.estimator import EstimatorOptions
 from uinfo_fast.engine import grid
 from uinfo_fast.engine.fit import fit_further, overlaid
 from uinfo_fast.engine.grid import nearby, spanning
+from uinfo_fast.tracking import batches
 from uinfo_fast.tracking.capture import RollingFeatures
 
 from .toy import separable as data
@@ -43,6 +44,25 @@ def test_a_rolling_capture_refreshes_one_part_per_measurement_and_names_the_olde
     assert seen[4] == ([0], 10, [20.0, 10, 15, 20, 10, 15, 20])
     rolling.forget()
     assert rolling.begin(25) == [0, 1, 2] and rolling.oldest == 25
+
+
+def test_the_splits_due_run_forward_as_one_stream_of_full_batches():
+    xs = [torch.randn(n, 3, 4, 4).contiguous(memory_format=torch.channels_last) for n in (5, 2, 6)]
+    got = list(batches.spanning(xs, 4))
+    assert [b.shape[0] for b in got] == [4, 4, 4, 1]  # not 4+1, 2, 4+2 as three streams
+    assert torch.equal(torch.cat(got), torch.cat(xs))
+    assert all(b.is_contiguous(memory_format=torch.channels_last) for b in got)
+    assert not batches.joinable([xs[0], xs[1].contiguous()])  # another layout
+    assert not batches.joinable([xs[0], torch.randn(2, 3, 5, 4)]) and not batches.joinable([{"a": xs[0]}])
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).eval()
+    capture, splits = uf.FeatureCapture(model, ["2"], batch_size=4), dict(zip(("train", "val", "test"), xs))
+    together, alone = RollingFeatures(2), RollingFeatures(2)
+    for step in (0, 1, 2):  # every part, then one part in turn, as a measurement takes them
+        parts, _ = together.begin(step), alone.begin(step)
+        one = together.capture_splits({**splits, "none": None}, parts, capture)
+        assert one["none"] is None
+        for k, x in splits.items():
+            torch.testing.assert_close(one[k]["2"], alone.capture(k, x, parts, capture)["2"])
 
 
 def test_features_handed_out_are_never_changed_by_a_later_measurement():

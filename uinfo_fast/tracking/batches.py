@@ -3,7 +3,7 @@ dimension (``input_ids``, ``attention_mask``, ... of a tokenised batch), passed 
 keyword arguments. One place for the row operations capture and the tracker need on either."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -56,6 +56,38 @@ def split(x: Inputs, size: int) -> list[Inputs]:
     """Consecutive batches of at most ``size`` rows."""
     n = rows_of(x)
     return [each(x, lambda v, lo=lo: v[lo:lo + size]) for lo in range(0, n, size)]
+
+
+def joinable(xs: list[Inputs]) -> bool:
+    """Whether ``xs`` can run forward as one stream of batches (:func:`spanning`): tensors of one
+    shape past the rows, one dtype, one device and one memory layout (dicts are not joined:
+    their token sequences may differ in length)."""
+    if not xs or not all(isinstance(x, torch.Tensor) for x in xs):
+        return False
+    first = xs[0]
+    layout = lambda v: v.dim() == 4 and v.is_contiguous(memory_format=torch.channels_last)  # noqa: E731
+    return all(x.shape[1:] == first.shape[1:] and x.dtype == first.dtype and x.device == first.device
+               and layout(x) == layout(first) for x in xs)
+
+
+def spanning(xs: list[torch.Tensor], size: int) -> Iterator[torch.Tensor]:
+    """Batches of ``size`` rows over the :func:`joinable` ``xs`` one after another, as if they were
+    concatenated (a batch is copied only where it straddles two of them): fewer and fuller
+    forward passes than one stream per tensor, whose last batches run short."""
+    n, bounds = sum(x.shape[0] for x in xs), [0]
+    for x in xs:
+        bounds.append(bounds[-1] + x.shape[0])
+    for lo in range(0, n, size):
+        hi = min(lo + size, n)
+        pieces = [x[max(lo - b, 0):hi - b] for x, b in zip(xs, bounds) if b < hi and b + x.shape[0] > lo]
+        yield pieces[0] if len(pieces) == 1 else _joined(pieces)
+
+
+def _joined(pieces: list[torch.Tensor]) -> torch.Tensor:
+    out = torch.cat(pieces)
+    if out.dim() == 4 and pieces[0].is_contiguous(memory_format=torch.channels_last):
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
 
 
 def call(model: nn.Module, batch: Inputs, **kwargs):

@@ -388,14 +388,38 @@ class RollingFeatures:
         """{layer: [N, D]} of ``inputs``: the rows of ``parts`` from ``capture`` (a
         :class:`FeatureCapture`), the others as kept. Each call returns new tensors, so features
         handed to a background worker are never changed under it."""
+        return self.store(split, inputs, parts, capture(self.due(inputs, parts)))
+
+    def capture_splits(self, splits: dict[str, batches.Inputs | None], parts: list[int],
+                       capture) -> dict[str, dict[str, torch.Tensor] | None]:
+        """:meth:`capture` of every split (None stays None), the rows due of all of them run
+        forward as one stream of batches where they can be joined (:func:`batches.joinable`)."""
+        present = {k: x for k, x in splits.items() if x is not None}
+        due = {k: self.due(x, parts) for k, x in present.items()}
+        if batches.joinable(list(due.values())):
+            joined = capture(batches.spanning(list(due.values()), capture.options.batch_size))
+            pieces = {n: f.split([batches.rows_of(x) for x in due.values()]) for n, f in joined.items()}
+            fresh = {k: {n: p[i] for n, p in pieces.items()} for i, k in enumerate(due)}
+        else:
+            fresh = {k: capture(x) for k, x in due.items()}
+        return {k: self.store(k, present[k], parts, fresh[k]) if k in present else None for k in splits}
+
+    def due(self, inputs: batches.Inputs, parts: list[int]) -> batches.Inputs:
+        """The rows of ``inputs`` that ``parts`` hold (all of them: ``inputs`` itself)."""
+        if len(parts) == self.refresh:
+            return inputs
+        return batches.take(inputs, self.rows(parts, batches.rows_of(inputs), batches.device_of(inputs)))
+
+    def store(self, split: str, inputs: batches.Inputs, parts: list[int],
+              fresh: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The split's features with the rows of ``parts`` from ``fresh``, the others as kept."""
         if self.refresh == 1:  # nothing is ever kept: no copies held between measurements
-            return capture(inputs)
+            return fresh
         self.before[split] = self.kept.get(split)
         if len(parts) == self.refresh:
-            self.kept[split] = capture(inputs)
-            return self.kept[split]
+            self.kept[split] = fresh
+            return fresh
         rows = self.rows(parts, batches.rows_of(inputs), batches.device_of(inputs))
-        fresh = capture(batches.take(inputs, rows))
         kept = self.kept[split]
         self.kept[split] = {n: kept[n].index_copy(0, rows.to(kept[n].device), fresh[n]) for n in kept}
         return self.kept[split]

@@ -310,10 +310,9 @@ class UsableInfoTracker:
         """This rank's features at ``step``: the part of the inputs due, and every other part too
         when the features have moved (:meth:`_moved`)."""
         parts = self.rolling.begin(step)
-        got = {k: None if x is None else self.rolling.capture(k, x, parts, self.capture) for k, x in splits.items()}
+        got = self.rolling.capture_splits(splits, parts, self.capture)
         if len(parts) < self.rolling.refresh and self._moved(parts, got["test"]):
-            rest = self.rolling.rest(step, parts)
-            got = {k: None if x is None else self.rolling.capture(k, x, rest, self.capture) for k, x in splits.items()}
+            got = self.rolling.capture_splits(splits, self.rolling.rest(step, parts), self.capture)
         return got
 
     def _moved(self, parts: list[int], test: dict[str, torch.Tensor]) -> bool:
