@@ -65,6 +65,22 @@ def test_the_splits_due_run_forward_as_one_stream_of_full_batches():
             torch.testing.assert_close(one[k]["2"], alone.capture(k, x, parts, capture)["2"])
 
 
+def test_where_the_features_moved_the_parts_kept_longest_are_captured_again_until_the_error_holds():
+    rolling = RollingFeatures(4)
+    rolling.kept["test"] = {}
+    for step in (0, 10, 20, 30, 40):
+        rolling.begin(step)
+    assert rolling.part_steps == [10, 20, 30, 40] and rolling.age == 40  # part 3, kept since step 0
+    # kept 30, 20 and 10 steps: the error is shift x (30 + 20 + 10) / 40 / 4, (k - 1) / 2k of it
+    assert rolling.stale_error(0.1) == pytest.approx(0.1 * 3 / 8)
+    assert rolling.stalest(0.04, drift=0.02) == []
+    assert rolling.stalest(0.1, drift=0.02) == [0]  # then 0.1 x 30 / 160 = 0.019
+    assert rolling.stalest(0.2, drift=0.02) == [0, 1]
+    assert rolling.stalest(float("nan"), drift=0.02) == [0, 1, 2]
+    rolling.again([0])
+    assert rolling.begin(50) == [1] and rolling.age == 30  # the one kept longest, not the next in turn
+
+
 def test_features_handed_out_are_never_changed_by_a_later_measurement():
     model, x = _Stepped(), torch.arange(4.0)[:, None]
     capture, rolling = uf.FeatureCapture(model, ["out"]), RollingFeatures(2)

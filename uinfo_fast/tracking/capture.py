@@ -76,8 +76,9 @@ class CaptureOptions:
                           help="a tracker's measurement runs 1/this of the probe inputs forward and reuses the other "
                                "rows' features from its last this-1 measurements (1: every input, every time)")
     refresh_drift: float = option(0.02, check=Real(0.0), flag="capture_refresh_drift",
-                                  help="with refresh > 1, the error in bits that kept features may make: every input is "
-                                       "captured again when the rows just captured show more (see RollingFeatures)")
+                                  help="with refresh > 1, the error in bits that kept features may make: where the rows "
+                                       "just captured show more, the parts kept longest are captured again until it holds "
+                                       "(see RollingFeatures)")
 
     def __post_init__(self):
         dtype = self.autocast_dtype
@@ -334,11 +335,12 @@ class RollingFeatures:
     """Features of fixed inputs, a share of them captured again at each measurement.
 
     The rows of every split are dealt into ``refresh`` parts (row i to part i mod ``refresh``, so
-    each part samples the whole split). A measurement captures one part, in turn, and keeps the
-    other parts' features from the measurements that last captured them; the first captures every
-    part. A measurement's features thus come from its own step and the ``refresh - 1`` measured
-    steps before it, and :attr:`oldest` says the earliest. With ``refresh=1`` every row is captured
-    at every measurement.
+    each part samples the whole split). A measurement captures the part captured longest ago
+    (in turn, while measurements are evenly spaced) and keeps the other parts' features from the
+    measurements that last captured them; the first captures every part. A measurement's
+    features thus come from its own step and the ``refresh - 1`` measured steps before it, and
+    :attr:`oldest` says the earliest. With ``refresh=1`` every row is captured at every
+    measurement.
     """
 
     def __init__(self, refresh: int):
@@ -346,34 +348,47 @@ class RollingFeatures:
         self.kept: dict[str, dict[str, torch.Tensor]] = {}  # split -> layer -> [N, D]
         self.before: dict[str, dict[str, torch.Tensor]] = {}  # ... as kept before the last capture
         self.part_steps: list[int | None] = [None] * refresh
-        self.turn = 0
+        self.step: int | None = None  # of the last begin()
+        self.age = 0  # steps the part captured at the last begin() had been kept
 
     def begin(self, step: int) -> list[int]:
         """The parts to capture at ``step``: every one until each has been captured once (or when
-        nothing is kept), then the next in turn."""
+        nothing is kept), then the one captured longest ago."""
+        self.step = step
         if self.refresh == 1 or not self.kept or None in self.part_steps:
-            parts = list(range(self.refresh))
-        else:
-            parts = [self.turn]
-            self.turn = (self.turn + 1) % self.refresh
+            return self.again(list(range(self.refresh)))
+        stalest = min(range(self.refresh), key=lambda j: (self.part_steps[j], j))
+        self.age = step - self.part_steps[stalest]
+        return self.again([stalest])
+
+    def stale_error(self, shift: float, fresh: Sequence[int] = ()) -> float:
+        """The error, in bits, that the kept parts (all but those captured at this step and
+        ``fresh``) make, from ``shift``: how far the last chosen probes read the part just
+        captured from its features of :attr:`age` steps before. With the features moving at a
+        steady pace, a part kept for a steps moved by ``shift x a / age``, and each part holds
+        ``1 / refresh`` of the rows. (Evenly spaced measurements: ``shift (refresh - 1) /
+        (2 refresh)``.)"""
+        ages = [self.step - s for j, s in enumerate(self.part_steps) if j not in fresh]
+        return shift / max(self.age, 1) * sum(ages) / self.refresh
+
+    def stalest(self, shift: float, drift: float) -> list[int]:
+        """The parts to capture again at this step, the longest kept first, until the kept ones
+        err by at most ``drift`` bits (:meth:`stale_error`); every other part when ``shift`` is
+        not a number."""
+        order = sorted((j for j in range(self.refresh) if self.part_steps[j] != self.step),
+                       key=lambda j: (self.part_steps[j], j))
+        if shift != shift:
+            return order
+        chosen: list[int] = []
+        while order and not self.stale_error(shift, chosen) <= drift:
+            chosen.append(order.pop(0))
+        return chosen
+
+    def again(self, parts: list[int]) -> list[int]:
+        """``parts``, marked captured at this step: to capture them."""
         for j in parts:
-            self.part_steps[j] = step
+            self.part_steps[j] = self.step
         return parts
-
-    def stale_error(self, shift: float) -> float:
-        """The error, in bits, that the kept parts make, from ``shift``: how far the last chosen
-        probes read the part just captured from its features of ``refresh`` measurements ago.
-        With the features moving at a steady pace, the parts are 0 to ``refresh - 1``
-        measurements old, ``(refresh - 1) / 2`` on average, and each moved that share of
-        ``shift``."""
-        return shift * (self.refresh - 1) / (2 * self.refresh)
-
-    def rest(self, step: int, parts: list[int]) -> list[int]:
-        """The parts other than ``parts``, marked captured at ``step``: to capture them too."""
-        others = [j for j in range(self.refresh) if j not in parts]
-        for j in others:
-            self.part_steps[j] = step
-        return others
 
     def rows(self, parts: list[int], n: int, device) -> torch.Tensor:
         """The row indices of ``parts`` among ``n`` rows."""
@@ -429,7 +444,6 @@ class RollingFeatures:
         self.kept.clear()
         self.before.clear()
         self.part_steps = [None] * self.refresh
-        self.turn = 0
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -307,25 +307,26 @@ class UsableInfoTracker:
         return Features(got["train"], got["val"], got["test"]) if self.ranks.main else None
 
     def _rolled(self, step: int, splits: dict) -> dict:
-        """This rank's features at ``step``: the part of the inputs due, and every other part too
-        when the features have moved (:meth:`_moved`)."""
+        """This rank's features at ``step``: the part of the inputs due, and the parts kept
+        longest too when the features have moved (:meth:`_stale_parts`)."""
         parts = self.rolling.begin(step)
         got = self.rolling.capture_splits(splits, parts, self.capture)
-        if len(parts) < self.rolling.refresh and self._moved(parts, got["test"]):
-            got = self.rolling.capture_splits(splits, self.rolling.rest(step, parts), self.capture)
+        stale = self._stale_parts(parts, got["test"]) if len(parts) < self.rolling.refresh else []
+        if stale:
+            got = self.rolling.capture_splits(splits, self.rolling.again(stale), self.capture)
         return got
 
-    def _moved(self, parts: list[int], test: dict[str, torch.Tensor]) -> bool:
-        """Whether the features moved since ``parts`` were last captured by more than the kept ones
-        may (:meth:`RollingFeatures.stale_error` over ``refresh_drift``). Under
-        torch.distributed the ranks hold shards of the inputs and rank 0 alone the probes: the
-        parts go round without the check."""
+    def _stale_parts(self, parts: list[int], test: dict[str, torch.Tensor]) -> list[int]:
+        """The kept parts to capture again so that they err by at most ``refresh_drift`` bits
+        (:meth:`RollingFeatures.stalest`), from how far the last chosen probes read the part just
+        captured on its new and its kept features. Under torch.distributed the ranks hold shards
+        of the inputs and rank 0 alone the probes: the parts go round without the check."""
         last, old = self.last, self.rolling.before.get("test")
         if self.ranks.sharded or last is None or self.labels is None or old is None:
-            return False
+            return []
         rows = self.rolling.rows(parts, batches.rows_of(self.test_inputs), batches.device_of(self.test_inputs))
-        error = self.rolling.stale_error(chosen_shift(last, old, test, self.labels, rows))
-        return not error <= self.capture.options.refresh_drift
+        shift = chosen_shift(last, old, test, self.labels, rows)
+        return self.rolling.stalest(shift, self.capture.options.refresh_drift)
 
     def _joined(self, features: dict, split: str):
         return self.ranks.gather_rows(features, self.n_rows[split]) if self.ranks.sharded else features
