@@ -31,6 +31,12 @@ sweep "${cb[@]}" --out "$out" --lr-scale-with-batch --wd-scale-with-lr --batch-s
 sweep "${cb[@]}" --out "$out" --lrs 0.2 --batch-sizes 16 --weight-decays 0.1     # the penalty against the
 sweep "${cb[@]}" --out "$out" --lrs 0.01 --batch-sizes 16 --weight-decays 5e-3   # shrinkage per step
 longer "${cb[@]}" -- "$out" 40 16
+# The 2 x 2 of weight decay and learning rate at batch 16 again, on seeds no run had used.
+for cell in "0.2 0.005" "0.01 0.005" "0.2 0.1" "0.01 0.1"; do
+    read -r lr wd <<< "$cell"
+    uinfo-fast sweep "${cb[@]}" --shuffled-control --seeds 34,35,36 --smooth 3 --quiet \
+        --out "$root/decay_noise_checkerboard_confirm" --lrs "$lr" --batch-sizes 16 --weight-decays "$wd"
+done
 
 out="$root/decay_noise_digits"
 sweep --out "$out" --lrs 0.1,0.01 --batch-sizes 32,512 --wd-scale-with-lr
