@@ -197,3 +197,7 @@ def test_a_model_moved_to_another_dtype_is_copied_again():
     got = capture(x.double())["layer1"]
     assert capture._folded is not first and capture._folded.copy.conv1.weight.dtype == torch.float64
     torch.testing.assert_close(got, FeatureCapture(model, ["layer1"], fold_batch_norm=False)(x.double())["layer1"])
+    head = FeatureCapture(model, ["fc"])
+    head(x.double())
+    model.fc.weight = nn.Parameter(model.fc.weight * 2)  # replaced, not changed in place: copied again
+    torch.testing.assert_close(head(x.double())["fc"], FeatureCapture(model, ["fc"], fold_batch_norm=False)(x.double())["fc"])

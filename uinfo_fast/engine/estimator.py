@@ -268,7 +268,7 @@ def estimate_mlp(features: Features, labels: Labels, options: EstimatorOptions,
     results = [replace(flagged(r, fits[r.feature_set], None, labels, options), probe_family="mlp",
                        probe_hidden=options.hidden, probe_restarts=options.restarts) for r in results]
     clock.done("score")
-    return UsableInformation(results, fits, clock.total(), clock.seconds, local_search_holds(fits, val_ce))
+    return UsableInformation(results, fits, clock.total(), clock.seconds)
 
 
 def best_restarts(fits: dict[str, MlpProbeFit], val_ce: dict[str, Validation]

@@ -136,7 +136,8 @@ def _count_chunks(m: int, n_bootstrap: int, seed: int):
     gen = torch.Generator().manual_seed(seed)
     for start in range(0, n_bootstrap, _RESAMPLE_CHUNK):
         idx = torch.randint(0, m, (min(_RESAMPLE_CHUNK, n_bootstrap - start), m), generator=gen)
-        yield torch.zeros(idx.shape, dtype=torch.float64).scatter_add_(1, idx, torch.ones(idx.shape, dtype=torch.float64))
+        ones = torch.ones(idx.shape, dtype=torch.float64)
+        yield torch.zeros(idx.shape, dtype=torch.float64).scatter_add_(1, idx, ones)
 
 
 @functools.lru_cache(maxsize=4)

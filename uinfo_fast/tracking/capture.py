@@ -76,9 +76,9 @@ class CaptureOptions:
                           help="a tracker's measurement runs 1/this of the probe inputs forward and reuses the other "
                                "rows' features from its last this-1 measurements (1: every input, every time)")
     refresh_drift: float = option(0.02, check=Real(0.0), flag="capture_refresh_drift",
-                                  help="with refresh > 1, the error in bits that kept features may make: where the rows "
-                                       "just captured show more, the parts kept longest are captured again until it holds "
-                                       "(see RollingFeatures)")
+                                  help="with refresh > 1, the error in bits that kept features may make: where the "
+                                       "rows just captured show more, the parts kept longest are captured again until "
+                                       "it holds (see RollingFeatures)")
 
     def __post_init__(self):
         dtype = self.autocast_dtype

@@ -80,18 +80,19 @@ class FoldedModel:
             if c.bias is None:
                 c.bias = nn.Parameter(c.weight.new_zeros(c.out_channels), requires_grad=False)
             _set(self.copy, norm, nn.Identity())
-        folded = {f"{conv}.{p}" for conv, _ in pairs for p in ("weight", "bias")}
+        refolded = {f"{conv}.{p}" for conv, _ in pairs for p in ("weight", "bias")}
         live = {**dict(model.named_parameters()), **dict(model.named_buffers())}
         mine = {**dict(self.copy.named_parameters()), **dict(self.copy.named_buffers())}
-        names = [n for n in mine if n not in folded and n in live]
+        names = [n for n in mine if n not in refolded and n in live]
         self._dst, self._src = [mine[n] for n in names], [live[n] for n in names]
         self._layout = self._signature()
 
     def _signature(self) -> list:
-        return [(p.shape, p.dtype, p.device) for p in self.model.parameters()]
+        return [(id(t), t.shape, t.dtype, t.device) for t in (*self.model.parameters(), *self.model.buffers())]
 
     def stale(self) -> bool:
-        """Whether the model's parameters changed shape, dtype or device since the copy."""
+        """Whether the model's parameters or buffers were replaced or changed shape, dtype or
+        device since the copy (its references to them would be out of date)."""
         return self._signature() != self._layout
 
     @torch.no_grad()
