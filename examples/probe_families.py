@@ -28,11 +28,12 @@ COLOURS = {"linear": "tab:blue", "mlp": "tab:orange"}
 MIN_PEAK = 0.05
 
 
-def runs_by_family(root: str) -> dict[str, list[str]]:
+def runs_by_family(root: str, seeds: set[str] | None = None) -> dict[str, list[str]]:
     out = defaultdict(list)
     for name in sorted(os.listdir(root)):
-        family = name.split("_s")[0]
-        if family in FAMILIES and os.path.exists(os.path.join(root, name, "summary.json")):
+        family, _, seed = name.partition("_s")
+        if (family in FAMILIES and (seeds is None or seed in seeds)
+                and os.path.exists(os.path.join(root, name, "summary.json"))):
             out[family].append(os.path.join(root, name))
     return dict(out)
 
@@ -115,8 +116,11 @@ def main() -> None:
     ap.add_argument("--layers", default="layer1,layer2,layer3,layer4", help="comma-separated (default: all four)")
     ap.add_argument("--smooth", type=int, default=3, help="running mean over this many measurements (default: 3)")
     ap.add_argument("--figure", default=None, help="write the figure here (default: <root>/probe_families.png)")
+    ap.add_argument("--seeds", default=None,
+                    help="comma-separated seeds to read (default: every finished run; leave out a seed whose "
+                         "network never learned)")
     args = ap.parse_args()
-    runs = runs_by_family(args.root)
+    runs = runs_by_family(args.root, set(args.seeds.split(",")) if args.seeds else None)
     if not runs:
         raise SystemExit(f"no finished runs named linear_s<seed> or mlp_s<seed> under {args.root}")
     layers = args.layers.split(",")
