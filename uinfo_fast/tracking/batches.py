@@ -41,15 +41,18 @@ def each(x: Inputs, fn: Callable[[torch.Tensor], torch.Tensor]) -> Inputs:
     return {k: fn(v) for k, v in x.items()} if isinstance(x, Mapping) else fn(x)
 
 
+def _channels_last(v: torch.Tensor) -> bool:
+    return v.dim() == 4 and v.is_contiguous(memory_format=torch.channels_last)
+
+
+def _laid_out_as(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``out`` in channels-last layout where ``like`` (its source) is: the convolutions run so."""
+    return out.contiguous(memory_format=torch.channels_last) if _channels_last(like) else out
+
+
 def take(x: Inputs, rows: torch.Tensor) -> Inputs:
     """The rows ``rows`` (indices) of ``x``; 4-D tensors keep a channels-last layout."""
-    def pick(v: torch.Tensor) -> torch.Tensor:
-        out = v.index_select(0, rows.to(v.device))
-        if v.dim() == 4 and v.is_contiguous(memory_format=torch.channels_last):
-            out = out.contiguous(memory_format=torch.channels_last)
-        return out
-
-    return each(x, pick)
+    return each(x, lambda v: _laid_out_as(v.index_select(0, rows.to(v.device)), v))
 
 
 def split(x: Inputs, size: int) -> list[Inputs]:
@@ -65,9 +68,8 @@ def joinable(xs: list[Inputs]) -> bool:
     if not xs or not all(isinstance(x, torch.Tensor) for x in xs):
         return False
     first = xs[0]
-    layout = lambda v: v.dim() == 4 and v.is_contiguous(memory_format=torch.channels_last)  # noqa: E731
     return all(x.shape[1:] == first.shape[1:] and x.dtype == first.dtype and x.device == first.device
-               and layout(x) == layout(first) for x in xs)
+               and _channels_last(x) == _channels_last(first) for x in xs)
 
 
 def spanning(xs: list[torch.Tensor], size: int) -> Iterator[torch.Tensor]:
@@ -80,14 +82,7 @@ def spanning(xs: list[torch.Tensor], size: int) -> Iterator[torch.Tensor]:
     for lo in range(0, n, size):
         hi = min(lo + size, n)
         pieces = [x[max(lo - b, 0):hi - b] for x, b in zip(xs, bounds) if b < hi and b + x.shape[0] > lo]
-        yield pieces[0] if len(pieces) == 1 else _joined(pieces)
-
-
-def _joined(pieces: list[torch.Tensor]) -> torch.Tensor:
-    out = torch.cat(pieces)
-    if out.dim() == 4 and pieces[0].is_contiguous(memory_format=torch.channels_last):
-        out = out.contiguous(memory_format=torch.channels_last)
-    return out
+        yield pieces[0] if len(pieces) == 1 else _laid_out_as(torch.cat(pieces), pieces[0])
 
 
 def call(model: nn.Module, batch: Inputs, **kwargs):

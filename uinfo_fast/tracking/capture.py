@@ -357,9 +357,13 @@ class RollingFeatures:
         self.step = step
         if self.refresh == 1 or not self.kept or None in self.part_steps:
             return self.again(list(range(self.refresh)))
-        stalest = min(range(self.refresh), key=lambda j: (self.part_steps[j], j))
+        stalest = self._longest_kept(range(self.refresh))[0]
         self.age = step - self.part_steps[stalest]
         return self.again([stalest])
+
+    def _longest_kept(self, parts) -> list[int]:
+        """``parts`` in the order they were last captured, the earliest first (ties by index)."""
+        return sorted(parts, key=lambda j: (self.part_steps[j], j))
 
     def stale_error(self, shift: float, fresh: Sequence[int] = ()) -> float:
         """The error, in bits, that the kept parts (all but those captured at this step and
@@ -375,8 +379,7 @@ class RollingFeatures:
         """The parts to capture again at this step, the longest kept first, until the kept ones
         err by at most ``drift`` bits (:meth:`stale_error`); every other part when ``shift`` is
         not a number."""
-        order = sorted((j for j in range(self.refresh) if self.part_steps[j] != self.step),
-                       key=lambda j: (self.part_steps[j], j))
+        order = self._longest_kept(j for j in range(self.refresh) if self.part_steps[j] != self.step)
         if shift != shift:
             return order
         chosen: list[int] = []

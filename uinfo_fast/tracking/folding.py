@@ -85,6 +85,8 @@ class FoldedModel:
         mine = {**dict(self.copy.named_parameters()), **dict(self.copy.named_buffers())}
         names = [n for n in mine if n not in refolded and n in live]
         self._dst, self._src = [mine[n] for n in names], [live[n] for n in names]
+        self._folds = [(model.get_submodule(conv), model.get_submodule(norm), self.copy.get_submodule(conv))
+                       for conv, norm in pairs]
         self._layout = self._signature()
 
     def _signature(self) -> list:
@@ -100,8 +102,7 @@ class FoldedModel:
         """The copy, with the model's current values and its batch norms folded."""
         if self._dst:
             torch._foreach_copy_(self._dst, self._src)
-        for conv, norm in self.pairs:
-            c, n, into = self.model.get_submodule(conv), self.model.get_submodule(norm), self.copy.get_submodule(conv)
+        for c, n, into in self._folds:
             scale = torch.rsqrt(n.running_var + n.eps)
             if n.weight is not None:
                 scale = scale * n.weight
