@@ -57,20 +57,20 @@ def test_one_call_for_every_feature_set_equals_one_call_per_set(device, warm):
         torch.testing.assert_close(alone.fits[name].weight, joint.fits[name].weight, rtol=0, atol=0)
 
 
-def test_a_warm_measurement_fits_every_layer_in_one_call_then_polishes_in_one(counting):
+def test_a_measurement_fits_every_layer_in_one_call_then_polishes_in_one(counting):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 6))
     (x, y), (xt, yt) = _layers(300, 0), _layers(200, 1)
     tracker = uf.UsableInfoTracker(model, ["0", "1", "2", "3"], x["wide"][:, :12], y, xt["wide"][:, :12], yt,
                                    l2_grid=[1e-3, 1e-2, 1e-1], n_bootstrap=20)
-    tracker.measure(0)  # cold: one call per penalty of the path, every layer in each
+    tracker.measure(0)  # cold: the whole penalty path of every layer in one call
     cold = list(counting.fits)
     counting.fits.clear()
     tracker.measure(1)
     # then one per decade the grid is widened by and at most one more, for the finalists that
     # need polishing, each of every layer at once
     from uinfo_fast.engine.grid import GRID_EXTENSION
-    assert cold[:3] == [4, 4, 4] and len(cold) <= 3 + GRID_EXTENSION + 1
+    assert cold[:1] == [4] and len(cold) <= 1 + GRID_EXTENSION + 1
     assert counting.fits[:1] == [4] and len(counting.fits) <= 1 + GRID_EXTENSION + 1  # warm: the grid in one call
 
 

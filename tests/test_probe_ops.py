@@ -1,8 +1,11 @@
 """probe_objective, probe_log_likelihood and fit_probes ops: reference, opcheck, gradients, compile."""
+import math
+
 import pytest
 import torch
 
 from uinfo_fast.engine import reference
+from uinfo_fast.engine.layout import probe_layout
 
 from uinfo_fast.engine.extension import ops
 
@@ -78,6 +81,95 @@ def test_opcheck_fit(device):
                           ([x, x2], labels, [w, w2], [b, b.clone()], [off, off.clone()], [cols, cols.clone()],
                            [l2, l2 * 3], 20, 1e-6, 5, 5, False),
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    torch.library.opcheck(ops.fit_probes.default, ([x], labels, [w], [b], [off], [cols], [l2], 20, 1e-6, 5, 5),
+                          {"schedule": "path"},
+                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+
+
+# ---- The penalty path inside fit_probes, against the same path run as batched calls ----
+
+def _grid_problem(device, class_counts=(3, 5), grid=(1e-1, 1e-2, 1e-3, 1e-4), widths=(9, 4), seed=7):
+    """Two feature sets, each with one probe per (label set, penalty) laid out as the estimator
+    lays them out, every probe starting at zero."""
+    gen = torch.Generator().manual_seed(seed)
+    layout = probe_layout(list(class_counts), list(grid))
+    n = 300
+    labels = random_labels(gen, n, class_counts)
+    sets = []
+    for d in widths:
+        x = torch.randn(n, d, generator=gen, dtype=torch.float64).float()
+        zeros = torch.zeros(d, layout.offsets[-1])
+        sets.append((x.to(device), zeros.to(device), torch.zeros(layout.offsets[-1], device=device)))
+    return labels.to(device), sets, layout
+
+
+def _secant(l2_b, l2_a, l2_new):
+    if not (l2_new > 0 and l2_b > l2_a > l2_new):
+        return 0.0
+    return min(1.0, math.log(l2_a / l2_new) / math.log(l2_b / l2_a))
+
+
+def _path_by_batched_calls(x, labels, w, b, layout, **fit):
+    """The penalty path run as one batched op call per penalty, the starts predicted here: each
+    stage's probes from their label set's probe of the stage before, moved along the secant
+    through the two stages before that."""
+    w, b, dev = w.clone(), b.clone(), x.device
+    values = sorted(set(layout.l2), reverse=True)
+    stages = [[k for k in range(layout.n_probes) if layout.l2[k] == v] for v in values]
+    out = {f: [None] * layout.n_probes for f in ("objective", "grad_max", "n_iter", "status")}
+    cols = lambda k: torch.arange(layout.offsets[k], layout.offsets[k + 1])  # noqa: E731
+    for s, stage in enumerate(stages):
+        r = _secant(values[s - 2], values[s - 1], values[s]) if s >= 2 else 0.0
+        for k in stage if s else []:
+            a = next(j for j in stages[s - 1] if layout.label_col[j] == layout.label_col[k])
+            start_w, start_b = w[:, cols(a)], b[cols(a)]
+            if r > 0:
+                c = next(j for j in stages[s - 2] if layout.label_col[j] == layout.label_col[k])
+                start_w, start_b = start_w + r * (start_w - w[:, cols(c)]), start_b + r * (start_b - b[cols(c)])
+            w[:, cols(k)], b[cols(k)] = start_w, start_b
+        sub = torch.cat([cols(k) for k in stage]).to(dev)
+        offsets = [0]
+        for k in stage:
+            offsets.append(offsets[-1] + layout.offsets[k + 1] - layout.offsets[k])
+        res = ops.fit_probes([x], labels, [w[:, sub].contiguous()], [b[sub].contiguous()], [_meta(offsets, dev)],
+                             [_meta([layout.label_col[k] for k in stage], dev)],
+                             [torch.tensor([layout.l2[k] for k in stage], dtype=torch.float64, device=dev)], **fit)
+        w[:, sub], b[sub] = res[0][0], res[1][0]
+        for j, k in enumerate(stage):
+            for f, r_ in zip(out, res[2:]):
+                out[f][k] = r_[0][j]
+    return w, b, {f: torch.stack(v) for f, v in out.items()}
+
+
+def test_path_schedule_fits_the_stages_of_batched_calls(device):
+    """schedule="path" does inside one op call what a caller could do with one batched call per
+    penalty: the same starts, the same iterations, the same solutions, for every feature set of
+    the call."""
+    labels, sets, layout = _grid_problem(device)
+    fit = dict(max_iter=200, tol=1e-6, history=5, check_every=1)
+    res = ops.fit_probes([x for x, _, _ in sets], labels, [w for _, w, _ in sets], [b for _, _, b in sets],
+                         [_meta(layout.offsets, device)] * 2, [_meta(layout.label_col, device)] * 2,
+                         [torch.tensor(layout.l2, dtype=torch.float64, device=device)] * 2, schedule="path", **fit)
+    for s, (x, w, b) in enumerate(sets):
+        want_w, want_b, want = _path_by_batched_calls(x, labels, w, b, layout, **fit)
+        torch.testing.assert_close(res[0][s], want_w, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(res[1][s], want_b, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(res[2][s], want["objective"], rtol=1e-10, atol=1e-12)
+        assert res[4][s].tolist() == want["n_iter"].tolist()
+        assert res[5][s].tolist() == want["status"].tolist()
+    # the path starts each stage near its solution: fewer iterations than fitting all from zero
+    batched = ops.fit_probes([sets[0][0]], labels, [sets[0][1]], [sets[0][2]], [_meta(layout.offsets, device)],
+                             [_meta(layout.label_col, device)],
+                             [torch.tensor(layout.l2, dtype=torch.float64, device=device)], **fit)
+    assert int(res[4][0].sum()) < int(batched[4][0].sum())
+
+
+def test_fit_probes_names_an_unknown_schedule(device):
+    labels, sets, layout = _grid_problem(device)
+    x, w, b = sets[0]
+    with pytest.raises(ValueError, match="schedule must be 'batched' or 'path', got 'cold'"):
+        ops.fit_probes([x], labels, [w], [b], [_meta(layout.offsets, device)], [_meta(layout.label_col, device)],
+                       [torch.tensor(layout.l2, dtype=torch.float64, device=device)], 10, 1e-6, 5, 1, schedule="cold")
 
 
 def test_ops_trace_under_torch_compile(device):

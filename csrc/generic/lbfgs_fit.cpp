@@ -29,6 +29,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -90,8 +91,9 @@ at::Tensor precondition(const at::Tensor& precond,  // [G, D+1, D+1]
   return out;
 }
 
-// Inverses of Boehning's bound 1/2 E[x~ x~^T] + diag(l2, ..., l2, 0), one per distinct penalty.
-at::Tensor make_preconditioners(const at::Tensor& x, const std::vector<double>& penalties, c10::ScalarType dt) {
+// 1/2 E[x~ x~^T] of the features with a constant column, in float64: the penalty-free part of
+// Boehning's bound, computed once per feature set and shared by every stage of a fit.
+at::Tensor bound_moment(const at::Tensor& x) {
   const int64_t n = x.size(0), d = x.size(1);
   // The second moment in the features' own compute dtype, even when the fit runs in float64 on
   // float32 features (a preconditioner needs no more than float32, a float64 product costs as
@@ -106,7 +108,12 @@ at::Tensor make_preconditioners(const at::Tensor& x, const std::vector<double>& 
   moment.narrow(0, 0, d).narrow(1, d, 1).copy_(col_sum.unsqueeze(1));
   moment.select(0, d).select(0, d).fill_(static_cast<double>(n));
   moment = moment.to(at::kDouble);
-  moment.div_(static_cast<double>(n)).mul_(0.5);
+  return moment.div_(static_cast<double>(n)).mul_(0.5);
+}
+
+// Inverses of Boehning's bound 1/2 E[x~ x~^T] + diag(l2, ..., l2, 0), one per distinct penalty.
+at::Tensor make_preconditioners(const at::Tensor& moment, const std::vector<double>& penalties, c10::ScalarType dt) {
+  const int64_t d = moment.size(0) - 1;
   // A little ridge keeps the bound invertible for constant or duplicated features at l2 = 0.
   const double jitter = 1e-8 * std::max(1.0, moment.diagonal().mean().item<double>());
   std::vector<at::Tensor> out;
@@ -188,20 +195,22 @@ at::Tensor probe_tolerances(const at::Tensor& l2, double tol, std::optional<doub
   return at::where(l2.gt(0), at::minimum(out, l2 * *l2_tol), out);
 }
 
-// Every probe running from `params`, with its objective, gradient and first direction: the
-// curvature bound's Newton step, which the bound makes a descent of at least half its predicted
-// decrease, so t = 1.
+// The probes `ids` of a set (whose columns are `cols`, and whose layout among themselves is
+// `layout`) running from their columns of `params`, with their objective, gradient and first
+// direction: the curvature bound's Newton step, which the bound makes a descent of at least half
+// its predicted decrease, so t = 1.
 FitState initial_state(const at::Tensor& x, const at::Tensor& labels, const ProbeLayout& layout,
-                       const at::Tensor& params, const at::Tensor& l2, const PenaltyGroups& groups,
-                       const at::Tensor& precond, double tol, std::optional<double> l2_tol, const Switches& sw) {
+                       const std::vector<int64_t>& ids, const at::Tensor& cols, const at::Tensor& params,
+                       const at::Tensor& l2, const PenaltyGroups& groups, const at::Tensor& precond, double tol,
+                       std::optional<double> l2_tol, const Switches& sw) {
   FitState st;
   st.layout = layout;
-  for (int64_t k = 0; k < layout.n_probes; ++k) st.ids.push_back(k);
+  st.ids = ids;
   st.group = groups.of_probe;
   build_groups(st, static_cast<int64_t>(groups.values.size()));
-  st.orig_cols = at::arange(layout.n_cols, params.options().dtype(at::kLong));
-  st.l2 = l2.to(at::kDouble);
-  st.params = params.clone();
+  st.orig_cols = cols;
+  st.l2 = l2;
+  st.params = params.index_select(1, cols);
   st.grad = at::empty_like(st.params);
   st.f = penalised_objective(x, labels, st.params, st.layout, st.l2, &st.grad, sw);
   st.gmax = seg_absmax(st.grad, st.layout);
@@ -315,87 +324,199 @@ struct FitLoop {
   }
 };
 
-// One feature set's fit: its outputs and its loop; `running` until its last probe finishes.
-struct SetFit {
+// One feature set of a fit: its checked arguments, what every stage of its fit shares (the
+// penalties' groups and the curvature bound's moment) and every probe's results.
+struct SetWork {
+  at::Tensor x;  // contiguous
+  ProbeLayout layout;
+  at::Tensor l2;
+  PenaltyGroups groups;
+  at::Tensor moment;
   FitOutputs out;
+};
+
+// One stage of one set's fit: its loop and the set whose outputs it writes; `running` until its
+// last probe finishes.
+struct StageFit {
+  SetWork* set;
   FitLoop loop;
   bool running = true;
 };
 
-// The host check of every running set, with one host synchronisation for all of them: their
-// done flags copied in one piece. Returns false when no set has a probe left.
-bool check_all(std::vector<SetFit>& sets) {
+// The host check of every running stage, with one host synchronisation for all of them: their
+// done flags copied in one piece. Returns false when none has a probe left.
+bool check_all(std::vector<StageFit>& fits) {
   std::vector<at::Tensor> flags;
-  for (const SetFit& s : sets)
+  for (const StageFit& s : fits)
     if (s.running) flags.push_back(s.loop.st.done);
   if (flags.empty()) return false;
   const at::Tensor done_h = at::cat(flags).to(at::kCPU);
   const bool* dp = done_h.data_ptr<bool>();
   bool any = false;
-  for (SetFit& s : sets) {
+  for (StageFit& s : fits) {
     if (!s.running) continue;
     const int64_t n = s.loop.st.layout.n_probes;
-    s.running = s.loop.compact(dp, s.out);
+    s.running = s.loop.compact(dp, s.set->out);
     dp += n;
     any = any || s.running;
   }
   return any;
 }
 
-// The iterations of every set in lockstep rounds of check_every: each set's sequence of
+// The iterations of every set's stage in lockstep rounds of check_every: each one's sequence of
 // iterations is the one it would run alone, and a check costs one synchronisation for all.
-void run_sets(std::vector<SetFit>& sets, int64_t max_iter, int64_t check_every) {
+void run_stages(std::vector<StageFit>& fits, int64_t max_iter, int64_t check_every) {
   for (int64_t it = 0; it < max_iter;) {
     const int64_t round = std::min(check_every, max_iter - it);
-    if (!check_all(sets)) break;
-    for (SetFit& s : sets)
+    if (!check_all(fits)) break;
+    for (StageFit& s : fits)
       if (s.running) s.loop.run_round(it, round, max_iter);
     it += round;
   }
-  for (SetFit& s : sets)
-    if (s.running) s.out.write_back(s.loop.st);
+  for (StageFit& s : fits)
+    if (s.running) s.set->out.write_back(s.loop.st);
 }
 
-// A set's fit from its (checked) arguments, ready to run.
-SetFit prepare_set(const FitSet& set, const ProbeLayout& layout, const at::Tensor& labels, const Switches& sw,
-                   double tol, std::optional<double> l2_tol, int64_t history, int64_t check_every) {
-  const at::Tensor xc = set.x.contiguous();
-  const PenaltyGroups groups = penalty_groups(set.l2);
-  const at::Tensor precond = make_preconditioners(xc, groups.values, set.weight.scalar_type());
-  FitOutputs out(set.weight, set.bias, layout.n_probes);
-  const Backend& backend = backend_for(xc.device());
-  const bool fused = !sw.generic_lbfgs;
-  FitLoop loop{xc, labels, precond, sw, flat_tolerance(set.weight.scalar_type()), history, check_every,
+struct FitSettings {
+  double tol;
+  std::optional<double> l2_tol;
+  int64_t history, check_every;
+  const Switches& sw;
+};
+
+// The penalty groups of `probes` alone, renumbered in order of first appearance.
+PenaltyGroups subset(const PenaltyGroups& groups, const std::vector<int64_t>& probes) {
+  PenaltyGroups out;
+  std::vector<int64_t> renumbered(groups.values.size(), -1);
+  for (int64_t k : probes) {
+    const int64_t g = groups.of_probe[k];
+    if (renumbered[g] < 0) {
+      renumbered[g] = static_cast<int64_t>(out.values.size());
+      out.values.push_back(groups.values[g]);
+    }
+    out.of_probe.push_back(renumbered[g]);
+  }
+  return out;
+}
+
+// The fit of the probes `probes` of `set`, from their columns of its outputs, ready to run.
+StageFit prepare_stage(SetWork& set, const std::vector<int64_t>& probes, const at::Tensor& labels,
+                       const FitSettings& fs) {
+  const PenaltyGroups groups = subset(set.groups, probes);
+  const auto dt = set.out.params.scalar_type();
+  const at::Tensor precond = make_preconditioners(set.moment, groups.values, dt);
+  const at::Tensor idx = at::tensor(probes, at::TensorOptions().dtype(at::kLong)).to(set.x.device());
+  const Backend& backend = backend_for(set.x.device());
+  const bool fused = !fs.sw.generic_lbfgs;
+  FitLoop loop{set.x, labels, precond, fs.sw, flat_tolerance(dt), fs.history, fs.check_every,
                fused ? backend.lbfgs_update : &lbfgs_update_generic,
                // The recorded blocks need the fused update: the ATen one makes new state tensors.
-               (fused && sw.cuda_graphs && backend.make_block_runner) ? backend.make_block_runner() : nullptr,
-               initial_state(xc, labels, layout, out.params, set.l2, groups, precond, tol, l2_tol, sw), history - 1};
-  reset_counters_and_history(loop.st, history);
-  return SetFit{std::move(out), std::move(loop)};
+               (fused && fs.sw.cuda_graphs && backend.make_block_runner) ? backend.make_block_runner() : nullptr,
+               initial_state(set.x, labels, set.layout.select(probes), probes, set.layout.columns_of(probes),
+                             set.out.params, set.l2.index_select(0, idx), groups, precond, fs.tol, fs.l2_tol, fs.sw),
+               fs.history - 1};
+  reset_counters_and_history(loop.st, fs.history);
+  return StageFit{&set, std::move(loop)};
+}
+
+// The order a set's probes are fitted in: all at once (batched), or one stage per distinct
+// penalty from the largest (best conditioned) down (path), each holding that penalty's probes.
+std::vector<std::vector<int64_t>> fit_stages(const PenaltyGroups& groups, bool path) {
+  const int64_t n_probes = static_cast<int64_t>(groups.of_probe.size());
+  std::vector<int64_t> order(groups.values.size());
+  for (size_t g = 0; g < order.size(); ++g) order[g] = static_cast<int64_t>(g);
+  if (!path || order.size() < 2) order.assign(1, -1);  // -1: every probe
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    return a >= 0 && b >= 0 && groups.values[a] > groups.values[b];
+  });
+  std::vector<std::vector<int64_t>> stages;
+  for (int64_t g : order) {
+    std::vector<int64_t> stage;
+    for (int64_t k = 0; k < n_probes; ++k)
+      if (g < 0 || groups.of_probe[k] == g) stage.push_back(k);
+    stages.push_back(stage);
+  }
+  return stages;
+}
+
+// How far past the last stage's solution the next one starts, in log(l2): from the third stage
+// on, the secant through the last two solutions, w_a + r (w_a - w_b), follows the path's growth of
+// the weights as the penalty falls and cuts the iterations over restarting from w_a
+// (bench/RESULTS.md). r is capped at 1 so that an uneven grid cannot throw the start far out; a
+// zero penalty restarts from w_a.
+double secant_ratio(double l2_b, double l2_a, double l2_new) {
+  if (!(l2_new > 0 && l2_b > l2_a && l2_a > l2_new)) return 0.0;
+  return std::min(1.0, std::log(l2_a / l2_new) / std::log(l2_b / l2_a));
+}
+
+// The probe of `stage` that predicts label column `col`, or -1.
+int64_t same_label(const ProbeLayout& layout, const std::vector<int64_t>& stage, int64_t col) {
+  for (int64_t k : stage)
+    if (layout.label_col_host[k] == col) return k;
+  return -1;
+}
+
+// Starts every probe of stage `s` of a path from its label set's probe of the stage before,
+// moved along the secant through the two stages before it.
+void predict_stage(SetWork& set, const std::vector<std::vector<int64_t>>& stages, size_t s) {
+  const auto& lay = set.layout;
+  const auto penalty = [&](size_t i) { return set.groups.values[set.groups.of_probe[stages[i][0]]]; };
+  const double r = s >= 2 ? secant_ratio(penalty(s - 2), penalty(s - 1), penalty(s)) : 0.0;
+  std::vector<int64_t> fresh, from, before;
+  for (int64_t k : stages[s]) {
+    const int64_t a = same_label(lay, stages[s - 1], lay.label_col_host[k]);
+    const int64_t b = r > 0 ? same_label(lay, stages[s - 2], lay.label_col_host[k]) : a;
+    if (a < 0 || b < 0) continue;  // no earlier probe of its label set: it starts where it stands
+    fresh.push_back(k);
+    from.push_back(a);
+    before.push_back(b);
+  }
+  if (fresh.empty()) return;
+  at::Tensor& p = set.out.params;
+  at::Tensor start = p.index_select(1, lay.columns_of(from));
+  if (r > 0) start = start + r * (start - p.index_select(1, lay.columns_of(before)));
+  p.index_copy_(1, lay.columns_of(fresh), start);
+}
+
+SetWork prepare_set(const FitSet& set, const at::Tensor& labels, bool check_inputs) {
+  const ProbeLayout layout = check_probe_args(set.x, labels, set.weight, set.bias, set.probe_offsets,
+                                              set.probe_label_col, set.l2, check_inputs);
+  const at::Tensor xc = set.x.contiguous();
+  return SetWork{xc, layout, set.l2.to(at::kDouble), penalty_groups(set.l2), bound_moment(xc),
+                 FitOutputs(set.weight, set.bias, layout.n_probes)};
 }
 
 }  // namespace
 
-std::vector<FitResult> fit_probe_sets(const std::vector<FitSet>& sets, const at::Tensor& labels, int64_t max_iter,
-                                      double tol, std::optional<double> l2_tol, int64_t history, int64_t check_every,
-                                      bool check_inputs, const Switches& sw) {
+std::vector<FitResult> fit_probe_sets(const std::vector<FitSet>& sets, const at::Tensor& labels,
+                                      const FitSchedule& schedule, bool check_inputs, const Switches& sw) {
   TORCH_CHECK_VALUE(!sets.empty(), "uinfo_fast: fit_probes needs at least one feature set");
-  check_fit_args(max_iter, tol, history, check_every);
-  TORCH_CHECK_VALUE(!l2_tol || *l2_tol > 0, "uinfo_fast: l2_tol must be > 0 or None, got ", l2_tol.value_or(0.0));
+  check_fit_args(schedule.max_iter, schedule.tol, schedule.history, schedule.check_every);
+  TORCH_CHECK_VALUE(!schedule.l2_tol || *schedule.l2_tol > 0, "uinfo_fast: l2_tol must be > 0 or None, got ",
+                    schedule.l2_tol.value_or(0.0));
   const at::Tensor yc = labels.contiguous();
-  std::vector<SetFit> fits;
-  fits.reserve(sets.size());
+  std::vector<SetWork> works;
+  works.reserve(sets.size());  // stages point into it
+  std::vector<std::vector<std::vector<int64_t>>> stages;
   for (const FitSet& set : sets) {
     TORCH_CHECK_VALUE(set.x.device() == sets[0].x.device(), "uinfo_fast: every feature set of a fit must be on ",
                       sets[0].x.device(), ", found one on ", set.x.device());
-    const ProbeLayout layout =
-        check_probe_args(set.x, labels, set.weight, set.bias, set.probe_offsets, set.probe_label_col, set.l2,
-                         check_inputs);
-    fits.push_back(prepare_set(set, layout, yc, sw, tol, l2_tol, history, check_every));
+    works.push_back(prepare_set(set, yc, check_inputs));
+    stages.push_back(fit_stages(works.back().groups, schedule.path));
   }
-  run_sets(fits, max_iter, check_every);
+  const FitSettings fs{schedule.tol, schedule.l2_tol, schedule.history, schedule.check_every, sw};
+  for (size_t s = 0;; ++s) {  // stage s of every set that has one, in one lockstep run
+    std::vector<StageFit> fits;
+    for (size_t i = 0; i < works.size(); ++i) {
+      if (s >= stages[i].size()) continue;
+      if (s > 0) predict_stage(works[i], stages[i], s);
+      fits.push_back(prepare_stage(works[i], stages[i][s], yc, fs));
+    }
+    if (fits.empty()) break;
+    run_stages(fits, schedule.max_iter, schedule.check_every);
+  }
   std::vector<FitResult> out;
-  for (const SetFit& f : fits) out.push_back(f.out.result());
+  for (const SetWork& w : works) out.push_back(w.out.result());
   return out;
 }
 

@@ -24,16 +24,27 @@ struct FitSet {
   at::Tensor l2;               // [K] penalties, >= 0
 };
 
+// The iteration limits and the order of a fit. `path`: the probes of each set are fitted one
+// distinct penalty at a time, from the largest down, each stage started from a prediction off the
+// stages before it (the secant through their solutions); otherwise all at once.
+struct FitSchedule {
+  int64_t max_iter;
+  double tol;
+  std::optional<double> l2_tol;
+  int64_t history, check_every;
+  bool path;
+};
+
 // Minimises f_k(W_k, b_k) = mean NLL_k + l2_k / 2 ||W_k||^2 for every probe k of every feature
-// set, each from its starting parameters, on the shared labels [N, L] int64. The sets iterate in
-// lockstep, each exactly as it would alone, and a host check (every `check_every` iterations)
-// costs one synchronisation for all of them. A probe converges when max |gradient| <= tol, and
-// with `l2_tol` also <= l2_tol * its penalty. Status: 0 stopped at max_iter, 1 converged by the
-// gradient, 2 objective flat at the working precision (three trials changed it by under machine
-// epsilon, relative, with no real decrease in between), 3 line search failed 25 times running. 1
-// and 2 count as converged. `check_inputs`: label range and finite x (see check_probe_args).
-std::vector<FitResult> fit_probe_sets(const std::vector<FitSet>& sets, const at::Tensor& labels, int64_t max_iter,
-                                      double tol, std::optional<double> l2_tol, int64_t history, int64_t check_every,
-                                      bool check_inputs, const Switches& sw);
+// set, each from its starting parameters (on a path, the first stage's), on the shared labels
+// [N, L] int64. The sets iterate in lockstep, stage by stage, each exactly as it would alone, and
+// a host check (every `check_every` iterations) costs one synchronisation for all of them. A
+// probe converges when max |gradient| <= tol, and with `l2_tol` also <= l2_tol * its penalty.
+// Status: 0 stopped at max_iter, 1 converged by the gradient, 2 objective flat at the working
+// precision (three trials changed it by under machine epsilon, relative, with no real decrease in
+// between), 3 line search failed 25 times running. 1 and 2 count as converged. `check_inputs`:
+// label range and finite x (see check_probe_args).
+std::vector<FitResult> fit_probe_sets(const std::vector<FitSet>& sets, const at::Tensor& labels,
+                                      const FitSchedule& schedule, bool check_inputs, const Switches& sw);
 
 }  // namespace uinfo_fast

@@ -59,13 +59,21 @@ std::vector<FitSet> fit_sets(at::TensorList x, at::TensorList weight, at::Tensor
   return sets;
 }
 
+// The schedule argument of fit_probes: "batched" or "path".
+bool on_path(c10::string_view schedule) {
+  TORCH_CHECK_VALUE(schedule == "batched" || schedule == "path",
+                    "uinfo_fast: fit_probes' schedule must be 'batched' or 'path', got '", schedule, "'");
+  return schedule == "path";
+}
+
 FitSetsResult fit_probes_op(at::TensorList x, const at::Tensor& labels, at::TensorList weight, at::TensorList bias,
                             at::TensorList probe_offsets, at::TensorList probe_label_col, at::TensorList l2,
                             int64_t max_iter, double tol, int64_t history, int64_t check_every, bool check_inputs,
-                            std::optional<double> l2_tol) {
+                            std::optional<double> l2_tol, c10::string_view schedule) {
   const Switches sw = read_switches();
-  return by_field(fit_probe_sets(fit_sets(x, weight, bias, probe_offsets, probe_label_col, l2), labels, max_iter,
-                                 tol, l2_tol, history, check_every, check_inputs, sw));
+  const FitSchedule plan{max_iter, tol, l2_tol, history, check_every, on_path(schedule)};
+  return by_field(fit_probe_sets(fit_sets(x, weight, bias, probe_offsets, probe_label_col, l2), labels, plan,
+                                 check_inputs, sw));
 }
 
 }  // namespace

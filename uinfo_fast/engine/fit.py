@@ -281,7 +281,7 @@ def fit_feature_sets(xs: dict[str, torch.Tensor], y_all, names, counts, l2_value
     works = [FitWork.start(x, layout, inits.get(n)) for n, x in xs.items()]
     auto = [inits.get(n) is None for n in xs]
     on_path = auto if options.schedule == "auto" else [options.schedule == "path"] * len(xs)
-    fit_grid(works, on_path, y_all, l2_values, options)
+    fit_grid(works, on_path, y_all, options)
     scaling = standardize or {}
     return {n: ProbeFit(w.weight, w.bias, layout.offsets, layout.label_col, layout.l2, names, counts, w.objective,
                         w.grad_max, w.n_iter, w.status, options.tol, scaling.get(n), classes)

@@ -50,10 +50,6 @@ class ProbeLayout(NamedTuple):
         """The probes of label set ``label_index``, in penalty order."""
         return [k for k, j in enumerate(self.label_col) if j == label_index]
 
-    def stage(self, penalty_index: int, n_penalties: int) -> list[int]:
-        """The probes of penalty ``penalty_index``, one per label set."""
-        return [j * n_penalties + penalty_index for j in range(self.n_probes // n_penalties)]
-
 
 def probe_layout(class_counts, l2_values) -> ProbeLayout:
     """The probes ``fit_probes`` lays out for these label sets and penalties."""

@@ -1,9 +1,8 @@
-"""Fits in progress: warm starts, calls of the ``fit_probes`` op on groups of probes of several
-feature sets at once, the penalty path that orders those calls from a cold start, and the
-float64 polish of chosen probes."""
+"""Fits in progress: warm starts, and calls of the ``fit_probes`` op on groups of probes of
+several feature sets at once, all together or along the penalty path (the op's schedule), in
+the features' arithmetic or in float64 (the polish of chosen probes)."""
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -75,10 +74,11 @@ class FitWork:
 
 
 def run(works: Sequence[FitWork], probes: Sequence[list[int]], labels: torch.Tensor, options,
-        dtype: torch.dtype | None = None) -> None:
+        dtype: torch.dtype | None = None, schedule: str = "batched") -> None:
     """Fits ``probes[s]`` of every ``works[s]`` from their current parameters, in one op call
     for all feature sets (those with no probe listed sit it out), in ``dtype`` arithmetic
-    (default: each work's own)."""
+    (default: each work's own), all at once or (``schedule="path"``) one penalty at a time
+    from the largest down, inside the op (see the ``fit_probes`` schema)."""
     chosen = [(w, p) for w, p in zip(works, probes) if p]
     if not chosen:
         return
@@ -87,59 +87,14 @@ def run(works: Sequence[FitWork], probes: Sequence[list[int]], labels: torch.Ten
     dev = x[0].device
     results = ops.fit_probes(x, labels, weight, bias, offsets, label_col, l2, options.max_iter, options.tol,
                              options.history, options.check_every_on(dev), check_inputs=False,  # validated once
-                             l2_tol=options.l2_tol)
+                             l2_tol=options.l2_tol, schedule=schedule)
     for s, (w, p) in enumerate(chosen):
         w.absorb(p, *(r[s] for r in results))
 
 
-def secant_ratio(l2_values: list[float], done: list[int], new: int) -> float:
-    """How far past the last solution the next stage of the path starts, in log(l2).
-
-    From the third stage on, the start is the secant through the last two solutions,
-    w_a + r (w_a - w_b): it follows the path's growth of the weights as the penalty falls, and
-    cuts the iterations over restarting from w_a (bench/RESULTS.md). r is capped at 1 so that an
-    uneven grid cannot throw the start far out; a zero or repeated penalty restarts from w_a.
-    """
-    if len(done) < 2:
-        return 0.0
-    la, lb, lnew = l2_values[done[-1]], l2_values[done[-2]], l2_values[new]
-    if not (lnew > 0 and lb > la > lnew):
-        return 0.0
-    return min(1.0, math.log(la / lnew) / math.log(lb / la))
-
-
-def predict_stage(work: FitWork, stage: list[int], last: list[int], before: list[int] | None, r: float) -> None:
-    """Starts each probe of ``stage`` from its label set's probe of the ``last`` stage, moved
-    ``r`` times the step from the stage ``before`` it."""
-    lay = work.layout
-    for j, (k_new, k_a) in enumerate(zip(stage, last)):
-        w, b = work.weight[:, lay.columns(k_a)], work.bias[lay.columns(k_a)]
-        if r > 0:
-            old = lay.columns(before[j])
-            w, b = w + r * (w - work.weight[:, old]), b + r * (b - work.bias[old])
-        work.weight[:, lay.columns(k_new)] = w
-        work.bias[lay.columns(k_new)] = b
-
-
-def fit_grid(works: Sequence[FitWork], on_path: Sequence[bool], labels: torch.Tensor, l2_values: list[float],
-             options) -> None:
-    """Every probe of every work. A work ``on_path`` (a cold start) fits the penalties from the
-    largest (best conditioned) down, each stage (one probe per label set) started from a
-    prediction of its solution off the stages before it; the others fit all their probes at
-    once, in the first call. Each call serves every feature set: as many calls as stages."""
-    order = sorted(range(len(l2_values)), key=lambda i: -l2_values[i])
-    n = len(l2_values)
-    if not any(on_path) or n == 1:
-        order = order[:1]
-    stages: list[list[int]] = []
-    for step, i in enumerate(order):
-        stage = works[0].layout.stage(i, n)
-        if stages:
-            r = secant_ratio(l2_values, order[:step], i)
-            for w, path in zip(works, on_path):
-                if path:
-                    predict_stage(w, stage, stages[-1], stages[-2] if len(stages) > 1 else None, r)
-        everything = list(range(works[0].layout.n_probes))
-        run(works, [stage if (path and n > 1) else (everything if step == 0 else []) for path in on_path], labels,
-            options)
-        stages.append(stage)
+def fit_grid(works: Sequence[FitWork], on_path: Sequence[bool], labels: torch.Tensor, options) -> None:
+    """Every probe of every work: the works ``on_path`` (cold starts) along the penalty path,
+    the others all at once; one op call for each of the two kinds."""
+    for path in (True, False):
+        run(works, [list(range(w.layout.n_probes)) if p == path else [] for w, p in zip(works, on_path)], labels,
+            options, schedule="path" if path else "batched")
