@@ -92,10 +92,10 @@ def test_ops_skip_the_value_checks_only_when_asked():
 
 
 def test_an_estimate_checks_each_label_set_once_and_the_ops_check_nothing_again(monkeypatch):
-    from uinfo_fast.engine import extension, fit, inputs, path, probe_rows
+    from uinfo_fast.engine import extension, fit, labels, path
 
     range_checks, op_checks = [], []
-    real = inputs.check_labels
+    real = labels.check_labels
 
     def counting(y, name, *args, **kw):
         if len(args) > 2 and args[2] is not None:
@@ -109,8 +109,7 @@ def test_an_estimate_checks_each_label_set_once_and_the_ops_check_nothing_again(
                 return getattr(extension.ops, op)(*args, **kw)
             return call
 
-    monkeypatch.setattr(inputs, "check_labels", counting)
-    monkeypatch.setattr(probe_rows, "check_labels", counting)
+    monkeypatch.setattr(labels, "check_labels", counting)
     monkeypatch.setattr(path, "ops", Ops())
     monkeypatch.setattr(fit, "ops", Ops())
     y2 = {"a": Y, "b": Y % 2}

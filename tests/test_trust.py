@@ -136,9 +136,21 @@ def test_label_mistakes_get_a_message_that_says_what_to_do(labels, kwargs, exc, 
         uf.fit_probes(x, labels(y), **kwargs)
 
 
+def test_the_estimator_and_fit_probes_read_num_classes_alike():
+    (x, y), (xt, yt) = _data(0, 100), _data(1, 100)
+    k = int(max(y.max(), yt.max())) + 3
+    by_name = uf.estimate_usable_information(x, {"a": y}, xt, {"a": yt}, num_classes={"a": k}, n_bootstrap=0)
+    by_order = uf.estimate_usable_information(x, {"a": y}, xt, {"a": yt}, num_classes=[k], n_bootstrap=0)
+    assert [r.bits for r in by_name.results] == [r.bits for r in by_order.results]
+    with pytest.raises(ValueError, match="num_classes has 2 entries but there are 1 label sets"):
+        uf.estimate_usable_information(x, {"a": y}, xt, {"a": yt}, num_classes=[k, k])
+    with pytest.raises(ValueError, match="num_classes has 2 entries but there are 1 label sets"):
+        uf.fit_probes(x, {"a": y}, num_classes=[k, k])
+
+
 def test_the_estimator_names_a_missing_num_classes_entry():
     (x, y), (xt, yt) = _data(0, 100), _data(1, 100)
-    with pytest.raises(ValueError, match="num_classes has no entry for label set 'a'"):
+    with pytest.raises(ValueError, match=r"num_classes has no entry for the label sets \['a'\]"):
         uf.estimate_usable_information(x, {"a": y}, xt, {"a": yt}, num_classes={"b": 5})
 
 

@@ -25,7 +25,8 @@ from .fit import SCHEDULES, FitOptions, ProbeFit, fit_feature_sets, fit_further,
 from .probe_rows import standardisation, standardise, with_fit_range
 from .layout import FitStatus
 from .mlp import DEFAULT_FTOL, DEFAULT_HIDDEN, DEFAULT_RESTARTS, MlpFitOptions, MlpProbeFit, compatible, fit_mlp_sets
-from .inputs import Features, Labels, check_feature_splits, check_label_splits
+from .inputs import Features, check_feature_splits
+from .labels import Labels, check_label_splits
 from .results import LN2, UsableInformation, UsableInformationResult
 from .grid import (DEFAULT_L2_GRID, GRID_EXTENSION, edge_pulls, grid_of, local_search_holds, nearby, spanning,
                    whole_where_missed, widen)
@@ -363,7 +364,8 @@ def estimate_usable_information(features, labels, test_features, test_labels, *,
             ``val_fraction``, the share of the train rows held out to choose the penalty;
             ``n_bootstrap`` and ``confidence``; ``seed`` (the split and the bootstrap);
             ``max_iter``, ``tol`` and ``penalty_schedule`` (:func:`fit_probes`).
-        num_classes: None (max label + 1 over train and test), an int, or a mapping per label set.
+        num_classes: None (max label + 1 over train and test), an int, one per label set (a
+            sequence), or a mapping by name (one rule with :func:`fit_probes`: ``labels.py``).
         warm_start: an earlier result for the same names (e.g. the previous checkpoint).
         local: with ``warm_start``, fit only the penalties next to its choices, and the whole grid
             for a feature set where an end of those neighbours comes within the tie margin of the

@@ -14,7 +14,8 @@ from .layout import FitStatus, probe_layout
 from .extension import ops
 from .path import FitWork, fit_grid, run
 from .params import Choice, Integer, NoneOr, Real, check_param, option, validate_fields
-from .probe_rows import ProbeSetMixin, check_fit_rows, checked_label_sets, host_check_interval, standardise
+from .labels import checked_label_sets
+from .probe_rows import ProbeSetMixin, check_fit_rows, host_check_interval, standardise
 from .validation import check_features, check_l2
 
 SCHEDULES = ("auto", "batched", "path")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from .fit import ProbeFit, fit_further, overlaid, regridded
-from .inputs import Labels
+from .labels import Labels
 from .scoring import Validation, choose, probe_table, validation_ce
 
 # Penalties for standardised features, the one default grid of the API, the tracker and the

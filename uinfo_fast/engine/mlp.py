@@ -20,7 +20,8 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .extension import ops
-from .probe_rows import ProbeSetMixin, check_fit_rows, checked_label_sets, host_check_interval, standardise
+from .labels import checked_label_sets
+from .probe_rows import ProbeSetMixin, check_fit_rows, host_check_interval, standardise
 from .params import Integer, NoneOr, Real, option, validate_fields
 from .validation import check_features, check_l2
 

@@ -4,12 +4,11 @@ when a fit counts as converged. :mod:`~uinfo_fast.engine.fit` (softmax probes) a
 :mod:`~uinfo_fast.engine.mlp` (one-hidden-layer probes) both build on it."""
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 
 from .layout import CONVERGED_CODES, FitStatus
-from .validation import check_features, check_labels, label_sets
+from .labels import fit_label_columns
+from .validation import check_features
 
 # How far above its tolerance a probe's gradient may sit when its objective went flat at the
 # working precision (float32 rounding stops near-separable probes a little above tol).
@@ -24,26 +23,7 @@ def check_fit_rows(fit, features, labels) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"features has {x.shape[1]} columns but the probes were fitted on {fit.width}")
     if x.device != fit.device:
         raise ValueError(f"features is on {x.device} but the probes are on {fit.device}")
-    sets = label_sets(labels, "labels")
-    if not isinstance(labels, Mapping) and len(sets) == len(fit.label_names):
-        # Unnamed label sets (a tensor or a list) are taken in the order the probes were fitted.
-        sets = dict(zip(fit.label_names, sets.values()))
-    missing = [n for n in fit.label_names if n not in sets]
-    if missing:
-        raise ValueError(f"labels lack the label sets {missing} that the probes predict")
-    cols = []
-    for j, n in enumerate(fit.label_names):
-        y = sets[n]
-        if fit.classes is None:
-            cols.append(check_labels(y, f"labels[{n!r}]", x.shape[0], x.device, fit.num_classes[j]))
-            continue
-        check_labels(y, f"labels[{n!r}]", x.shape[0], x.device)
-        idx = torch.searchsorted(fit.classes[j], y).clamp_(max=fit.num_classes[j] - 1)
-        if not bool((fit.classes[j][idx] == y).all()):
-            raise ValueError(f"labels[{n!r}] holds classes the probes were not fitted on; they know "
-                             f"{fit.classes[j].tolist()}")
-        cols.append(idx)
-    return x, torch.stack(cols, 1)
+    return x, fit_label_columns(fit, labels, x)
 
 
 def standardisation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,31 +73,6 @@ def converged_of(status: torch.Tensor, grad_max: torch.Tensor, tol: float) -> to
     overflows), not an optimum."""
     ended = torch.isin(status, torch.tensor(CONVERGED_CODES, device=status.device))
     return ended & ((status != int(FitStatus.FLAT)) | (grad_max <= FLAT_GRADIENT_FACTOR * tol))
-
-
-def checked_label_sets(labels, num_classes, x) -> tuple[list[str], list[int], torch.Tensor]:
-    """(names, class counts, labels stacked [N, L]) of fit_probes' label sets, validated."""
-    sets = label_sets(labels, "labels")
-    names = list(sets)
-    if num_classes is None or isinstance(num_classes, int):
-        counts = [num_classes] * len(names)
-    elif isinstance(num_classes, Mapping):
-        missing = [n for n in names if n not in num_classes]
-        if missing:
-            raise ValueError(f"num_classes has no entry for the label sets {missing}; it names {sorted(num_classes)}")
-        counts = [num_classes[n] for n in names]
-    else:
-        counts = list(num_classes)
-        if len(counts) != len(names):
-            raise ValueError(f"num_classes has {len(counts)} entries but there are {len(names)} label sets")
-    cols = []
-    for j, (n, c) in enumerate(zip(names, counts)):
-        y = check_labels(sets[n], f"labels[{n!r}]", x.shape[0], x.device)
-        counts[j] = int(y.max()) + 1 if c is None else c
-        if counts[j] < 2:
-            raise ValueError(f"label set {n!r} needs at least 2 classes, got num_classes={counts[j]}")
-        cols.append(check_labels(y, f"labels[{n!r}]", x.shape[0], x.device, counts[j]))
-    return names, counts, torch.stack(cols, 1)
 
 
 def host_check_interval(check_every: int | None, device: torch.device) -> int:

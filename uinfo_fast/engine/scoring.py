@@ -8,7 +8,7 @@ import functools
 import torch
 
 from .fit import ProbeFit, log_likelihood_of
-from .inputs import Labels
+from .labels import Labels
 from .results import LN2, UsableInformation, UsableInformationResult
 
 # Penalties whose validation cross-entropy lies within this of the lowest count as tied (the

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import torch
 
 from ..engine.estimator import EstimatorOptions
-from ..engine.validation import BARE_LABEL
+from ..engine.labels import BARE_LABEL
 from ..tracking import batches
 from ..tracking.capture import CaptureOptions
 from ..tracking.tracker import UsableInfoTracker

@@ -53,11 +53,11 @@ import torch
 from torch import nn
 
 from ..engine.estimator import EstimatorOptions, estimate
-from ..engine.inputs import Features, Labels, check_label_splits
+from ..engine.inputs import Features
+from ..engine.labels import Labels, check_label_splits, label_sets
 from ..engine.params import Boolean, Choice, Integer, check_param, routed
 from ..engine.results import UsableInformation, unmeasured_row
 from ..engine.scoring import chosen_shift
-from ..engine.validation import label_sets
 from . import batches
 from .capture import CaptureOptions, FeatureCapture, RollingFeatures
 from .distributed import Ranks, unwrapped
