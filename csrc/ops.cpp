@@ -34,10 +34,13 @@ TORCH_LIBRARY(uinfo_fast, m) {
   // n_iter [K_s] i64, status [K_s] i64); status is explained in generic/lbfgs_fit.h. A probe
   // converges when max |gradient| <= tol and, given l2_tol, <= l2_tol * its penalty. schedule
   // "batched" fits every probe at once; "path" one distinct penalty at a time, from the largest
-  // down, each stage started from the secant through the solutions of the two before it.
+  // down, each stage started from the secant through the solutions of the two before it. Then
+  // the polish: per set, the probes listed in polish[s] are fitted on in float64 until max
+  // |gradient| <= min(tol, polish_l2_tol * penalty), their iterations added to n_iter.
   m.def("fit_probes(Tensor[] x, Tensor labels, Tensor[] weight, Tensor[] bias, Tensor[] probe_offsets, "
         "Tensor[] probe_label_col, Tensor[] l2, int max_iter, float tol, int history, int check_every, "
-        "bool check_inputs=True, float? l2_tol=None, str schedule=\"batched\") "
+        "bool check_inputs=True, float? l2_tol=None, str schedule=\"batched\", Tensor[]? polish=None, "
+        "float? polish_l2_tol=None) "
         "-> (Tensor[], Tensor[], Tensor[], Tensor[], Tensor[], Tensor[])");
   // One-hidden-layer probes (generic/mlp_probes.h): per feature set, x [N, D] and its K probes'
   // w1 [K, D, H], b1 [K, H], w2 [K, H, C], b2 [K, C]; probe k predicts label column

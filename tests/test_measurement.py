@@ -1,5 +1,7 @@
 """One measurement, one engine call: all feature sets in one fit, scoring on the device, and a
 measurement that never stops training."""
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -57,7 +59,7 @@ def test_one_call_for_every_feature_set_equals_one_call_per_set(device, warm):
         torch.testing.assert_close(alone.fits[name].weight, joint.fits[name].weight, rtol=0, atol=0)
 
 
-def test_a_measurement_fits_every_layer_in_one_call_then_polishes_in_one(counting):
+def test_a_measurement_fits_every_layer_in_one_call_and_polishes_there_once_settled(counting):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 6))
     (x, y), (xt, yt) = _layers(300, 0), _layers(200, 1)
@@ -72,6 +74,25 @@ def test_a_measurement_fits_every_layer_in_one_call_then_polishes_in_one(countin
     from uinfo_fast.engine.grid import GRID_EXTENSION
     assert cold[:1] == [4] and len(cold) <= 1 + GRID_EXTENSION + 1
     assert counting.fits[:1] == [4] and len(counting.fits) <= 1 + GRID_EXTENSION + 1  # warm: the grid in one call
+
+
+def test_a_warm_estimate_polishes_the_last_finalists_in_its_fit_call(counting):
+    """The finalists of a warm start's measurement are polished in the fit's own op call: one call
+    in all where a polish call of its own would make two, and the same numbers."""
+    (x, y), (xv, yv), (xt, yt) = _layers(400, 0), _layers(150, 1), _layers(200, 2)
+    kw = dict(l2_grid=[1e-3, 1e-2, 1e-1], n_bootstrap=20, val_features=xv, val_labels=yv)
+    g = torch.Generator().manual_seed(9)
+    moved = {k: v + 0.1 * torch.randn(v.shape, generator=g) for k, v in x.items()}
+    earlier = uf.estimate_usable_information(moved, y, xt, yt, **kw)
+    assert set(earlier.finalists) == set(x)
+    counting.fits.clear()
+    together = uf.estimate_usable_information(x, y, xt, yt, warm_start=earlier, **kw)
+    one_call = list(counting.fits)
+    counting.fits.clear()
+    apart = uf.estimate_usable_information(x, y, xt, yt, warm_start=replace(earlier, finalists={}), **kw)
+    assert one_call == [len(x)] and len(counting.fits) == 2 and counting.fits[0] == len(x)
+    for a, b in zip(together.results, apart.results):
+        assert a.l2 == b.l2 and abs(a.bits - b.bits) < 1e-4, (a.feature_set, a.label_set, a.bits, b.bits)
 
 
 class _Broken(nn.Module):

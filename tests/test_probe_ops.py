@@ -82,7 +82,7 @@ def test_opcheck_fit(device):
                            [l2, l2 * 3], 20, 1e-6, 5, 5, False),
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
     torch.library.opcheck(ops.fit_probes.default, ([x], labels, [w], [b], [off], [cols], [l2], 20, 1e-6, 5, 5),
-                          {"schedule": "path"},
+                          {"schedule": "path", "polish": [_meta([1], device)], "polish_l2_tol": 0.1},
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
 
@@ -162,6 +162,39 @@ def test_path_schedule_fits_the_stages_of_batched_calls(device):
                              [_meta(layout.label_col, device)],
                              [torch.tensor(layout.l2, dtype=torch.float64, device=device)], **fit)
     assert int(res[4][0].sum()) < int(batched[4][0].sum())
+
+
+def test_polish_in_the_fit_call_is_a_float64_call_after_it(device):
+    """polish=[...] fits the listed probes on in float64 inside the fit's call, as a second call
+    in float64 would, and adds their iterations; a listed probe already at its polish tolerance
+    is left as it is."""
+    labels, sets, layout = _grid_problem(device, grid=(1e-1, 1e-3, 1e-5))
+    x, w, b = sets[0]
+    fit = dict(max_iter=300, tol=1e-4, history=5, check_every=1)
+    args = ([x], labels, [w], [b], [_meta(layout.offsets, device)], [_meta(layout.label_col, device)],
+            [torch.tensor(layout.l2, dtype=torch.float64, device=device)])
+    listed = [0, 2, 5]
+    together = ops.fit_probes(*args, polish=[_meta(listed, device)], polish_l2_tol=0.1, **fit)
+    first = ops.fit_probes(*args, **fit)
+    sub = torch.cat([torch.arange(layout.offsets[k], layout.offsets[k + 1]) for k in listed]).to(device)
+    offsets = [0]
+    for k in listed:
+        offsets.append(offsets[-1] + layout.offsets[k + 1] - layout.offsets[k])
+    second = ops.fit_probes([x], labels, [first[0][0][:, sub].double()], [first[1][0][sub].double()],
+                            [_meta(offsets, device)], [_meta([layout.label_col[k] for k in listed], device)],
+                            [torch.tensor([layout.l2[k] for k in listed], dtype=torch.float64, device=device)],
+                            l2_tol=0.1, **fit)
+    torch.testing.assert_close(together[0][0][:, sub], second[0][0].float(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(together[2][0][listed], second[2][0], rtol=1e-7, atol=0)
+    assert together[4][0][listed].tolist() == (first[4][0][listed] + second[4][0]).tolist()
+    rest = [k for k in range(layout.n_probes) if k not in listed]
+    torch.testing.assert_close(together[0][0][:, torch.cat([torch.arange(layout.offsets[k], layout.offsets[k + 1])
+                                                           for k in rest]).to(device)],
+                               first[0][0][:, torch.cat([torch.arange(layout.offsets[k], layout.offsets[k + 1])
+                                                         for k in rest]).to(device)], rtol=0, atol=0)
+    assert int(second[4][0].sum()) > 0  # the polish had work to do
+    with pytest.raises(ValueError, match=r"polish\[0\] lists probe 9 of a set of 6"):
+        ops.fit_probes(*args, polish=[_meta([9], device)], **fit)
 
 
 def test_fit_probes_names_an_unknown_schedule(device):

@@ -170,6 +170,27 @@ struct FitOutputs {
     status = at::zeros_like(iters);
   }
 
+  // These results with the parameters in float64 and no iterations counted: the start of a polish.
+  FitOutputs widened() const {
+    FitOutputs out = *this;
+    out.params = params.to(at::kDouble, /*non_blocking=*/false, /*copy=*/true);
+    out.f = f.clone();
+    out.gmax = gmax.clone();
+    out.status = status.clone();
+    out.iters = at::zeros_like(iters);
+    return out;
+  }
+
+  // The polish `wide` of the probes `ids` (columns `cols`) written into these, in their dtype,
+  // its iterations added to theirs.
+  void absorb(const FitOutputs& wide, const at::Tensor& ids, const at::Tensor& cols) {
+    params.index_copy_(1, cols, wide.params.index_select(1, cols).to(params.scalar_type()));
+    for (auto [dst, src] : {std::pair<at::Tensor*, const at::Tensor*>{&f, &wide.f}, {&gmax, &wide.gmax},
+                            {&status, &wide.status}})
+      dst->index_copy_(0, ids, src->index_select(0, ids));
+    iters.add_(wide.iters);
+  }
+
   void write_back(const FitState& s) {
     const at::Tensor ids = at::tensor(s.ids, at::TensorOptions().dtype(at::kLong)).to(params.device());
     params.index_copy_(1, s.orig_cols, s.params);
@@ -478,6 +499,54 @@ void predict_stage(SetWork& set, const std::vector<std::vector<int64_t>>& stages
   p.index_copy_(1, lay.columns_of(fresh), start);
 }
 
+// The probes of each set that the polish fits on: those listed whose max |gradient| after the
+// fit is above their polish tolerance. One host synchronisation for every set.
+std::vector<std::vector<int64_t>> polish_lists(const std::vector<SetWork>& works, const PolishPlan& plan,
+                                               double tol) {
+  std::vector<at::Tensor> above;
+  for (size_t i = 0; i < works.size(); ++i) {
+    const at::Tensor listed = plan.probes[i].to(at::kCPU, at::kLong).contiguous();
+    const int64_t n = works[i].layout.n_probes;
+    for (int64_t j = 0; j < listed.numel(); ++j)
+      TORCH_CHECK_VALUE(listed.data_ptr<int64_t>()[j] >= 0 && listed.data_ptr<int64_t>()[j] < n,
+                        "uinfo_fast: polish[", i, "] lists probe ", listed.data_ptr<int64_t>()[j], " of a set of ", n);
+    const at::Tensor idx = listed.to(works[i].x.device());
+    const at::Tensor target = probe_tolerances(works[i].l2.index_select(0, idx), tol, plan.l2_tol);
+    above.push_back(at::stack({idx, works[i].out.gmax.index_select(0, idx).gt(target).to(at::kLong)}));
+  }
+  std::vector<std::vector<int64_t>> out(works.size());
+  const at::Tensor host = at::cat(above, 1).to(at::kCPU).contiguous();
+  const int64_t* ids = host.data_ptr<int64_t>();
+  const int64_t* flags = ids + host.size(1);
+  for (size_t i = 0, c = 0; i < works.size(); ++i)
+    for (int64_t j = 0; j < above[i].size(1); ++j, ++c)
+      if (flags[c]) out[i].push_back(ids[c]);
+  return out;
+}
+
+// The polish of every set (PolishPlan) in one lockstep run, in float64.
+void polish_sets(std::vector<SetWork>& works, const PolishPlan& plan, const at::Tensor& labels,
+                 const FitSchedule& schedule, const Switches& sw) {
+  const std::vector<std::vector<int64_t>> lists = polish_lists(works, plan, schedule.tol);
+  std::vector<SetWork> wide;
+  wide.reserve(works.size());  // stages point into it
+  std::vector<StageFit> fits;
+  const FitSettings fs{schedule.tol, plan.l2_tol, schedule.history, schedule.check_every, sw};
+  for (size_t i = 0; i < works.size(); ++i) {
+    if (lists[i].empty()) continue;
+    const SetWork& w = works[i];
+    wide.push_back(SetWork{w.x, w.layout, w.l2, w.groups, w.moment, w.out.widened()});
+    fits.push_back(prepare_stage(wide.back(), lists[i], labels, fs));
+  }
+  if (fits.empty()) return;
+  run_stages(fits, schedule.max_iter, schedule.check_every);
+  for (size_t i = 0, j = 0; i < works.size(); ++i) {
+    if (lists[i].empty()) continue;
+    const at::Tensor ids = at::tensor(lists[i], at::TensorOptions().dtype(at::kLong)).to(works[i].x.device());
+    works[i].out.absorb(wide[j++].out, ids, works[i].layout.columns_of(lists[i]));
+  }
+}
+
 SetWork prepare_set(const FitSet& set, const at::Tensor& labels, bool check_inputs) {
   const ProbeLayout layout = check_probe_args(set.x, labels, set.weight, set.bias, set.probe_offsets,
                                               set.probe_label_col, set.l2, check_inputs);
@@ -489,11 +558,16 @@ SetWork prepare_set(const FitSet& set, const at::Tensor& labels, bool check_inpu
 }  // namespace
 
 std::vector<FitResult> fit_probe_sets(const std::vector<FitSet>& sets, const at::Tensor& labels,
-                                      const FitSchedule& schedule, bool check_inputs, const Switches& sw) {
+                                      const FitSchedule& schedule, const PolishPlan& polish, bool check_inputs,
+                                      const Switches& sw) {
   TORCH_CHECK_VALUE(!sets.empty(), "uinfo_fast: fit_probes needs at least one feature set");
   check_fit_args(schedule.max_iter, schedule.tol, schedule.history, schedule.check_every);
-  TORCH_CHECK_VALUE(!schedule.l2_tol || *schedule.l2_tol > 0, "uinfo_fast: l2_tol must be > 0 or None, got ",
-                    schedule.l2_tol.value_or(0.0));
+  for (const auto& [name, v] : {std::pair<const char*, std::optional<double>>{"l2_tol", schedule.l2_tol},
+                                 {"polish_l2_tol", polish.l2_tol}})
+    TORCH_CHECK_VALUE(!v || *v > 0, "uinfo_fast: ", name, " must be > 0 or None, got ", v.value_or(0.0));
+  TORCH_CHECK_VALUE(polish.probes.empty() || polish.probes.size() == sets.size(),
+                    "uinfo_fast: fit_probes takes one polish list per feature set; got ", polish.probes.size(),
+                    " for ", sets.size());
   const at::Tensor yc = labels.contiguous();
   std::vector<SetWork> works;
   works.reserve(sets.size());  // stages point into it
@@ -515,6 +589,7 @@ std::vector<FitResult> fit_probe_sets(const std::vector<FitSet>& sets, const at:
     if (fits.empty()) break;
     run_stages(fits, schedule.max_iter, schedule.check_every);
   }
+  if (!polish.probes.empty()) polish_sets(works, polish, yc, schedule, sw);
   std::vector<FitResult> out;
   for (const SetWork& w : works) out.push_back(w.out.result());
   return out;

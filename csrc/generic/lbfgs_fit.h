@@ -35,6 +35,14 @@ struct FitSchedule {
   bool path;
 };
 
+// The float64 polish after the fit: per set, the probes listed in `probes` whose max |gradient|
+// is above min(tol, l2_tol * penalty) are fitted on in float64 until it is not. Near-separable
+// probes go flat in float32 while their weights can still move; float64 has no such floor.
+struct PolishPlan {
+  std::vector<at::Tensor> probes;  // per set [P_s] int64 probe indices; empty: no polish
+  std::optional<double> l2_tol;
+};
+
 // Minimises f_k(W_k, b_k) = mean NLL_k + l2_k / 2 ||W_k||^2 for every probe k of every feature
 // set, each from its starting parameters (on a path, the first stage's), on the shared labels
 // [N, L] int64. The sets iterate in lockstep, stage by stage, each exactly as it would alone, and
@@ -44,7 +52,9 @@ struct FitSchedule {
 // precision (three trials changed it by under machine epsilon, relative, with no real decrease in
 // between), 3 line search failed 25 times running. 1 and 2 count as converged. `check_inputs`:
 // label range and finite x (see check_probe_args).
+// Then the polish (`polish`), its iterations added to each probe's count.
 std::vector<FitResult> fit_probe_sets(const std::vector<FitSet>& sets, const at::Tensor& labels,
-                                      const FitSchedule& schedule, bool check_inputs, const Switches& sw);
+                                      const FitSchedule& schedule, const PolishPlan& polish, bool check_inputs,
+                                      const Switches& sw);
 
 }  // namespace uinfo_fast

@@ -69,11 +69,13 @@ bool on_path(c10::string_view schedule) {
 FitSetsResult fit_probes_op(at::TensorList x, const at::Tensor& labels, at::TensorList weight, at::TensorList bias,
                             at::TensorList probe_offsets, at::TensorList probe_label_col, at::TensorList l2,
                             int64_t max_iter, double tol, int64_t history, int64_t check_every, bool check_inputs,
-                            std::optional<double> l2_tol, c10::string_view schedule) {
+                            std::optional<double> l2_tol, c10::string_view schedule,
+                            std::optional<at::TensorList> polish, std::optional<double> polish_l2_tol) {
   const Switches sw = read_switches();
   const FitSchedule plan{max_iter, tol, l2_tol, history, check_every, on_path(schedule)};
+  const PolishPlan polishing{polish ? polish->vec() : std::vector<at::Tensor>{}, polish_l2_tol};
   return by_field(fit_probe_sets(fit_sets(x, weight, bias, probe_offsets, probe_label_col, l2), labels, plan,
-                                 check_inputs, sw));
+                                 polishing, check_inputs, sw));
 }
 
 }  // namespace

@@ -30,7 +30,7 @@ from .labels import Labels, check_label_splits
 from .results import LN2, UsableInformation, UsableInformationResult
 from .grid import (DEFAULT_L2_GRID, GRID_EXTENSION, edge_pulls, grid_of, local_search_holds, nearby, spanning,
                    whole_where_missed, widen)
-from .scoring import TIE_NATS, Validation, score_all, unfinished_finalists, validation_ce
+from .scoring import TIE_NATS, Validation, finalist_keys, score_all, unfinished_finalists, validation_ce
 from .params import Boolean, Choice, Integer, ListOf, NoneOr, Real, option, routed, validate_fields
 from .validation import check_l2
 
@@ -176,11 +176,12 @@ def warm_inits(warm_start: UsableInformation | None, rows: dict[str, SetRows], l
 
 
 def fit_all(rows: dict[str, SetRows], labels: Labels, options: EstimatorOptions,
-            inits: dict[str, ProbeFit | None]) -> dict[str, ProbeFit]:
+            inits: dict[str, ProbeFit | None], expected: dict[str, list[int]] | None = None) -> dict[str, ProbeFit]:
     """Every (feature set, label set, penalty) probe: those with a warm start (``inits``, see
-    :func:`warm_inits`) in one op call, each on its own grid; the others from a cold start along
-    the penalty path, one call per penalty (the warm ones join them there when the schedule asks
-    for the path)."""
+    :func:`warm_inits`) in one op call, each on its own grid, with the probes ``expected`` to be
+    finalists (:func:`expected_finalists`) polished in the same call; the others from a cold start
+    along the penalty path, in one call (the warm ones join them there when the schedule asks for
+    the path)."""
     names, base = labels.names, list(options.l2_grid)
     counts, y = [labels.num_classes[n] for n in names], labels.stacked("train")
     classes = [labels.classes[n] for n in names]
@@ -190,8 +191,25 @@ def fit_all(rows: dict[str, SetRows], labels: Labels, options: EstimatorOptions,
     warm = {n: restarted(inits[n], rows[n], classes, options) for n in rows if n not in on_grid}
     if warm:
         fits.update(fit_further(warm, {n: rows[n].x_fit for n in warm}, y,
-                                {n: list(range(f.n_probes)) for n, f in warm.items()}, options.fit))
+                                {n: list(range(f.n_probes)) for n, f in warm.items()}, options.fit,
+                                polish=expected, polish_l2_tol=options.polish_l2_tol))
     return {n: fits[n] for n in rows}
+
+
+def expected_finalists(warm_start: UsableInformation | None, inits: dict[str, ProbeFit | None],
+                       options: EstimatorOptions) -> dict[str, list[int]]:
+    """The probes of each warm start (``inits``) that were the last measurement's finalists
+    (``warm_start.finalists``): most often this measurement's too, and polished in the fit's own
+    op call they need no second one (docs/DESIGN.md, "Measuring every step")."""
+    if warm_start is None or options.polish_l2_tol is None:
+        return {}
+    out = {}
+    for name, init in inits.items():
+        if init is None:
+            continue
+        where = {(init.label_col[k], init.l2[k]): k for k in range(init.n_probes)}
+        out[name] = sorted({where[key] for key in warm_start.finalists.get(name, ()) if key in where})
+    return out
 
 
 def restarted(init: ProbeFit, rows: SetRows, classes, options: EstimatorOptions) -> ProbeFit:
@@ -221,7 +239,7 @@ def estimate(features: Features, labels: Labels, options: EstimatorOptions,
     rows = {n: set_rows(n, features, labels, options) for n in features.train}
     x_fit, x_val = {n: r.x_fit for n, r in rows.items()}, {n: r.x_val for n, r in rows.items()}
     inits, whole = warm_inits(warm_start, rows, labels, options, local)
-    fits = fit_all(rows, labels, options, inits)
+    fits = fit_all(rows, labels, options, inits, expected_finalists(warm_start, inits, options))
     classes = [labels.classes[n] for n in labels.names]
     whole = {n: restarted(f, rows[n], classes, options) for n, f in whole.items()}
     val_ce = {n: validation_ce(f, rows[n].x_val, labels) for n, f in fits.items()}
@@ -239,7 +257,8 @@ def estimate(features: Features, labels: Labels, options: EstimatorOptions,
     results = [flagged(r, fits[r.feature_set], pulls.get(r.feature_set), labels, options,
                        "local" if r.feature_set in stood else "full") for r in results]
     clock.done("score")
-    return UsableInformation(results, fits, clock.total(), clock.seconds, local_search_holds(fits, val_ce))
+    finalists = finalist_keys(fits, val_ce, FINALISTS) if polishing is not None else {}
+    return UsableInformation(results, fits, clock.total(), clock.seconds, local_search_holds(fits, val_ce), finalists)
 
 
 def estimate_mlp(features: Features, labels: Labels, options: EstimatorOptions,

@@ -50,7 +50,7 @@ def _(x, labels, weight, bias, probe_offsets, probe_label_col, check_inputs=True
 
 @torch.library.register_fake("uinfo_fast::fit_probes")
 def _(x, labels, weight, bias, probe_offsets, probe_label_col, l2, max_iter, tol, history, check_every,
-      check_inputs=True, l2_tol=None, schedule="batched"):
+      check_inputs=True, l2_tol=None, schedule="batched", polish=None, polish_l2_tol=None):
     ks = [c.shape[0] for c in probe_label_col]
     return (
         [torch.empty_like(w) for w in weight],

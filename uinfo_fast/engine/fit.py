@@ -237,14 +237,18 @@ def overlaid(base: ProbeFit, part: ProbeFit) -> tuple[ProbeFit, list[int]]:
 
 
 def fit_further(fits: dict[str, ProbeFit], xs: dict[str, torch.Tensor], y_all: torch.Tensor,
-                probes: dict[str, list[int]], options: FitOptions, dtype: torch.dtype | None = None
+                probes: dict[str, list[int]], options: FitOptions, dtype: torch.dtype | None = None,
+                polish: dict[str, list[int]] | None = None, polish_l2_tol: float | None = None
                 ) -> dict[str, ProbeFit]:
     """``fits`` with ``probes[name]`` fitted on from where they stand, in one op call for every
     feature set, on the features (``xs``) and labels they were fitted on (``dtype``: the
-    arithmetic, default the fits' own)."""
+    arithmetic, default the fits' own); then, in the same call, ``polish[name]`` (some of those
+    probes) fitted on in float64 to max |gradient| <= min(tol, ``polish_l2_tol`` x penalty)."""
     names = list(fits)
     works = [FitWork.of(fits[n], xs[n]) for n in names]
-    run(works, [probes.get(n, []) for n in names], y_all, options, dtype=dtype)
+    polish = polish or {}
+    run(works, [probes.get(n, []) for n in names], y_all, options, dtype=dtype,
+        polish=[polish.get(n, []) for n in names], polish_l2_tol=polish_l2_tol)
     return {n: replace(fits[n], weight=w.weight, bias=w.bias, objective=w.objective, grad_max=w.grad_max,
                        n_iter=w.n_iter, status=w.status) for n, w in zip(names, works)}
 

@@ -74,21 +74,26 @@ class FitWork:
 
 
 def run(works: Sequence[FitWork], probes: Sequence[list[int]], labels: torch.Tensor, options,
-        dtype: torch.dtype | None = None, schedule: str = "batched") -> None:
+        dtype: torch.dtype | None = None, schedule: str = "batched", polish: Sequence[list[int]] | None = None,
+        polish_l2_tol: float | None = None) -> None:
     """Fits ``probes[s]`` of every ``works[s]`` from their current parameters, in one op call
     for all feature sets (those with no probe listed sit it out), in ``dtype`` arithmetic
     (default: each work's own), all at once or (``schedule="path"``) one penalty at a time
-    from the largest down, inside the op (see the ``fit_probes`` schema)."""
-    chosen = [(w, p) for w, p in zip(works, probes) if p]
+    from the largest down, inside the op (see the ``fit_probes`` schema). Then, in the same call,
+    ``polish[s]`` (some of ``probes[s]``) are fitted on in float64 to max |gradient| <=
+    min(tol, ``polish_l2_tol`` x penalty) where they are not there yet."""
+    polish = polish or [[] for _ in works]
+    chosen = [(w, p, q) for w, p, q in zip(works, probes, polish) if p]
     if not chosen:
         return
-    problems = [w.problem(p, dtype or w.weight.dtype) for w, p in chosen]
+    problems = [w.problem(p, dtype or w.weight.dtype) for w, p, _ in chosen]
     x, weight, bias, offsets, label_col, l2 = (list(column) for column in zip(*problems))
     dev = x[0].device
+    lists = [meta([p.index(k) for k in q], dev) for _, p, q in chosen] if any(q for *_, q in chosen) else None
     results = ops.fit_probes(x, labels, weight, bias, offsets, label_col, l2, options.max_iter, options.tol,
                              options.history, options.check_every_on(dev), check_inputs=False,  # validated once
-                             l2_tol=options.l2_tol, schedule=schedule)
-    for s, (w, p) in enumerate(chosen):
+                             l2_tol=options.l2_tol, schedule=schedule, polish=lists, polish_l2_tol=polish_l2_tol)
+    for s, (w, p, _) in enumerate(chosen):
         w.absorb(p, *(r[s] for r in results))
 
 

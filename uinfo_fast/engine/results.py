@@ -82,6 +82,9 @@ class UsableInformation:
     # feature set -> whether the next measurement may search its choices' neighbours alone
     # (engine.grid.local_search_holds); empty: the whole grid
     local_holds: dict[str, bool] = field(default_factory=dict, repr=False)
+    # feature set -> (label set index, penalty) of its finalists, which the next measurement polishes
+    # in its fit's own op call (engine.scoring.finalist_keys); empty: none expected
+    finalists: dict[str, list[tuple[int, float]]] = field(default_factory=dict, repr=False)
 
     def __getitem__(self, key: tuple[str, str]) -> UsableInformationResult:
         for r in self.results:

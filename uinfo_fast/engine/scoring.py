@@ -69,24 +69,48 @@ def validation_ce(fit: ProbeFit, x_val: torch.Tensor, labels: Labels) -> Validat
     return Validation(-ll, mask)
 
 
+def finalist_table(fits: dict[str, ProbeFit], val_ce: dict[str, Validation], count: int) -> dict[str, torch.Tensor]:
+    """Per feature set, [L, count + 1] on the device: of each label set, the ``count`` probes with
+    the lowest validation cross-entropy and the one :func:`choose` takes."""
+    out = {}
+    for name, fit in fits.items():
+        probes = probe_table(fit, val_ce[name].device)
+        top = probes.gather(1, val_ce[name].mean[probes].argsort(dim=1)[:, :count])
+        out[name] = torch.cat([top, choose(fit, val_ce[name])[:, None]], 1)
+    return out
+
+
 def unfinished_finalists(fits: dict[str, ProbeFit], val_ce: dict[str, Validation], count: int,
                          polish) -> dict[str, list[int]]:
-    """Of the finalists of each (feature set, label set), the ``count`` probes with the lowest
-    validation cross-entropy and the one :func:`choose` takes, those whose gradient has not
-    reached the ``polish`` options' tolerance, as host indices: one host synchronisation for
-    every feature set."""
+    """Of the finalists of each (feature set, label set) (:func:`finalist_table`), those whose
+    gradient has not reached the ``polish`` options' tolerance, as host indices: one host
+    synchronisation for every feature set."""
     ranked = {}
-    for name, fit in fits.items():
-        dev = val_ce[name].device
-        probes = probe_table(fit, dev)
-        top = probes.gather(1, val_ce[name].mean[probes].argsort(dim=1)[:, :count])
-        top = torch.cat([top, choose(fit, val_ce[name])[:, None]], 1).flatten()
-        target = polish.tolerance(torch.tensor(fit.l2, dtype=torch.float64, device=dev)[top])
+    for name, top in finalist_table(fits, val_ce, count).items():
+        top = top.flatten()
+        fit = fits[name]
+        target = polish.tolerance(torch.tensor(fit.l2, dtype=torch.float64, device=top.device)[top])
         ranked[name] = torch.where(fit.grad_max[top] > target, top, -1)
-    flat = torch.cat(list(ranked.values())).tolist()
+    return _host_lists(ranked, keep=lambda k: k >= 0)
+
+
+def finalist_keys(fits: dict[str, ProbeFit], val_ce: dict[str, Validation], count: int
+                  ) -> dict[str, list[tuple[int, float]]]:
+    """The finalists of each feature set (:func:`finalist_table`) as (label set index, penalty)
+    pairs, which name the same probes in another fit of the same label sets: one host
+    synchronisation for every feature set."""
+    table = {n: t.flatten() for n, t in finalist_table(fits, val_ce, count).items()}
+    return {n: sorted({(fits[n].label_col[k], fits[n].l2[k]) for k in probes})
+            for n, probes in _host_lists(table).items()}
+
+
+def _host_lists(per_set: dict[str, torch.Tensor], keep=lambda k: True) -> dict[str, list[int]]:
+    """Device index vectors per feature set as sorted host lists of distinct kept indices, in one
+    transfer."""
+    flat = torch.cat(list(per_set.values())).tolist() if per_set else []
     out, start = {}, 0
-    for name, idx in ranked.items():
-        out[name] = sorted({k for k in flat[start:start + idx.numel()] if k >= 0})  # the chosen is often a top one
+    for name, idx in per_set.items():
+        out[name] = sorted({k for k in flat[start:start + idx.numel()] if keep(k)})  # the chosen is often a top one
         start += idx.numel()
     return out
 
