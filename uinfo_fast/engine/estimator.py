@@ -220,7 +220,8 @@ def restarted(init: ProbeFit, rows: SetRows, classes, options: EstimatorOptions)
     on = dict(device=x.device)
     return replace(init, weight=init.weight.to(dtype=cdt, **on), bias=init.bias.to(dtype=cdt, **on),
                    objective=init.objective.to(**on), grad_max=init.grad_max.to(**on), status=init.status.to(**on),
-                   n_iter=torch.zeros_like(init.n_iter, **on), standardize=rows.scaling, classes=classes,
+                   n_iter=torch.zeros_like(init.n_iter, **on), standardize=rows.scaling,
+                   label_sets=replace(init.label_sets, classes=classes),
                    tol=options.fit.tol)
 
 

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .layout import FitStatus, probe_layout
+from .labels import ClassSets, checked_label_sets
+from .layout import FitStatus, ProbeLayout, probe_layout
 from .extension import ops
 from .path import FitWork, fit_grid, run
 from .params import Choice, Integer, NoneOr, Real, check_param, option, validate_fields
-from .labels import checked_label_sets
 from .probe_rows import ProbeSetMixin, check_fit_rows, host_check_interval, standardise
 from .validation import check_features, check_l2
 
@@ -53,27 +53,29 @@ class ProbeFit(ProbeSetMixin):
     """K softmax probes fitted on one feature matrix, laid side by side as columns.
 
     Probe k predicts label set ``label_names[label_col[k]]`` with penalty ``l2[k]`` and owns
-    columns ``offsets[k]:offsets[k+1]`` of ``weight`` [D, C] and ``bias`` [C].
+    columns ``offsets[k]:offsets[k+1]`` of ``weight`` [D, C] and ``bias`` [C]: the ``layout``,
+    the one the op fitted them in. ``label_sets`` names the label sets, their class counts and
+    (fits made by the estimator) the original class value of each probe column: labels given to
+    :meth:`log_likelihood` are then original values, renumbered the same way.
     ``standardize`` is the (mean, std) the features were scaled with before the fit, applied
-    again to the features given to :meth:`log_likelihood`, or None. ``classes`` (fits made by the
-    estimator) holds, per label set, the original class value of each probe column: labels given
-    to :meth:`log_likelihood` are then original values, renumbered the same way.
+    again to the features given to :meth:`log_likelihood`, or None.
     """
 
     weight: torch.Tensor
     bias: torch.Tensor
-    offsets: list[int]
-    label_col: list[int]
-    l2: list[float]
-    label_names: list[str]
-    num_classes: list[int]
+    layout: ProbeLayout
+    label_sets: ClassSets
     objective: torch.Tensor  # [K] float64: mean NLL + l2/2 ||W||^2, nats
     grad_max: torch.Tensor  # [K] float64: max |gradient| at the end
     n_iter: torch.Tensor  # [K] int64: L-BFGS iterations per probe
     status: torch.Tensor  # [K] int64: FitStatus codes
     tol: float
     standardize: tuple[torch.Tensor, ...] | None = field(default=None, repr=False)
-    classes: list[torch.Tensor] | None = field(default=None, repr=False)
+
+    # the layout's three lists, as the probe sets of both families name them (ProbeSetMixin)
+    offsets = property(lambda self: self.layout.offsets)
+    label_col = property(lambda self: self.layout.label_col)
+    l2 = property(lambda self: self.layout.l2)
 
     @property
     def width(self) -> int:
@@ -206,8 +208,7 @@ def regridded(fit: ProbeFit, l2_values: list[float]) -> ProbeFit:
         fresh.append(fit.l2[k] != l2)
     cols = torch.cat([torch.arange(fit.offsets[k], fit.offsets[k + 1]) for k in source]).to(dev)
     idx, new = torch.tensor(source, device=dev), torch.tensor(fresh, device=dev)
-    return replace(fit, weight=fit.weight.index_select(1, cols), bias=fit.bias.index_select(0, cols),
-                   offsets=layout.offsets, label_col=layout.label_col, l2=layout.l2,
+    return replace(fit, weight=fit.weight.index_select(1, cols), bias=fit.bias.index_select(0, cols), layout=layout,
                    objective=fit.objective[idx].masked_fill(new, float("inf")),
                    grad_max=fit.grad_max[idx].masked_fill(new, float("inf")),
                    n_iter=fit.n_iter[idx].masked_fill(new, 0),
@@ -288,6 +289,7 @@ def fit_feature_sets(xs: dict[str, torch.Tensor], y_all, names, counts, l2_value
     on_path = auto if options.schedule == "auto" else [options.schedule == "path"] * len(xs)
     fit_grid(works, on_path, y_all, options)
     scaling = standardize or {}
-    return {n: ProbeFit(w.weight, w.bias, layout.offsets, layout.label_col, layout.l2, names, counts, w.objective,
-                        w.grad_max, w.n_iter, w.status, options.tol, scaling.get(n), classes)
+    label_sets = ClassSets(names, counts, classes)
+    return {n: ProbeFit(w.weight, w.bias, layout, label_sets, w.objective, w.grad_max, w.n_iter, w.status, options.tol,
+                        scaling.get(n))
             for n, w in zip(xs, works)}

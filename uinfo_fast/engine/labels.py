@@ -14,7 +14,7 @@ of the penalty choice and of the score, and the result counts them (``unseen_tes
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -89,6 +89,24 @@ def declared_classes(names: list[str], num_classes, observed: Callable[[str], in
         if not isinstance(c, int) or isinstance(c, bool) or c < 2:
             raise ValueError(f"label set {n!r} needs at least 2 classes, got num_classes={c!r}")
     return counts
+
+
+@dataclass(frozen=True)
+class ClassSets:
+    """What a fit's probes predict: the label sets' ``names``, their class ``counts``, and (fits
+    made by the estimator) the original class value of each probe column of each label set
+    (``classes``), by which labels given later are renumbered (:func:`fit_label_columns`). None:
+    labels are class indices already."""
+
+    names: list[str]
+    counts: list[int]
+    classes: list[torch.Tensor] | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, labels: Labels) -> ClassSets:
+        """The estimator's label sets, each numbered by the classes of its train split."""
+        return cls(labels.names, [labels.num_classes[n] for n in labels.names],
+                   [labels.classes[n] for n in labels.names])
 
 
 def renumber(y: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,10 +46,6 @@ class ProbeLayout(NamedTuple):
     def columns(self, k: int) -> slice:
         return slice(self.offsets[k], self.offsets[k + 1])
 
-    def probes_of(self, label_index: int) -> list[int]:
-        """The probes of label set ``label_index``, in penalty order."""
-        return [k for k, j in enumerate(self.label_col) if j == label_index]
-
 
 def probe_layout(class_counts, l2_values) -> ProbeLayout:
     """The probes ``fit_probes`` lays out for these label sets and penalties."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from .extension import ops
-from .labels import checked_label_sets
+from .labels import ClassSets, checked_label_sets
 from .probe_rows import ProbeSetMixin, check_fit_rows, host_check_interval, standardise
 from .params import Integer, NoneOr, Real, option, validate_fields
 from .validation import check_features, check_l2
@@ -65,7 +65,7 @@ class MlpProbeFit(ProbeSetMixin):
     Probe k predicts label set ``label_names[label_col[k]]`` with penalty ``l2[k]``, from start
     ``restart[k]``; its parameters are ``w1[k]`` [D, H], ``b1[k]`` [H], ``w2[k]`` [H, C] and
     ``b2[k]`` [C], of which it uses the first ``num_classes[label_col[k]]`` columns.
-    ``standardize`` and ``classes`` are as in :class:`~uinfo_fast.engine.fit.ProbeFit`.
+    ``label_sets`` and ``standardize`` are as in :class:`~uinfo_fast.engine.fit.ProbeFit`.
     ``all_restarts``: where the estimator kept the best restart of each penalty, the fit of every
     restart (the next measurement continues each of them).
     """
@@ -77,8 +77,7 @@ class MlpProbeFit(ProbeSetMixin):
     label_col: list[int]
     l2: list[float]
     restart: list[int]
-    label_names: list[str]
-    num_classes: list[int]
+    label_sets: ClassSets
     objective: torch.Tensor  # [K] float64
     grad_max: torch.Tensor   # [K] float64
     n_iter: torch.Tensor     # [K] int64
@@ -86,7 +85,6 @@ class MlpProbeFit(ProbeSetMixin):
     tol: float
     restarts: int
     standardize: tuple[torch.Tensor, ...] | None = field(default=None, repr=False)
-    classes: list[torch.Tensor] | None = field(default=None, repr=False)
     all_restarts: MlpProbeFit | None = field(default=None, repr=False)
 
     family = "mlp"
@@ -180,8 +178,9 @@ def fit_mlp_sets(xs: dict[str, torch.Tensor], y_all: torch.Tensor, names: list[s
                              [col_t] * len(sets), [cls_t] * len(sets), [l2_t] * len(sets), options.max_iter,
                              options.tol, options.history, options.check_every_on(dev), False, options.ftol)
     scaling = standardize or {}
-    return {n: MlpProbeFit(*(part[s] for part in out[:4]), label_col, l2, restart, names, counts,
-                           *(part[s] for part in out[4:]), options.tol, options.restarts, scaling.get(n), classes)
+    label_sets = ClassSets(names, counts, classes)
+    return {n: MlpProbeFit(*(part[s] for part in out[:4]), label_col, l2, restart, label_sets,
+                           *(part[s] for part in out[4:]), options.tol, options.restarts, scaling.get(n))
             for s, n in enumerate(sets)}
 
 

@@ -45,7 +45,7 @@ class FitWork:
     @classmethod
     def of(cls, fit, x: torch.Tensor) -> FitWork:
         """The work a finished :class:`ProbeFit` holds, copied, to fit some of its probes further."""
-        return cls(x, ProbeLayout(fit.offsets, fit.label_col, fit.l2), fit.weight.clone(), fit.bias.clone(),
+        return cls(x, fit.layout, fit.weight.clone(), fit.bias.clone(),
                    fit.objective.clone(), fit.grad_max.clone(), fit.n_iter.clone(), fit.status.clone())
 
     def columns(self, probes: list[int]) -> torch.Tensor:

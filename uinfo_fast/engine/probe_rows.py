@@ -85,7 +85,14 @@ def host_check_interval(check_every: int | None, device: torch.device) -> int:
 
 class ProbeSetMixin:
     """What a fit of either family answers about its probes, from its ``label_col``, ``l2``,
-    ``label_names``, ``status``, ``grad_max`` and ``tol``."""
+    ``label_sets`` (a :class:`~uinfo_fast.engine.labels.ClassSets`), ``status``, ``grad_max`` and
+    ``tol``."""
+
+    # what ``label_sets`` says, by the names the fits have always used
+    label_names = property(lambda self: self.label_sets.names)
+    num_classes = property(lambda self: self.label_sets.counts)
+    classes = property(lambda self: self.label_sets.classes, doc="per label set, the original class value of "
+                       "each probe column (None: class indices)")
 
     @property
     def n_probes(self) -> int:
