@@ -486,11 +486,11 @@ void predict_stage(SetWork& set, const std::vector<std::vector<int64_t>>& stages
   std::vector<int64_t> fresh, from, before;
   for (int64_t k : stages[s]) {
     const int64_t a = same_label(lay, stages[s - 1], lay.label_col_host[k]);
+    if (a < 0) continue;  // no earlier probe of its label set: it starts where it stands
     const int64_t b = r > 0 ? same_label(lay, stages[s - 2], lay.label_col_host[k]) : a;
-    if (a < 0 || b < 0) continue;  // no earlier probe of its label set: it starts where it stands
     fresh.push_back(k);
     from.push_back(a);
-    before.push_back(b);
+    before.push_back(b < 0 ? a : b);  // none two stages back: no secant, the last solution
   }
   if (fresh.empty()) return;
   at::Tensor& p = set.out.params;

@@ -89,7 +89,9 @@ def run(works: Sequence[FitWork], probes: Sequence[list[int]], labels: torch.Ten
     problems = [w.problem(p, dtype or w.weight.dtype) for w, p, _ in chosen]
     x, weight, bias, offsets, label_col, l2 = (list(column) for column in zip(*problems))
     dev = x[0].device
-    lists = [meta([p.index(k) for k in q], dev) for _, p, q in chosen] if any(q for *_, q in chosen) else None
+    # host lists: the op reads them on the host anyway
+    lists = [torch.tensor([p.index(k) for k in q], dtype=torch.int64) for _, p, q in chosen] if any(
+        q for *_, q in chosen) else None
     results = ops.fit_probes(x, labels, weight, bias, offsets, label_col, l2, options.max_iter, options.tol,
                              options.history, options.check_every_on(dev), check_inputs=False,  # validated once
                              l2_tol=options.l2_tol, schedule=schedule, polish=lists, polish_l2_tol=polish_l2_tol)
