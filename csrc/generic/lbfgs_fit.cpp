@@ -37,6 +37,7 @@
 #include "backend.h"
 #include "lbfgs_state.h"
 #include "lbfgs_update.h"
+#include "lockstep.h"
 #include "probe_layout.h"
 #include "probe_pass.h"
 
@@ -364,32 +365,15 @@ struct StageFit {
   bool running = true;
 };
 
-// The host check of every running stage, with one host synchronisation for all of them: their
-// done flags copied in one piece. Returns false when none has a probe left.
-bool check_all(std::vector<StageFit>& fits) {
-  std::vector<at::Tensor> flags;
-  for (const StageFit& s : fits)
-    if (s.running) flags.push_back(s.loop.st.done);
-  if (flags.empty()) return false;
-  const at::Tensor done_h = at::cat(flags).to(at::kCPU);
-  const bool* dp = done_h.data_ptr<bool>();
-  bool any = false;
-  for (StageFit& s : fits) {
-    if (!s.running) continue;
-    const int64_t n = s.loop.st.layout.n_probes;
-    s.running = s.loop.compact(dp, s.set->out);
-    dp += n;
-    any = any || s.running;
-  }
-  return any;
-}
-
 // The iterations of every set's stage in lockstep rounds of check_every: each one's sequence of
 // iterations is the one it would run alone, and a check costs one synchronisation for all.
 void run_stages(std::vector<StageFit>& fits, int64_t max_iter, int64_t check_every) {
   for (int64_t it = 0; it < max_iter;) {
     const int64_t round = std::min(check_every, max_iter - it);
-    if (!check_all(fits)) break;
+    // one host check for every stage: finished probes leave their running sets
+    if (!check_all(fits, [](const StageFit& f) { return f.loop.st.done; },
+                   [](StageFit& f, const bool* done) { return f.loop.compact(done, f.set->out); }))
+      break;
     for (StageFit& s : fits)
       if (s.running) s.loop.run_round(it, round, max_iter);
     it += round;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "lbfgs_state.h"
+#include "lockstep.h"
 #include "mlp_pass.h"
 #include "mlp_probes.h"
 
@@ -219,27 +220,15 @@ struct MlpSetFit {
   bool running = true;
 };
 
-// One host synchronisation for every set: drops finished probes; false when none is left.
-bool check_all(std::vector<MlpSetFit>& fits) {
-  std::vector<at::Tensor> flags;
-  for (const MlpSetFit& f : fits)
-    if (f.running) flags.push_back(f.st.done);
-  if (flags.empty()) return false;
-  const at::Tensor done_h = at::cat(flags).to(at::kCPU);
-  const bool* dp = done_h.data_ptr<bool>();
-  bool any = false;
-  for (MlpSetFit& f : fits) {
-    if (!f.running) continue;
-    std::vector<int64_t> keep;
-    for (size_t k = 0; k < f.st.ids.size(); ++k)
-      if (!dp[k]) keep.push_back(static_cast<int64_t>(k));
-    dp += f.st.ids.size();
-    if (keep.size() < f.st.ids.size()) f.out.write_back(f.st);
-    f.running = !keep.empty();
-    if (f.running && keep.size() < f.st.ids.size()) f.st = f.st.select(keep);
-    any = any || f.running;
-  }
-  return any;
+// Drops the finished probes (`done`: the fit's flags on the host) from a fit's running state,
+// their results into its outputs. Returns false when none is left.
+bool compact(MlpSetFit& f, const bool* done) {
+  std::vector<int64_t> keep;
+  for (size_t k = 0; k < f.st.ids.size(); ++k)
+    if (!done[k]) keep.push_back(static_cast<int64_t>(k));
+  if (keep.size() < f.st.ids.size()) f.out.write_back(f.st);
+  if (!keep.empty() && keep.size() < f.st.ids.size()) f.st = f.st.select(keep);
+  return !keep.empty();
 }
 
 }  // namespace
@@ -263,7 +252,7 @@ std::vector<MlpFitResult> fit_mlp_probe_sets(const std::vector<MlpSet>& sets, co
   }
   const double eps = sets[0].w1.scalar_type() == at::kDouble ? 2.220446049250313e-16 : 1.1920928955078125e-07;
   for (int64_t it = 0; it < max_iter;) {
-    if (!check_all(fits)) break;
+    if (!check_all(fits, [](const MlpSetFit& f) { return f.st.done; }, compact)) break;
     const int64_t round = std::min(check_every, max_iter - it);
     for (MlpSetFit& f : fits)
       if (f.running)

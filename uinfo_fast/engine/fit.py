@@ -77,13 +77,8 @@ class ProbeFit(ProbeSetMixin):
     label_col = property(lambda self: self.layout.label_col)
     l2 = property(lambda self: self.layout.l2)
 
-    @property
-    def width(self) -> int:
-        return self.weight.shape[0]
-
-    @property
-    def device(self) -> torch.device:
-        return self.weight.device
+    width = property(lambda self: self.weight.shape[0], doc="D, the features' width")
+    device = property(lambda self: self.weight.device)
 
     def validated_log_likelihood(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """log q_k(y_i | x_i) [M, K] on validated features (unstandardised) and stacked labels."""

@@ -89,17 +89,9 @@ class MlpProbeFit(ProbeSetMixin):
 
     family = "mlp"
 
-    @property
-    def hidden(self) -> int:
-        return self.w1.shape[2]
-
-    @property
-    def width(self) -> int:
-        return self.w1.shape[1]
-
-    @property
-    def device(self) -> torch.device:
-        return self.w1.device
+    hidden = property(lambda self: self.w1.shape[2], doc="H, the hidden units")
+    width = property(lambda self: self.w1.shape[1], doc="D, the features' width")
+    device = property(lambda self: self.w1.device)
 
     def probe_classes(self) -> torch.Tensor:
         return torch.tensor([self.num_classes[j] for j in self.label_col], dtype=torch.int64, device=self.device)
