@@ -102,12 +102,6 @@ class ClassSets:
     counts: list[int]
     classes: list[torch.Tensor] | None = field(default=None, repr=False)
 
-    @classmethod
-    def of(cls, labels: Labels) -> ClassSets:
-        """The estimator's label sets, each numbered by the classes of its train split."""
-        return cls(labels.names, [labels.num_classes[n] for n in labels.names],
-                   [labels.classes[n] for n in labels.names])
-
 
 def renumber(y: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(index of each label in ``classes`` (sorted), 0 where absent; bool mask of the labels present)."""
