@@ -7,13 +7,18 @@ iterations show what work the calls did, independent of the machine's speed.
 Runs: bench_dense's one-epoch digit run (seed 11) tracked as ``--run`` names it
 (``every10-amortised``, ``every10-exact``, ``every1-amortised``, ``every1-exact``), or
 ``tracking``, bench_tracking's pinned synthetic run (100 fine classes, 5 measurements). Prints
-each call and the totals, and appends a row to ``bench/rows/op_calls.jsonl``.
+each call and the totals, and appends a row to ``bench/rows/op_calls.jsonl``. ``--keep-log``
+copies the run's log out; ``--compare`` sets this run's rows against such a copy (from another
+checkout, through ``PYTHONPATH``): rows, penalties that differ, the largest difference in bits.
 
-    python bench/op_calls.py --run every10-amortised
+    python bench/op_calls.py --run every10-amortised --keep-log before.jsonl   # one checkout
+    python bench/op_calls.py --run every10-amortised --compare before.jsonl    # the other
 """
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import tempfile
 import time
 
@@ -22,6 +27,7 @@ import torch
 from uinfo_fast.engine import extension, path
 from uinfo_fast.experiments import RunConfig
 from uinfo_fast.experiments.run import run_experiment
+from uinfo_fast.tracking import read_log
 
 from _harness import record  # noqa: E402  (bench/, the script's folder)
 from bench_dense import RUN, RUN_MODES  # noqa: E402
@@ -53,25 +59,44 @@ class CountingOps:
         return out
 
 
+def compare(log: str, other: str) -> dict:
+    """This run's measured rows against ``other``'s, matched by (step, feature set, label set)."""
+    def rows(path):
+        return {(r["step"], r["feature_set"], r["label_set"]): r for r in read_log(path) if r.get("bits") is not None}
+    mine, theirs = rows(log), rows(other)
+    both = [k for k in mine if k in theirs]
+    return {"compared_rows": len(both), "l2_differs": sum(mine[k]["l2"] != theirs[k]["l2"] for k in both),
+            "max_bits_diff": max((abs(mine[k]["bits"] - theirs[k]["bits"]) for k in both), default=None)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", choices=sorted(RUNS), default="every10-amortised")
+    p.add_argument("--keep-log", help="copy the run's log.jsonl here")
+    p.add_argument("--compare", help="a log kept by --keep-log to set this run's rows against")
     args = p.parse_args()
     counting = CountingOps()
     path.ops = counting
     with tempfile.TemporaryDirectory() as tmp:
         summary = run_experiment(RunConfig(**RUNS[args.run]), tmp, progress=False)
+        log = os.path.join(tmp, "log.jsonl")
+        if args.keep_log:
+            shutil.copy(log, args.keep_log)
+        against = compare(log, args.compare) if args.compare else {}
     for c in counting.calls:
         print(f"  {c['kind']:<8}{c['schedule']:<8} polish listed {c['polish_listed']:>3}  "
               f"iterations {c['iterations']:>6}  {c['seconds']:.2f} s")
     n, calls = summary["measurements"], counting.calls
-    row = {"run": args.run, "measurements": n}
+    row = {"run": args.run, "measurements": n, **against}
     for kind in ("fit", "float64"):
         mine = [c for c in calls if c["kind"] == kind]
         row.update({f"{kind}_calls": len(mine), f"{kind}_iterations": sum(c["iterations"] for c in mine)})
     print(f"{args.run}: {n} measurements, {row['fit_calls']} fit calls ({row['fit_iterations']} iterations) and "
           f"{row['float64_calls']} float64 calls of their own ({row['float64_iterations']} iterations): "
           f"{len(calls) / n:.2f} op calls per measurement")
+    if against:
+        print(f"against {args.compare}: {against['compared_rows']} rows, penalty differs in {against['l2_differs']}, "
+              f"largest difference {against['max_bits_diff']:.2g} bits")
     print("rows ->", record("op_calls", [row], torch.device("cpu")))
 
 
