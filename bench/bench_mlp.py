@@ -30,6 +30,7 @@ from uinfo_fast.engine import reference  # noqa: E402
 from uinfo_fast.engine.mlp import MlpFitOptions, fit_mlp_sets  # noqa: E402
 
 L2_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+SOLVERS = ("engine", "torch", "sklearn")
 
 
 def workload(n: int, n_test: int, d: int, seed: int = 0):
@@ -98,6 +99,20 @@ def torch_loop(xs, y, max_iter, tol, hidden):
     return float(np.mean(objectives)), evals
 
 
+def timed_torch_loop(xs, y, args) -> dict:
+    t0 = time.perf_counter()
+    obj, evals = torch_loop(xs, y, args.max_iter, args.tol, args.hidden)
+    return dict(solver="torch.optim.LBFGS loop (float32, strong Wolfe)", seconds=time.perf_counter() - t0,
+                evaluations=evals, mean_objective=obj)
+
+
+def timed_sklearn_loop(xs, y, xs_test, y_test, args) -> dict:
+    t0 = time.perf_counter()
+    obj, iters, ce = sklearn_loop(xs, y, xs_test, y_test, args.max_iter, args.tol, args.hidden)
+    return dict(solver="MLPClassifier loop (float64)", seconds=time.perf_counter() - t0, iterations=iters,
+                mean_objective=obj, test_ce_nats=ce)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=10_000, help="train rows (default: 10000)")
@@ -107,8 +122,13 @@ def main():
     ap.add_argument("--max-iter", type=int, default=200, help="L-BFGS iterations per probe at most (default: 200, "
                                                                "MLPClassifier's)")
     ap.add_argument("--tol", type=float, default=1e-4, help="max |gradient| (default: 1e-4, MLPClassifier's)")
+    ap.add_argument("--solvers", default=",".join(SOLVERS),
+                    help=f"comma-separated, of {', '.join(SOLVERS)} (default: all; speed-ups need the engine)")
     ap.add_argument("--no-record", action="store_true", help="print only")
     args = ap.parse_args()
+    solvers = args.solvers.split(",")
+    if "engine" not in solvers or not set(solvers) <= set(SOLVERS):
+        ap.error(f"--solvers must name the engine and only {', '.join(SOLVERS)}, got {args.solvers!r}")
     views, labels = workload(args.n, args.n_test, args.d)
     xs = {k: v[:args.n].contiguous() for k, v in views.items()}
     xs_test = {k: v[args.n:].contiguous() for k, v in views.items()}
@@ -124,19 +144,12 @@ def main():
                      mean_objective=float(np.mean([float(f.objective.mean()) for _, f in fits])),
                      test_ce_nats=engine_test_ce(fits, y, xs_test, y_test)))
     print(rows[-1], flush=True)
-
-    t0 = time.perf_counter()
-    obj, evals = torch_loop(xs, y, args.max_iter, args.tol, args.hidden)
-    rows.append(dict(solver="torch.optim.LBFGS loop (float32, strong Wolfe)", seconds=time.perf_counter() - t0,
-                     evaluations=evals, mean_objective=obj))
-    print(rows[-1], flush=True)
-
-    t0 = time.perf_counter()
-    obj, iters, ce = sklearn_loop(xs, y, xs_test, y_test, args.max_iter, args.tol, args.hidden)
-    rows.append(dict(solver="MLPClassifier loop (float64)", seconds=time.perf_counter() - t0, iterations=iters,
-                     mean_objective=obj, test_ce_nats=ce))
-    print(rows[-1], flush=True)
-
+    if "torch" in solvers:
+        rows.append(timed_torch_loop(xs, y, args))
+        print(rows[-1], flush=True)
+    if "sklearn" in solvers:
+        rows.append(timed_sklearn_loop(xs, y, xs_test, y_test, args))
+        print(rows[-1], flush=True)
     for r in rows:
         r.update(speedup_of_engine=r["seconds"] / t_engine, probes=2 * 2 * len(L2_GRID), n=args.n, d=args.d,
                  hidden=args.hidden, max_iter=args.max_iter, tol=args.tol)

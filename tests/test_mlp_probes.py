@@ -81,6 +81,22 @@ def test_fit_reaches_tolerance_and_lowers_the_objective(device):
     assert float(w2[1, :, 2:].abs().max()) == 0.0 and float(b2[1, 2:].abs().max()) == 0.0
 
 
+def test_a_probe_fits_as_it_would_alone(device):
+    """Probes of 3, 2 and 4 classes side by side (three runs of the softmax layer, each over its
+    own columns, and three histories of their own) end where each ends fitted alone."""
+    args, _ = _problem(device, n=120, d=4, h=5)
+    x, labels, *per_probe = args
+    together = [t[0] for t in ops.fit_mlp_probes([x], labels, *([t] for t in per_probe), 40, 1e-9, 5, 1)]
+    for k in range(3):
+        one = [t.narrow(0, k, 1) for t in per_probe]
+        c = int(one[5])  # per_probe: w1, b1, w2, b2, label column, classes, l2
+        one[2], one[3] = one[2][..., :c].contiguous(), one[3][..., :c].contiguous()  # as wide as its classes
+        alone = [t[0] for t in ops.fit_mlp_probes([x], labels, *([t] for t in one), 40, 1e-9, 5, 1)]
+        for name, a, b in zip(("w1", "b1", "w2", "b2", "f", "gmax", "n_iter", "status"), together, alone):
+            a = a[k] if name not in ("w2", "b2") else a[k][..., :c]
+            torch.testing.assert_close(a, b[0], rtol=1e-9, atol=1e-9, msg=f"probe {k}: {name}")
+
+
 def _xor(n, seed, d=6):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=gen)

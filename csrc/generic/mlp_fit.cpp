@@ -3,8 +3,8 @@
 // Every probe is one row of params [K, P] with its own history (a ring of `history` (s, y)
 // pairs, [K, m, P], and its own position in it), step and Armijo backtracking line search. An
 // iteration evaluates one trial point for every running probe in one pass and takes every
-// decision as a tensor expression on the device: directions by the two-loop recursion, one
-// gather of each history slot per probe. The host looks every `check_every` iterations and drops
+// decision as a tensor expression on the device: directions in the compact form, a few batched
+// products over the histories. The host looks every `check_every` iterations and drops
 // the finished probes' rows. A network's objective is not convex, so a pair whose curvature
 // <s, y> is not positive is not stored, and a direction that is not a descent restarts the probe
 // from steepest descent with an empty history.
@@ -36,7 +36,7 @@ struct MlpFitState {
   std::vector<int64_t> ids;  // original index of each running probe
   at::Tensor params, grad, dir;  // [Ka, P]
   at::Tensor s_hist, y_hist;     // [Ka, m, P]
-  at::Tensor rho;                // [Ka, m] float64: 1 / <s, y>, 0 for an empty slot
+  at::Tensor filled;             // [Ka, m] float64: 1 where a slot holds a pair of the probe's current history
   at::Tensor next;               // [Ka] int64: the slot the next pair goes to
   at::Tensor f, gd, t, gamma, gmax, tol;  // [Ka] float64
   at::Tensor f_past;                      // [Ka, kSlowWindow] float64: f after each of the last iterations
@@ -46,10 +46,10 @@ struct MlpFitState {
   MlpFitState select(const std::vector<int64_t>& keep) const {
     const at::Tensor k = at::tensor(keep, at::TensorOptions().dtype(at::kLong)).to(params.device());
     MlpFitState out;
-    out.data = data.select(k);
+    out.data = data.select(keep, k);
     for (int64_t i : keep) out.ids.push_back(ids[i]);
     for (auto [dst, src] : {std::pair<at::Tensor*, const at::Tensor*>{&out.params, &params}, {&out.grad, &grad},
-                            {&out.dir, &dir}, {&out.s_hist, &s_hist}, {&out.y_hist, &y_hist}, {&out.rho, &rho},
+                            {&out.dir, &dir}, {&out.s_hist, &s_hist}, {&out.y_hist, &y_hist}, {&out.filled, &filled},
                             {&out.next, &next}, {&out.f, &f}, {&out.gd, &gd}, {&out.t, &t}, {&out.gamma, &gamma},
                             {&out.gmax, &gmax}, {&out.tol, &tol}, {&out.f_past, &f_past}, {&out.done, &done}, {&out.fails, &fails},
                             {&out.flat, &flat}, {&out.iters, &iters}, {&out.status, &status}})
@@ -58,40 +58,54 @@ struct MlpFitState {
   }
 };
 
-// The L-BFGS direction -H grad of every probe from its own history (two-loop recursion, newest
-// pair first), with H0 = gamma I.
+// The L-BFGS direction -H grad of every probe from its own history, H0 = gamma I, in compact form
+// (Byrd, Nocedal & Schnabel 1994; lbfgs_update.cpp writes it out): H g = gamma g + S p - gamma Y u,
+// u = R^-1 a, p = R^-T ((D + gamma Y^T Y) u - gamma b), a = S^T g, b = Y^T g, R the upper triangle
+// of S^T Y over the pairs in chronological order, D its diagonal. A handful of batched products
+// over the history, where the two-loop recursion makes 4m passes of several operators each (which
+// on a probe set of a thousand rows cost more than the pass). Each probe's ring is put in
+// chronological order (oldest first, from its `next` slot) in the small matrices only; an empty
+// slot counts as a zero pair (its rows and columns of the small matrices zeroed), which a unit
+// diagonal decouples.
 at::Tensor lbfgs_direction(const MlpFitState& st) {
-  const int64_t m = st.rho.size(1), k = st.rho.size(0);
+  const int64_t k = st.next.size(0), m = st.s_hist.size(1);
   const auto dt = st.grad.scalar_type();
-  const at::Tensor rows = at::arange(k, st.next.options());
-  std::vector<at::Tensor> s(m), y(m), rho(m), alpha(m);
-  at::Tensor q = st.grad.clone();
-  for (int64_t i = 0; i < m; ++i) {
-    const at::Tensor slot = (st.next - 1 - i).remainder(m);
-    s[i] = st.s_hist.index({rows, slot});
-    y[i] = st.y_hist.index({rows, slot});
-    rho[i] = st.rho.gather(1, slot.unsqueeze(1)).squeeze(1);
-    alpha[i] = rho[i] * rowdot(s[i], q);
-    q.sub_(y[i] * col(alpha[i], dt));
-  }
-  q.mul_(col(st.gamma, dt));
-  for (int64_t i = m - 1; i >= 0; --i) {
-    const at::Tensor beta = rho[i] * rowdot(y[i], q);
-    q.add_(s[i] * col(alpha[i] - beta, dt));
-  }
-  return q.neg_();
+  const at::Tensor order = (st.next.unsqueeze(1) + at::arange(m, st.next.options())).remainder_(m);  // [K, m]
+  const at::Tensor filled = st.filled.gather(1, order).unsqueeze(2);  // [K, m, 1] chronological
+  auto chrono_vec = [&](const at::Tensor& v) {  // [K, m, 1] by slot -> chronological, float64
+    return v.to(at::kDouble).gather(1, order.unsqueeze(2)) * filled;
+  };
+  auto chrono_mat = [&](const at::Tensor& gram) {  // [K, m, m] by slot -> chronological, float64
+    const at::Tensor rows = gram.to(at::kDouble).gather(1, order.unsqueeze(2).expand({k, m, m}));
+    return rows.gather(2, order.unsqueeze(1).expand({k, m, m})) * filled * filled.transpose(1, 2);
+  };
+  const at::Tensor g = st.grad.unsqueeze(2);
+  const at::Tensor a = chrono_vec(at::bmm(st.s_hist, g)), b = chrono_vec(at::bmm(st.y_hist, g));
+  const at::Tensor sy = chrono_mat(at::bmm(st.s_hist, st.y_hist.transpose(1, 2)));
+  const at::Tensor yy = chrono_mat(at::bmm(st.y_hist, st.y_hist.transpose(1, 2)));
+  const at::Tensor diag = sy.diagonal(0, 1, 2);
+  const at::Tensor r = sy.triu() + at::diag_embed(diag.le(0).to(at::kDouble));
+  const at::Tensor gamma = st.gamma.view({k, 1, 1});
+  const at::Tensor u = at::linalg_solve_triangular(r, a, /*upper=*/true);
+  const at::Tensor p = at::linalg_solve_triangular(r.mT(), diag.unsqueeze(2) * u + gamma * (at::bmm(yy, u) - b),
+                                                   /*upper=*/false);
+  auto by_slot = [&](const at::Tensor& coef) {  // [K, m, 1] chronological -> [K, 1, m] by slot
+    return at::zeros_like(coef).scatter_(1, order.unsqueeze(2), coef).to(dt).transpose(1, 2);
+  };
+  at::Tensor hg = st.grad * col(st.gamma, dt);
+  hg.add_(at::bmm(by_slot(p), st.s_hist).squeeze(1)).sub_(at::bmm(by_slot(gamma * u), st.y_hist).squeeze(1));
+  return hg.neg_();
 }
 
 // Stores (s, y) of the probes in `store` in their next slot; the others keep their history.
-void push_pairs(MlpFitState& st, const at::Tensor& store, const at::Tensor& s, const at::Tensor& y,
-                const at::Tensor& sy) {
+void push_pairs(MlpFitState& st, const at::Tensor& store, const at::Tensor& s, const at::Tensor& y) {
   const at::Tensor rows = at::arange(st.next.size(0), st.next.options());
   const at::Tensor keep = store.unsqueeze(1);
   st.s_hist.index_put_({rows, st.next}, at::where(keep, s, st.s_hist.index({rows, st.next})));
   st.y_hist.index_put_({rows, st.next}, at::where(keep, y, st.y_hist.index({rows, st.next})));
-  const at::Tensor old_rho = st.rho.gather(1, st.next.unsqueeze(1)).squeeze(1);
-  st.rho.scatter_(1, st.next.unsqueeze(1), at::where(store, sy.reciprocal(), old_rho).unsqueeze(1));
-  st.next = at::where(store, (st.next + 1).remainder(st.rho.size(1)), st.next);
+  const at::Tensor slot = st.next.unsqueeze(1);
+  st.filled.scatter_(1, slot, at::where(keep, 1.0, st.filled.gather(1, slot)));
+  st.next = at::where(store, (st.next + 1).remainder(st.s_hist.size(1)), st.next);
 }
 
 // The next direction of the probes that moved; a probe whose direction is no descent restarts
@@ -101,7 +115,7 @@ void next_direction(MlpFitState& st, const at::Tensor& moved) {
   st.dir = at::where(col(moved, at::kBool), fresh, st.dir);
   st.gd = at::where(moved, rowdot(st.grad, st.dir), st.gd);
   const at::Tensor restart = moved.logical_and(st.gd.ge(0));
-  st.rho.masked_fill_(restart.unsqueeze(1), 0.0);
+  st.filled.masked_fill_(restart.unsqueeze(1), 0.0);
   st.gamma.masked_fill_(restart, 1.0);
   st.dir = at::where(col(restart, at::kBool), st.grad.neg(), st.dir);
   st.gd = at::where(restart, rowdot(st.grad, st.dir), st.gd);
@@ -135,7 +149,7 @@ void iterate(MlpFitState& st, double ftol, double slow_ftol) {
   const at::Tensor s = st.dir * col(t_act, dt), y = g_trial - st.grad;
   const at::Tensor sy = rowdot(s, y), yy = rowdot(y, y);
   const at::Tensor store = accept.logical_and(sy.gt(1e-10 * yy)).logical_and(yy.gt(0));
-  push_pairs(st, store, s, y, sy);
+  push_pairs(st, store, s, y);
   st.gamma = at::where(store, sy / yy, st.gamma);
   const at::Tensor acc_col = col(accept, at::kBool);
   st.params = at::where(acc_col, trial, st.params);
@@ -178,7 +192,7 @@ MlpFitState initial_state(const MlpSet& set, const at::Tensor& labels, double to
   st.gamma = at::ones({s.K}, dbl);
   st.s_hist = at::zeros({s.K, history, s.n_params()}, st.params.options());
   st.y_hist = at::zeros_like(st.s_hist);
-  st.rho = at::zeros({s.K, history}, dbl);
+  st.filled = at::zeros({s.K, history}, dbl);
   st.f_past = at::full({s.K, kSlowWindow}, std::numeric_limits<double>::infinity(), dbl);
   st.next = at::zeros({s.K}, st.status.options());
   st.fails = at::zeros_like(st.status);

@@ -2,8 +2,6 @@
 
 #include <ATen/ATen.h>
 
-#include <limits>
-
 #include "probe_layout.h"
 
 namespace uinfo_fast {
@@ -103,13 +101,28 @@ void check_mlp_args(const MlpSet& set, const at::Tensor& labels, bool check_valu
   TORCH_CHECK_VALUE(all_finite(x), "uinfo_fast: x holds non-finite values (NaN or inf)");
 }
 
-MlpData MlpData::select(const at::Tensor& keep) const {
+namespace {
+
+std::vector<ClassRun> class_runs(const std::vector<int64_t>& classes) {
+  std::vector<ClassRun> runs;
+  for (int64_t k = 0; k < static_cast<int64_t>(classes.size()); ++k) {
+    if (runs.empty() || runs.back().classes != classes[k]) runs.push_back(ClassRun{k, k, classes[k]});
+    runs.back().end = k + 1;
+  }
+  return runs;
+}
+
+}  // namespace
+
+MlpData MlpData::select(const std::vector<int64_t>& keep, const at::Tensor& keep_t) const {
   MlpData out = *this;
-  out.shape.K = keep.size(0);
-  out.y = y.index_select(0, keep);
-  out.pad = pad.index_select(0, keep);
-  out.minus_one = minus_one.index_select(0, keep);
-  out.l2 = l2.index_select(0, keep);
+  out.shape.K = keep_t.size(0);
+  out.y = y.index_select(0, keep_t);
+  out.minus_one = minus_one.index_select(0, keep_t);
+  out.l2 = l2.index_select(0, keep_t);
+  out.classes.clear();
+  for (int64_t k : keep) out.classes.push_back(classes[k]);
+  out.runs = class_runs(out.classes);
   return out;
 }
 
@@ -117,11 +130,12 @@ MlpData mlp_data(const MlpSet& set, const at::Tensor& labels, c10::ScalarType dt
   MlpData d;
   d.shape = MlpShape{set.w1.size(0), set.w1.size(1), set.w1.size(2), set.w2.size(2)};
   d.x = set.x.to(dtype).contiguous();
-  d.y = labels.index_select(1, set.probe_label_col).t().contiguous().unsqueeze(2);
-  const at::Tensor cls = at::arange(d.shape.C, set.probe_classes.options());
-  d.pad = cls.unsqueeze(0).ge(set.probe_classes.unsqueeze(1)).unsqueeze(1);
-  d.minus_one = at::full({d.shape.K, d.x.size(0), 1}, -1.0, d.x.options());
+  d.y = labels.index_select(1, set.probe_label_col).t().contiguous().unsqueeze(1);
+  d.minus_one = at::full({d.shape.K, 1, d.x.size(0)}, -1.0, d.x.options());
   d.l2 = set.l2.defined() ? set.l2.to(at::kDouble) : at::zeros({d.shape.K}, d.x.options().dtype(at::kDouble));
+  const at::Tensor cls = set.probe_classes.to(at::kCPU).contiguous();
+  d.classes.assign(cls.data_ptr<int64_t>(), cls.data_ptr<int64_t>() + cls.numel());
+  d.runs = class_runs(d.classes);
   return d;
 }
 
@@ -141,33 +155,55 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> unpack_mlp(const at::
   return {p.w1.clone(), p.b1.clone(), p.w2.clone(), p.b2.clone()};
 }
 
+namespace {
+
+// The softmax layer of one run of probes over its own columns: their rows of `nll` [K, N]; with
+// `gp`, their gradients of W2 and b2 and the gradient at their hidden units into `dz` [K, N, H].
+// The logits are laid out [K, C, N], classes before rows: a softmax over a middle dimension runs
+// vectorised along the rows, where one over a short last dimension (2 or 10 classes) does not.
+void softmax_layer(const MlpData& d, const MlpParts& p, const at::Tensor& z, const ClassRun& r, at::Tensor& nll,
+                   const MlpParts* gp, at::Tensor& dz) {
+  const int64_t k0 = r.begin, kr = r.end - r.begin, c = r.classes;
+  const at::Tensor w2 = p.w2.narrow(0, k0, kr).narrow(2, 0, c), zr = z.narrow(0, k0, kr);
+  const at::Tensor y = d.y.narrow(0, k0, kr);
+  const at::Tensor b2 = p.b2.narrow(0, k0, kr).narrow(1, 0, c).unsqueeze(2);
+  const at::Tensor logp = at::log_softmax(at::baddbmm(b2, w2.transpose(1, 2), zr.transpose(1, 2)), 1);
+  nll.narrow(0, k0, kr).copy_(logp.gather(1, y).squeeze(1).neg());
+  if (gp == nullptr) return;
+  at::Tensor g = logp.exp();  // softmax, then the residual (softmax - onehot) / N
+  g.scatter_add_(1, y, d.minus_one.narrow(0, k0, kr)).div_(static_cast<double>(zr.size(1)));
+  const at::Tensor l2c = d.l2.narrow(0, k0, kr).to(w2.scalar_type()).view({kr, 1, 1});
+  gp->w2.narrow(0, k0, kr).narrow(2, 0, c).copy_(at::baddbmm(w2 * l2c, zr.transpose(1, 2), g.transpose(1, 2)));
+  gp->b2.narrow(0, k0, kr).narrow(1, 0, c).copy_(g.sum(2));
+  at::Tensor dz_run = dz.narrow(0, k0, kr);
+  at::bmm_out(dz_run, g.transpose(1, 2), w2.transpose(1, 2));
+}
+
+}  // namespace
+
 at::Tensor mlp_pass(const MlpData& d, const at::Tensor& params, at::Tensor* grad, at::Tensor* per_example) {
   const MlpShape& s = d.shape;
   const int64_t n = d.x.size(0);
   const MlpParts p = parts_of(params, s);
-  // [N, K H]: the first layers of every probe in one product.
-  const at::Tensor a = at::addmm(p.b1.reshape({1, s.K * s.H}), d.x, p.w1.permute({1, 0, 2}).reshape({s.D, s.K * s.H}));
-  const at::Tensor z = a.clamp_min(0).view({n, s.K, s.H}).permute({1, 0, 2});  // [K, N, H]
-  at::Tensor logits = at::baddbmm(p.b2.unsqueeze(1), z, p.w2);                 // [K, N, C]
-  logits.masked_fill_(d.pad, -std::numeric_limits<double>::infinity());
-  at::Tensor logp = at::log_softmax(logits, 2);
-  const at::Tensor nll = logp.gather(2, d.y).squeeze(2).neg();  // [K, N]
+  // [K, N, H]: the first layers, x shared by every probe (a batch stride of 0, no copies).
+  const at::Tensor z = at::baddbmm(p.b1.unsqueeze(1), d.x.expand({s.K, n, s.D}), p.w1).clamp_min_(0);
+  at::Tensor nll = at::empty({s.K, n}, params.options());
+  at::Tensor dz;
+  MlpParts gp;
+  if (grad != nullptr) {
+    grad->narrow(1, s.D * s.H + s.H, s.H * s.C + s.C).zero_();  // the columns past a probe's classes
+    gp = parts_of(*grad, s);
+    dz = at::empty({s.K, n, s.H}, params.options());
+  }
+  for (const ClassRun& r : d.runs) softmax_layer(d, p, z, r, nll, grad == nullptr ? nullptr : &gp, dz);
   if (per_example != nullptr) *per_example = nll;
-  const at::Tensor l2 = d.l2;
   const at::Tensor sq = p.w1.square().sum({1, 2}, false, at::kDouble) + p.w2.square().sum({1, 2}, false, at::kDouble);
-  const at::Tensor f = nll.sum(1, false, at::kDouble).div_(static_cast<double>(n)).add_(l2 * sq * 0.5);
+  const at::Tensor f = nll.sum(1, false, at::kDouble).div_(static_cast<double>(n)).add_(d.l2 * sq * 0.5);
   if (grad == nullptr) return f;
-  at::Tensor g = logp.exp_();  // softmax, then the residual (softmax - onehot) / N
-  g.scatter_add_(2, d.y, d.minus_one).div_(static_cast<double>(n));
-  const MlpParts gp = parts_of(*grad, s);
-  const at::Tensor l2c = l2.to(params.scalar_type()).view({s.K, 1, 1});
-  at::Tensor dz = at::bmm(g, p.w2.transpose(1, 2));  // [K, N, H]
-  dz.masked_fill_(z.le(0), 0);
-  gp.w2.copy_(at::baddbmm(p.w2 * l2c, z.transpose(1, 2), g));
-  gp.b2.copy_(g.sum(1));
+  dz = at::threshold_backward(dz, z, 0);  // ReLU: no gradient where the unit was off
   gp.b1.copy_(dz.sum(1));
-  const at::Tensor gw1 = at::mm(d.x.t(), dz.permute({1, 0, 2}).reshape({n, s.K * s.H}));  // [D, K H]
-  gp.w1.copy_(gw1.view({s.D, s.K, s.H}).permute({1, 0, 2}) + p.w1 * l2c);
+  const at::Tensor l2c = d.l2.to(params.scalar_type()).view({s.K, 1, 1});
+  gp.w1.copy_(at::baddbmm(p.w1 * l2c, d.x.t().expand({s.K, s.D, n}), dz));
   return f;
 }
 

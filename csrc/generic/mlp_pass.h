@@ -5,6 +5,8 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <vector>
+
 #include "mlp_probes.h"
 
 namespace uinfo_fast {
@@ -14,17 +16,27 @@ struct MlpShape {
   int64_t n_params() const { return D * H + H + H * C + C; }
 };
 
+// Probes [begin, end) of a pass, which all have `classes` classes.
+struct ClassRun {
+  int64_t begin = 0, end = 0, classes = 0;
+};
+
 // What a pass needs besides the parameters, for the running probes.
 struct MlpData {
   MlpShape shape;
   at::Tensor x;          // [N, D] in the parameters' dtype, contiguous
-  at::Tensor y;          // [K, N, 1] int64: each probe's labels
-  at::Tensor pad;        // [K, 1, C] bool: columns past each probe's classes
-  at::Tensor minus_one;  // [K, N, 1] -1 in the parameters' dtype (the one-hot of the residual)
+  at::Tensor y;          // [K, 1, N] int64: each probe's labels
+  at::Tensor minus_one;  // [K, 1, N] -1 in the parameters' dtype (the one-hot of the residual)
   at::Tensor l2;         // [K] float64
+  // Each probe's class count (host), and the runs of neighbours with the same count: the softmax
+  // layer of a run is computed over its own columns only, so a probe of 20 classes beside one of
+  // 100 costs 20 columns, not 100 masked to 20.
+  std::vector<int64_t> classes;
+  std::vector<ClassRun> runs;
 
-  // The same data for the probes `keep` (an int64 tensor of indices) alone.
-  MlpData select(const at::Tensor& keep) const;
+  // The same data for the probes `keep` alone (`keep_t`: the same indices as an int64 tensor on
+  // the data's device).
+  MlpData select(const std::vector<int64_t>& keep, const at::Tensor& keep_t) const;
 };
 
 MlpData mlp_data(const MlpSet& set, const at::Tensor& labels, c10::ScalarType dtype);
