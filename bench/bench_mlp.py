@@ -4,6 +4,7 @@ same probes, the same starting tolerance and iteration cap, in one run.
 
     python bench/bench_mlp.py                 # rows in bench/rows/mlp.jsonl
     python bench/bench_mlp.py --n 2000 --max-iter 50   # a quick look
+    python bench/bench_mlp.py --digit-run runs/digits_s41   # the fit of one digit measurement
 
 Workload (issue "Usable by which read-out"): 2 feature sets x {20, 100} classes x 6 penalties,
 N train rows, D features, H hidden units. The features are two views of one correlated Gaussian
@@ -113,6 +114,31 @@ def timed_sklearn_loop(xs, y, xs_test, y_test, args) -> dict:
                 mean_objective=obj, test_ce_nats=ce)
 
 
+def digit_measurement(run_dir: str) -> list[dict]:
+    """The fits of one measurement of a digit run tracked with MLP probes, on the probe inputs
+    at its checkpoint: every layer x {coarse, fine} x the estimator's default grid and restarts,
+    from a cold start and then warm from that fit (what every later measurement does)."""
+    from mlp_stopping import run_features
+    from uinfo_fast.engine.estimator import EstimatorOptions
+    from uinfo_fast.engine.probe_rows import standardisation, standardise
+    feats, labels = run_features(run_dir)
+    xs = {name: standardise(f, standardisation(f)).contiguous() for name, f in feats["train"].items()}
+    y = torch.stack([labels["train"]["coarse"], labels["train"]["fine"]], 1)
+    est = EstimatorOptions(family="mlp")
+    args = (["coarse", "fine"], [2, 10], sorted(est.l2_grid), est.mlp_fit)
+    rows, init = [], None
+    for start in ("cold", "warm"):
+        t0 = time.perf_counter()
+        fits = fit_mlp_sets(xs, y, *args, inits=init)
+        rows.append(dict(solver=f"engine: one digit measurement's fits, {start}", seconds=time.perf_counter() - t0,
+                         iterations=int(sum(int(f.n_iter.sum()) for f in fits.values())),
+                         longest=max(int(f.n_iter.max()) for f in fits.values()),
+                         probes=sum(f.n_probes for f in fits.values()), run=os.path.basename(run_dir.rstrip("/"))))
+        print(rows[-1], flush=True)
+        init = fits
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=10_000, help="train rows (default: 10000)")
@@ -124,8 +150,15 @@ def main():
     ap.add_argument("--tol", type=float, default=1e-4, help="max |gradient| (default: 1e-4, MLPClassifier's)")
     ap.add_argument("--solvers", default=",".join(SOLVERS),
                     help=f"comma-separated, of {', '.join(SOLVERS)} (default: all; speed-ups need the engine)")
+    ap.add_argument("--digit-run", metavar="DIR", help="instead: time the fits of one measurement of this finished "
+                                                        "digit run (cold, then warm)")
     ap.add_argument("--no-record", action="store_true", help="print only")
     args = ap.parse_args()
+    if args.digit_run:
+        rows = digit_measurement(args.digit_run)
+        if not args.no_record:
+            print("rows ->", record("mlp", rows, torch.device("cpu")))
+        return
     solvers = args.solvers.split(",")
     if "engine" not in solvers or not set(solvers) <= set(SOLVERS):
         ap.error(f"--solvers must name the engine and only {', '.join(SOLVERS)}, got {args.solvers!r}")
