@@ -114,6 +114,22 @@ def timed_sklearn_loop(xs, y, xs_test, y_test, args) -> dict:
                 mean_objective=obj, test_ce_nats=ce)
 
 
+def first_layer_floor(xs, probes_per_set: int, hidden: int, repeats: int = 10) -> float:
+    """Seconds per probe evaluation of the products no solver can skip: the first layer x W1 and
+    its weight gradient x^T dz (4 N D H FLOPs), timed batched over one feature set's probes
+    ([N, D] x [D, K H], as the engine does; median of `repeats`) and divided by K."""
+    x = next(iter(xs.values()))
+    w = torch.randn(x.shape[1], probes_per_set * hidden)
+    dz = torch.randn(x.shape[0], probes_per_set * hidden)
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        torch.mm(x, w)
+        torch.mm(x.t(), dz)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[1:])) / probes_per_set
+
+
 def digit_measurement(run_dir: str) -> list[dict]:
     """The fits of one measurement of a digit run tracked with MLP probes, on the probe inputs
     at its checkpoint: every layer x {coarse, fine} x the estimator's default grid and restarts,
@@ -183,11 +199,18 @@ def main():
     if "sklearn" in solvers:
         rows.append(timed_sklearn_loop(xs, y, xs_test, y_test, args))
         print(rows[-1], flush=True)
+    per_eval = first_layer_floor(xs, y.shape[1] * len(L2_GRID), args.hidden)
+    evals = rows[0]["iterations"]  # the engine's: one evaluation an iteration
+    rows.append(dict(solver="floor: first layer and its gradient (4 N D H FLOPs) at the engine's evaluations",
+                     seconds=per_eval * evals, evaluations=evals, mean_objective=float("nan")))
+    print(rows[-1], flush=True)
     for r in rows:
+        r["seconds_per_evaluation"] = r["seconds"] / r.get("evaluations", r.get("iterations"))
         r.update(speedup_of_engine=r["seconds"] / t_engine, probes=2 * 2 * len(L2_GRID), n=args.n, d=args.d,
                  hidden=args.hidden, max_iter=args.max_iter, tol=args.tol)
         work = f"iterations {r['iterations']}" if "iterations" in r else f"evaluations {r['evaluations']}"
         print(f"{r['solver']:<48} {r['seconds']:8.1f} s  x{r['speedup_of_engine']:.2f}  {work}  "
+              f"{1e3 * r['seconds_per_evaluation']:.2f} ms per probe evaluation  "
               f"mean objective {r['mean_objective']:.4f}  test CE {r.get('test_ce_nats', float('nan')):.4f}")
     if not args.no_record:
         print("rows ->", record("mlp", rows, torch.device("cpu")))

@@ -200,7 +200,7 @@ at::Tensor mlp_pass(const MlpData& d, const at::Tensor& params, at::Tensor* grad
   const at::Tensor sq = p.w1.square().sum({1, 2}, false, at::kDouble) + p.w2.square().sum({1, 2}, false, at::kDouble);
   const at::Tensor f = nll.sum(1, false, at::kDouble).div_(static_cast<double>(n)).add_(d.l2 * sq * 0.5);
   if (grad == nullptr) return f;
-  dz = at::threshold_backward(dz, z, 0);  // ReLU: no gradient where the unit was off
+  at::threshold_backward_out(dz, dz, z, 0);  // ReLU: no gradient where the unit was off
   gp.b1.copy_(dz.sum(1));
   const at::Tensor l2c = d.l2.to(params.scalar_type()).view({s.K, 1, 1});
   gp.w1.copy_(at::baddbmm(p.w1 * l2c, d.x.t().expand({s.K, s.D, n}), dz));
