@@ -8,7 +8,7 @@ family and layer the table gives coarse, fine and fine beyond coarse: peak and f
 running mean over --smooth measurements, mean ± sd over the seeds, and the drop from peak to
 final (from a peak of at least 0.05 bits); then the measurements whose chosen probe did not
 converge. The figure has two panels per layer, fine beyond coarse and coarse against the step,
-every seed of both families overlaid.
+every seed of both families overlaid. A second table pairs the two families seed by seed.
 """
 from __future__ import annotations
 
@@ -71,6 +71,36 @@ def table(runs: dict[str, list[str]], layers: list[str], smooth: int) -> str:
     return "\n".join(lines)
 
 
+def by_step(rows: list[dict], layer: str, label: str, key: str) -> dict[int, float]:
+    return dict(zip(*curve(rows, layer, label, key)))
+
+
+def paired(runs: dict[str, list[str]], layers: list[str], smooth: int) -> str:
+    """Per seed and layer, linear minus MLP over the steps both measured (unsmoothed, converged
+    rows only): fine beyond coarse on average and at its largest, and coarse at the end (running
+    mean of --smooth); then the drop of fine beyond coarse from its peak, per seed and family."""
+    seeds = {os.path.basename(d).partition("_s")[2]: {} for dirs in runs.values() for d in dirs}
+    for family, dirs in runs.items():
+        for d in dirs:
+            seeds[os.path.basename(d).partition("_s")[2]][family] = load_run(d)[1]
+    out = ["| seed | layer | beyond coarse, linear - mlp: mean | largest | coarse final: linear | mlp "
+           "| drop: linear | mlp |", "|---" * 8 + "|"]
+    for seed, logs in sorted(seeds.items()):
+        if set(logs) != set(FAMILIES):
+            continue
+        for layer in layers:
+            lin, mlp = (by_step(logs[f], layer, "fine", "beyond_bits") for f in FAMILIES)
+            diffs = [lin[t] - mlp[t] for t in lin.keys() & mlp.keys()]
+            coarse = [peak_final(logs[f], layer, "coarse", "bits", smooth)[1] for f in FAMILIES]
+            drops = []
+            for f in FAMILIES:
+                peak, final = peak_final(logs[f], layer, "fine", "beyond_bits", smooth)
+                drops.append(f"{100 * (peak - final) / peak:.0f}%" if peak >= MIN_PEAK else "-")
+            out.append(f"| {seed} | {layer} | {statistics.mean(diffs):+.3f} | {max(diffs, key=abs):+.3f} | "
+                       f"{coarse[0]:.2f} | {coarse[1]:.2f} | {drops[0]} | {drops[1]} |")
+    return "\n".join(out)
+
+
 def unconverged(runs: dict[str, list[str]]) -> str:
     out = []
     for family, dirs in runs.items():
@@ -127,6 +157,7 @@ def main() -> None:
     print("seeds: " + "; ".join(f"{f}: {len(d)}" for f, d in runs.items()))
     print(table(runs, layers, args.smooth))
     print(unconverged(runs))
+    print(paired(runs, layers, args.smooth))
     figure(runs, layers, args.smooth, args.figure or os.path.join(args.root, "probe_families.png"))
 
 

@@ -2,10 +2,10 @@
 # The digit set at its defaults, read by linear and by one-hidden-layer probes (docs/RESULTS.md,
 # "Which read-out"): one run per (family, seed) at the default probe options of each family, then
 # the table and figure of examples/probe_families.py. A run already finished is kept.
-# Usage: bash examples/probe_families.sh [OUT (default runs/probe_families)] [SEEDS (default 41 42 43)]
+# Usage: bash examples/probe_families.sh [OUT (default runs/probe_families)] [SEEDS (default 41 42 43 44)]
 set -euo pipefail
 out=${1:-runs/probe_families}
-read -r -a seeds <<< "${2:-41 42 43}"
+read -r -a seeds <<< "${2:-41 42 43 44}"
 for seed in "${seeds[@]}"; do
     for family in linear mlp; do
         [[ -f "$out/${family}_s$seed/summary.json" ]] && continue
