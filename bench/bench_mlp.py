@@ -114,20 +114,37 @@ def timed_sklearn_loop(xs, y, xs_test, y_test, args) -> dict:
                 mean_objective=obj, test_ce_nats=ce)
 
 
-def first_layer_floor(xs, probes_per_set: int, hidden: int, repeats: int = 10) -> float:
-    """Seconds per probe evaluation of the products no solver can skip: the first layer x W1 and
-    its weight gradient x^T dz (4 N D H FLOPs), timed batched over one feature set's probes
-    ([N, D] x [D, K H], as the engine does; median of `repeats`) and divided by K."""
+def product_floor(xs, y, counts: list[int], hidden: int, repeats: int = 10) -> tuple[float, float]:
+    """Seconds per probe evaluation of the products no solver can skip, timed batched over one
+    feature set's probes as the engine runs them (median of `repeats`), divided by their number:
+    (the first layer x W1 and its weight gradient x^T dz, 4 N D H FLOPs; those and the second
+    layer's three, z W2, z^T g and g W2^T, 6 N H C FLOPs at each probe's class count)."""
     x = next(iter(xs.values()))
-    w = torch.randn(x.shape[1], probes_per_set * hidden)
-    dz = torch.randn(x.shape[0], probes_per_set * hidden)
-    times = []
-    for _ in range(repeats + 1):
-        t0 = time.perf_counter()
-        torch.mm(x, w)
-        torch.mm(x.t(), dz)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times[1:])) / probes_per_set
+    n, k = x.shape[0], len(L2_GRID)
+    first = (torch.randn(x.shape[1], k * len(counts) * hidden), torch.randn(n, k * len(counts) * hidden))
+    z = torch.randn(k, n, hidden)
+    second = [(torch.randn(k, hidden, c), torch.randn(k, n, c)) for c in counts]
+
+    def timed(products) -> float:
+        times = []
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            products()
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times[1:])) / (k * len(counts))
+
+    def first_layer():
+        torch.mm(x, first[0])
+        torch.mm(x.t(), first[1])
+
+    def second_layer():
+        for w2, g in second:
+            torch.bmm(z, w2)
+            torch.bmm(z.transpose(1, 2), g)
+            torch.bmm(g, w2.transpose(1, 2))
+
+    t_first = timed(first_layer)
+    return t_first, t_first + timed(second_layer)
 
 
 def digit_measurement(run_dir: str) -> list[dict]:
@@ -199,11 +216,12 @@ def main():
     if "sklearn" in solvers:
         rows.append(timed_sklearn_loop(xs, y, xs_test, y_test, args))
         print(rows[-1], flush=True)
-    per_eval = first_layer_floor(xs, y.shape[1] * len(L2_GRID), args.hidden)
     evals = rows[0]["iterations"]  # the engine's: one evaluation an iteration
-    rows.append(dict(solver="floor: first layer and its gradient (4 N D H FLOPs) at the engine's evaluations",
-                     seconds=per_eval * evals, evaluations=evals, mean_objective=float("nan")))
-    print(rows[-1], flush=True)
+    for what, per_eval in zip(("first layer and its gradient (4 N D H FLOPs)", "every product (4 N D H + 6 N H C)"),
+                              product_floor(xs, y, counts, args.hidden)):
+        rows.append(dict(solver=f"floor: {what} at the engine's evaluations", seconds=per_eval * evals,
+                         evaluations=evals, mean_objective=float("nan")))
+        print(rows[-1], flush=True)
     for r in rows:
         r["seconds_per_evaluation"] = r["seconds"] / r.get("evaluations", r.get("iterations"))
         r.update(speedup_of_engine=r["seconds"] / t_engine, probes=2 * 2 * len(L2_GRID), n=args.n, d=args.d,
