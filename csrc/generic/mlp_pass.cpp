@@ -101,19 +101,6 @@ void check_mlp_args(const MlpSet& set, const at::Tensor& labels, bool check_valu
   TORCH_CHECK_VALUE(all_finite(x), "uinfo_fast: x holds non-finite values (NaN or inf)");
 }
 
-namespace {
-
-std::vector<ClassRun> class_runs(const std::vector<int64_t>& classes) {
-  std::vector<ClassRun> runs;
-  for (int64_t k = 0; k < static_cast<int64_t>(classes.size()); ++k) {
-    if (runs.empty() || runs.back().classes != classes[k]) runs.push_back(ClassRun{k, k, classes[k]});
-    runs.back().end = k + 1;
-  }
-  return runs;
-}
-
-}  // namespace
-
 MlpData MlpData::select(const std::vector<int64_t>& keep, const at::Tensor& keep_t) const {
   MlpData out = *this;
   out.shape.K = keep_t.size(0);
@@ -122,7 +109,6 @@ MlpData MlpData::select(const std::vector<int64_t>& keep, const at::Tensor& keep
   out.l2 = l2.index_select(0, keep_t);
   out.classes.clear();
   for (int64_t k : keep) out.classes.push_back(classes[k]);
-  out.runs = class_runs(out.classes);
   return out;
 }
 
@@ -135,7 +121,6 @@ MlpData mlp_data(const MlpSet& set, const at::Tensor& labels, c10::ScalarType dt
   d.l2 = set.l2.defined() ? set.l2.to(at::kDouble) : at::zeros({d.shape.K}, d.x.options().dtype(at::kDouble));
   const at::Tensor cls = set.probe_classes.to(at::kCPU).contiguous();
   d.classes.assign(cls.data_ptr<int64_t>(), cls.data_ptr<int64_t>() + cls.numel());
-  d.runs = class_runs(d.classes);
   return d;
 }
 
@@ -156,6 +141,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> unpack_mlp(const at::
 }
 
 namespace {
+
+// Probes [begin, end) of a pass, which all have `classes` classes.
+struct ClassRun {
+  int64_t begin = 0, end = 0, classes = 0;
+};
+
+std::vector<ClassRun> class_runs(const std::vector<int64_t>& classes) {
+  std::vector<ClassRun> runs;
+  for (int64_t k = 0; k < static_cast<int64_t>(classes.size()); ++k) {
+    if (runs.empty() || runs.back().classes != classes[k]) runs.push_back(ClassRun{k, k, classes[k]});
+    runs.back().end = k + 1;
+  }
+  return runs;
+}
 
 // The softmax layer of one run of probes over its own columns: their rows of `nll` [K, N]; with
 // `gp`, their gradients of W2 and b2 and the gradient at their hidden units into `dz` [K, N, H].
@@ -195,7 +194,7 @@ at::Tensor mlp_pass(const MlpData& d, const at::Tensor& params, at::Tensor* grad
     gp = parts_of(*grad, s);
     dz = at::empty({s.K, n, s.H}, params.options());
   }
-  for (const ClassRun& r : d.runs) softmax_layer(d, p, z, r, nll, grad == nullptr ? nullptr : &gp, dz);
+  for (const ClassRun& r : class_runs(d.classes)) softmax_layer(d, p, z, r, nll, grad == nullptr ? nullptr : &gp, dz);
   if (per_example != nullptr) *per_example = nll;
   const at::Tensor sq = p.w1.square().sum({1, 2}, false, at::kDouble) + p.w2.square().sum({1, 2}, false, at::kDouble);
   const at::Tensor f = nll.sum(1, false, at::kDouble).div_(static_cast<double>(n)).add_(d.l2 * sq * 0.5);

@@ -16,11 +16,6 @@ struct MlpShape {
   int64_t n_params() const { return D * H + H + H * C + C; }
 };
 
-// Probes [begin, end) of a pass, which all have `classes` classes.
-struct ClassRun {
-  int64_t begin = 0, end = 0, classes = 0;
-};
-
 // What a pass needs besides the parameters, for the running probes.
 struct MlpData {
   MlpShape shape;
@@ -28,11 +23,10 @@ struct MlpData {
   at::Tensor y;          // [K, 1, N] int64: each probe's labels
   at::Tensor minus_one;  // [K, 1, N] -1 in the parameters' dtype (the one-hot of the residual)
   at::Tensor l2;         // [K] float64
-  // Each probe's class count (host), and the runs of neighbours with the same count: the softmax
-  // layer of a run is computed over its own columns only, so a probe of 20 classes beside one of
-  // 100 costs 20 columns, not 100 masked to 20.
+  // Each probe's class count (host). A pass computes the softmax layer of each run of neighbours
+  // with the same count over their own columns only, so a probe of 20 classes beside one of 100
+  // costs 20 columns, not 100 masked to 20.
   std::vector<int64_t> classes;
-  std::vector<ClassRun> runs;
 
   // The same data for the probes `keep` alone (`keep_t`: the same indices as an int64 tensor on
   // the data's device).

@@ -2,12 +2,13 @@
 //
 // Probe k of a feature set owns W1 [D, H], b1 [H], W2 [H, C] and b2 [C], stacked over probes as
 // w1 [K, D, H], b1 [K, H], w2 [K, H, C], b2 [K, C]. C is the widest probe's class count: probe k
-// uses its first classes[k] columns, the others are masked out of its softmax and held at zero.
+// uses its first classes[k] columns, the others are left out of its softmax and held at zero.
 // The objective of probe k is mean NLL + l2_k / 2 (||W1||^2 + ||W2||^2), biases not penalised:
 // scikit-learn's MLPClassifier with alpha = l2 * N.
 //
 // Written once against ATen (device generic): the first layers of all probes of a feature set
-// are one matrix product [N, D] x [D, K H], the second layers one batched product.
+// are one batched product over the shared x, the second layers one batched product per run of
+// neighbouring probes with the same class count (mlp_pass.h).
 #pragma once
 #include <ATen/core/Tensor.h>
 
