@@ -13,7 +13,8 @@ plus noise, the 20 classes groups of 5 of them. MLPClassifier computes in float6
 features' dtype), the engine and the torch loop in float32. Each solver stops a probe at
 max |gradient| <= tol or after max_iter iterations; the rows give the time, the iterations and
 the mean final objective (so that a faster solver is seen not to stop earlier), and the test
-cross-entropy of each solver's probes, each method timed once.
+cross-entropy of each solver's probes, each method timed once. Two floor rows time the products
+alone (product_floor): what no solver making the engine's evaluations can spend less than.
 """
 import argparse
 import os
@@ -114,7 +115,7 @@ def timed_sklearn_loop(xs, y, xs_test, y_test, args) -> dict:
                 mean_objective=obj, test_ce_nats=ce)
 
 
-def product_floor(xs, y, counts: list[int], hidden: int, repeats: int = 10) -> tuple[float, float]:
+def product_floor(xs, counts: list[int], hidden: int, repeats: int = 10) -> tuple[float, float]:
     """Seconds per probe evaluation of the products no solver can skip, timed batched over one
     feature set's probes as the engine runs them (median of `repeats`), divided by their number:
     (the first layer x W1 and its weight gradient x^T dz, 4 N D H FLOPs; those and the second
@@ -218,7 +219,7 @@ def main():
         print(rows[-1], flush=True)
     evals = rows[0]["iterations"]  # the engine's: one evaluation an iteration
     for what, per_eval in zip(("first layer and its gradient (4 N D H FLOPs)", "every product (4 N D H + 6 N H C)"),
-                              product_floor(xs, y, counts, args.hidden)):
+                              product_floor(xs, counts, args.hidden)):
         rows.append(dict(solver=f"floor: {what} at the engine's evaluations", seconds=per_eval * evals,
                          evaluations=evals, mean_objective=float("nan")))
         print(rows[-1], flush=True)
