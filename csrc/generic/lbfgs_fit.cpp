@@ -27,7 +27,6 @@
 #include "lbfgs_fit.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -366,24 +365,6 @@ struct StageFit {
   bool running = true;
 };
 
-// One round of every running stage. On the CPU the stages run side by side on the intra-op
-// threads, each op of a stage on its stage's thread: a round of a small set is a chain of small
-// ops whose cost is mostly their dispatch, which one thread per stage spreads over the cores
-// where the ops' own threading cannot. Each stage's results are its own either way (ops that
-// split a reduction over threads may round differently). CUDA keeps one stream: in order.
-void run_rounds(std::vector<StageFit>& fits, int64_t it, int64_t round, int64_t max_iter) {
-  std::vector<StageFit*> live;
-  for (StageFit& s : fits)
-    if (s.running) live.push_back(&s);
-  if (live.size() < 2 || !live[0]->set->x.is_cpu() || at::get_num_threads() < 2) {
-    for (StageFit* s : live) s->loop.run_round(it, round, max_iter);
-    return;
-  }
-  at::parallel_for(0, static_cast<int64_t>(live.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) live[i]->loop.run_round(it, round, max_iter);
-  });
-}
-
 // The iterations of every set's stage in lockstep rounds of check_every: each one's sequence of
 // iterations is the one it would run alone, and a check costs one synchronisation for all.
 void run_stages(std::vector<StageFit>& fits, int64_t max_iter, int64_t check_every) {
@@ -393,7 +374,8 @@ void run_stages(std::vector<StageFit>& fits, int64_t max_iter, int64_t check_eve
     if (!check_all(fits, [](const StageFit& f) { return f.loop.st.done; },
                    [](StageFit& f, const bool* done) { return f.loop.compact(done, f.set->out); }))
       break;
-    run_rounds(fits, it, round, max_iter);
+    for (StageFit& s : fits)
+      if (s.running) s.loop.run_round(it, round, max_iter);
     it += round;
   }
   for (StageFit& s : fits)
