@@ -150,9 +150,11 @@ def runs(args) -> list[dict]:
         for pair in range(args.pairs):
             for mode in modes:
                 cfg = RunConfig(**{**SIZES[args.size], **RUN_MODES[mode]})
+                if "amortised" in mode:
+                    cfg = cfg.replace(capture_refresh=args.refresh)
                 where = os.path.join(tmp, f"{pair}-{len(out)}")
                 s = run_experiment(cfg, where, progress=False)
-                out.append({"part": "runs", "size": args.size, "pair": pair, "mode": mode,
+                out.append({"part": "runs", "size": args.size, "pair": pair, "mode": mode, "refresh": cfg.capture.refresh,
                             "async": cfg.async_tracking, "wall_seconds": s["wall_seconds"],
                             "fresh_captures": fresh_captures(os.path.join(where, "log.jsonl")),
                             "steps": s["steps"], "measurements": s["measurements"],
@@ -314,6 +316,7 @@ def main() -> None:
     r.add_argument("--modes", default=",".join(RUN_MODES), help="comma-separated, of: " + ", ".join(RUN_MODES))
     r.add_argument("--size", choices=tuple(SIZES), default="cpu",
                    help="cpu: the one-epoch digit run; gpu: ResNet-18 at CIFAR-100 size on CUDA, asynchronous")
+    r.add_argument("--refresh", type=int, default=AMORTISED["capture_refresh"], help="the amortised runs' capture refresh")
     e = sub.add_parser("exactness", help="exact and amortised trackers on one training run")
     e.add_argument("--every", type=int, default=10)
     e.add_argument("--epochs", type=float, default=RunConfig().epochs, help="the run's plan (default: the default run's)")
