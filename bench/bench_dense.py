@@ -170,9 +170,18 @@ def fresh_captures(log: str) -> int | None:
     return len({r["step"] for r in read_log(log) if r.get("features_from", r["step"]) == r["step"]})
 
 
+def same_run_ratio(row: dict) -> float:
+    """The run's clock over the clock of its own training (wall minus measuring): what it would
+    be against an untracked run on the same machine state. This machine's speed moves by 10-40%
+    between runs a minute apart, which the ratio against the untracked run of the pair carries
+    and this one does not; the time training itself loses to measuring (caches, checkpoints)
+    it leaves out."""
+    return row["wall_seconds"] / (row["wall_seconds"] - row["measure_seconds"])
+
+
 def report_runs(rows: list[dict]) -> str:
-    lines = ["| pair | run | wall (s) | measurements | every input captured | against untracked | "
-             "training steps per measurement |", "|---|---|---|---|---|---|---|"]
+    lines = ["| pair | run | refresh | wall (s) | measurements | every input captured | against untracked | "
+             "training steps per measurement | against its own training |", "|---|---|---|---|---|---|---|---|---|"]
     for pair in sorted({r["pair"] for r in rows}):
         mine = [r for r in rows if r["pair"] == pair]
         plain = next(r for r in mine if r["mode"] == "untracked")
@@ -181,8 +190,10 @@ def report_runs(rows: list[dict]) -> str:
             extra = r["wall_seconds"] - plain["wall_seconds"]
             per = f"{extra / r['measurements'] / step:.1f}" if r["measurements"] else ""
             fresh = "" if r.get("fresh_captures") is None else r["fresh_captures"]
-            lines.append(f"| {pair} | {r['mode']} | {r['wall_seconds']:.1f} | {r['measurements']} | {fresh} | "
-                         f"{r['wall_seconds'] / plain['wall_seconds']:.2f}x | {per} |")
+            own = f"{same_run_ratio(r):.2f}x" if r["measurements"] else ""
+            refresh = r.get("refresh", "") if "amortised" in r["mode"] else ""
+            lines.append(f"| {pair} | {r['mode']} | {refresh} | {r['wall_seconds']:.1f} | {r['measurements']} | {fresh} | "
+                         f"{r['wall_seconds'] / plain['wall_seconds']:.2f}x | {per} | {own} |")
     return "\n".join(lines)
 
 
