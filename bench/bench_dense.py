@@ -158,7 +158,8 @@ def runs(args) -> list[dict]:
                             "async": cfg.async_tracking, "wall_seconds": s["wall_seconds"],
                             "fresh_captures": fresh_captures(os.path.join(where, "log.jsonl")),
                             "steps": s["steps"], "measurements": s["measurements"],
-                            "measure_seconds": s["measure_seconds"], "measure_phases": s["measure_phases"]})
+                            "measure_seconds": s["measure_seconds"], "measure_phases": s["measure_phases"],
+                            "checkpoint_seconds": s["checkpoint_seconds"]})
                 print(f"pair {pair}, {mode}: {s['wall_seconds']:.1f} s, {s['measurements']} measurements", flush=True)
     return out
 
@@ -171,12 +172,13 @@ def fresh_captures(log: str) -> int | None:
 
 
 def same_run_ratio(row: dict) -> float:
-    """The run's clock over the clock of its own training (wall minus measuring): what it would
-    be against an untracked run on the same machine state. This machine's speed moves by 10-40%
-    between runs a minute apart, which the ratio against the untracked run of the pair carries
-    and this one does not; the time training itself loses to measuring (caches, checkpoints)
-    it leaves out."""
-    return row["wall_seconds"] / (row["wall_seconds"] - row["measure_seconds"])
+    """The run's clock over the clock of its own training (wall minus measuring and the
+    checkpoints that only a tracked run writes before its end): what it would be against an
+    untracked run on the same machine state. This machine's speed moves by 10-40% between runs
+    a minute apart, which the ratio against the untracked run of the pair carries and this one
+    does not; what training itself may lose to measuring (caches) it leaves out."""
+    own = row["wall_seconds"] - row["measure_seconds"] - row.get("checkpoint_seconds", 0.0)
+    return row["wall_seconds"] / own
 
 
 def report_runs(rows: list[dict]) -> str:

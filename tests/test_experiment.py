@@ -126,6 +126,35 @@ def test_a_run_measured_at_every_step_checkpoints_sparsely_and_resumes_from_the_
 
 
 @pytest.mark.slow
+def test_the_summary_counts_the_seconds_of_every_checkpoint_resumed_or_not(tmp_path, monkeypatch):
+    """Every checkpoint takes at least 0.05 s here and one is written at every measurement
+    (tests/conftest.py): the summary of a run killed and resumed counts all of them but the one
+    it resumed from, whose write its own state cannot hold."""
+    real_save, real_lr, saved = experiment.save_checkpoint, Plan.lr, []
+
+    def slow_save(state, path):
+        time.sleep(0.05)
+        real_save(state, path)
+        saved.append(state["step"])
+
+    def dying_lr(self, step):
+        if step == 26:
+            raise Killed()
+        return real_lr(self, step)
+
+    monkeypatch.setattr(experiment, "save_checkpoint", slow_save)
+    monkeypatch.setattr(Plan, "lr", dying_lr)
+    out = str(tmp_path / "killed")
+    with pytest.raises(Killed):
+        run_experiment(_cfg(), out, progress=False)
+    before = len(saved)
+    monkeypatch.setattr(Plan, "lr", real_lr)
+    summary = run_experiment(_cfg(), out, resume=True, progress=False)
+    assert before >= 4 and len(saved) > before
+    assert 0.05 * (len(saved) - 1) <= summary["checkpoint_seconds"] < 0.05 * len(saved) + 1.0
+
+
+@pytest.mark.slow
 def test_resume_refuses_another_config_and_a_fresh_run_refuses_an_old_dir(tmp_path):
     out = str(tmp_path / "run")
     run_experiment(_cfg(), out, progress=False)
