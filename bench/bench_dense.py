@@ -34,6 +34,7 @@ import tempfile
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from uinfo_fast.experiments import RunConfig, make_tracker, run_experiment, train_step
@@ -83,6 +84,14 @@ def floor_pass(tracker) -> None:
                 model(xb)
 
 
+def gflop(fn) -> float:
+    """The floating-point operations of ``fn()`` (convolutions and matrix products, forward and
+    backward, as torch's FlopCounterMode counts them), in billions."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
 def measure_once(tracker, step: int) -> dict[str, float]:
     """Seconds of one whole measurement and of each of its phases."""
     before = dict(tracker.phase_seconds)
@@ -110,7 +119,9 @@ def cost(args) -> dict:
     row = {"part": "cost", "threads": torch.get_num_threads(), "repeats": args.repeats,
            "probe_inputs": sum(trackers["exact"].n_rows.values()), "batch_size": cfg.batch_size,
            "step": statistics.median(steps), "floor": statistics.median(floors),
-           "capture": statistics.median(captures)}
+           "capture": statistics.median(captures),
+           "step_gflop": gflop(lambda: train_step(task, plan, opt, args.warm_steps + args.steps)),
+           "floor_gflop": gflop(lambda: floor_pass(trackers["exact"]))}
     for mode, ms in measures.items():
         row[mode] = {k: statistics.median(m[k] for m in ms) for k in ms[0]}
     return row
@@ -128,6 +139,10 @@ def report_cost(row: dict) -> str:
         for key in ("measure", "capture", "fit", "polish", "score", "log"):
             lines.append(f"| {mode}: {key} | {row[mode][key]:.4f} | {row[mode][key] / step:.2f} |")
     lines.append(f"capture / floor: {row['capture'] / row['floor']:.2f}")
+    if "floor_gflop" in row:  # what the CPU does per second in each: the step's small batch runs far below the floor
+        lines.append(f"arithmetic: a training step {row['step_gflop']:.2f} GFLOP at "
+                     f"{row['step_gflop'] / step:.0f} GFLOP/s; the floor {row['floor_gflop']:.1f} GFLOP at "
+                     f"{row['floor_gflop'] / row['floor']:.0f} GFLOP/s")
     for mode in modes:
         lines.append(f"{mode}: overhead of measuring every k steps (one measurement / k steps): "
                      + ", ".join(f"k={k}: {row[mode]['measure'] / (k * step):.0%}" for k in EVERY))
