@@ -93,30 +93,43 @@ def test_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path, monkeypatc
     assert rows[:len(partial) - 6 * (where == "before_checkpoint")] == partial[:len(partial) - 6 * (where == "before_checkpoint")]
 
 
+def _slow_saves(monkeypatch, seconds: float) -> list[int]:
+    """Checkpoints that take at least ``seconds`` each; returns the list of the steps they save."""
+    real_save, saved = experiment.save_checkpoint, []
+
+    def slow_save(state, path):
+        time.sleep(seconds)
+        real_save(state, path)
+        saved.append(state["step"])
+
+    monkeypatch.setattr(experiment, "save_checkpoint", slow_save)
+    return saved
+
+
+def _killed_before(step: int, cfg, out: str, monkeypatch) -> None:
+    """Runs ``cfg`` into ``out`` until it is killed before training step ``step``."""
+    real_lr = Plan.lr
+
+    def dying_lr(self, s):
+        if s == step:
+            raise Killed()
+        return real_lr(self, s)
+
+    monkeypatch.setattr(Plan, "lr", dying_lr)
+    with pytest.raises(Killed):
+        run_experiment(cfg, out, progress=False)
+    monkeypatch.setattr(Plan, "lr", real_lr)
+
+
 @pytest.mark.slow
 def test_a_run_measured_at_every_step_checkpoints_sparsely_and_resumes_from_the_last(tmp_path, monkeypatch):
     cfg = _cfg(track_every=1)
     ref = run_experiment(cfg, str(tmp_path / "ref"), progress=False)
-    real_save, real_lr, saved = experiment.save_checkpoint, Plan.lr, []
-
-    def slow_save(state, path):  # a checkpoint as dear as a large model's: the next waits for 20x its time
-        time.sleep(0.1)
-        real_save(state, path)
-        saved.append(state["step"])
-
-    def dying_lr(self, step):
-        if step == 26:
-            raise Killed()
-        return real_lr(self, step)
-
     monkeypatch.setattr(experiment, "CHECKPOINT_SHARE", 0.05)
-    monkeypatch.setattr(experiment, "save_checkpoint", slow_save)
-    monkeypatch.setattr(Plan, "lr", dying_lr)
+    saved = _slow_saves(monkeypatch, 0.1)  # a checkpoint as dear as a large model's: the next waits for 20x its time
     out = str(tmp_path / "killed")
-    with pytest.raises(Killed):
-        run_experiment(cfg, out, progress=False)
+    _killed_before(26, cfg, out, monkeypatch)
     assert saved[0] == 0 and 1 <= len(saved) < 26 / 2  # measured at steps 0-25, checkpointed at few
-    monkeypatch.setattr(Plan, "lr", real_lr)
     resumed = run_experiment(cfg, out, resume=True, progress=False)
     assert saved[-1] == 40 and resumed["measurements"] == ref["measurements"] == 41
     assert _keys(read_log(os.path.join(out, "log.jsonl"))) == _keys(read_log(os.path.join(tmp_path / "ref", "log.jsonl")))
@@ -130,25 +143,10 @@ def test_the_summary_counts_the_seconds_of_every_checkpoint_resumed_or_not(tmp_p
     """Every checkpoint takes at least 0.05 s here and one is written at every measurement
     (tests/conftest.py): the summary of a run killed and resumed counts all of them but the one
     it resumed from, whose write its own state cannot hold."""
-    real_save, real_lr, saved = experiment.save_checkpoint, Plan.lr, []
-
-    def slow_save(state, path):
-        time.sleep(0.05)
-        real_save(state, path)
-        saved.append(state["step"])
-
-    def dying_lr(self, step):
-        if step == 26:
-            raise Killed()
-        return real_lr(self, step)
-
-    monkeypatch.setattr(experiment, "save_checkpoint", slow_save)
-    monkeypatch.setattr(Plan, "lr", dying_lr)
+    saved = _slow_saves(monkeypatch, 0.05)
     out = str(tmp_path / "killed")
-    with pytest.raises(Killed):
-        run_experiment(_cfg(), out, progress=False)
+    _killed_before(26, _cfg(), out, monkeypatch)
     before = len(saved)
-    monkeypatch.setattr(Plan, "lr", real_lr)
     summary = run_experiment(_cfg(), out, resume=True, progress=False)
     assert before >= 4 and len(saved) > before
     assert 0.05 * (len(saved) - 1) <= summary["checkpoint_seconds"] < 0.05 * len(saved) + 1.0
