@@ -158,7 +158,7 @@ class _Run:
         state = self._restore() if self.resumed else None
         self.start, self.elapsed = (state["step"], state["elapsed"]) if state else (0, 0.0)
         self.segments = state.get("segments", 1) + 1 if state else 1  # processes the run has taken
-        # Seconds spent writing the checkpoints before the last one (its own write is not in it).
+        # Seconds spent writing checkpoints; a checkpoint holds those before it, not its own write.
         self.checkpoint_seconds = state.get("checkpoint_seconds", 0.0) if state else 0.0
         self.config_json = cfg.resolved().to_json()  # what every checkpoint records, made once
         self.tracker = make_tracker(cfg, self.task, files.log, sinks) if cfg.track else None
@@ -196,10 +196,11 @@ class _Run:
             return
         t0 = time.perf_counter()
         tracked = self.tracker.state_dict(wait_before=step) if self.tracker else {}
-        self.checkpoint_seconds += self.last_checkpoint[1]  # the checkpoints before this one
+        t1 = time.perf_counter()
         save_checkpoint({"model": self.task.model.state_dict(), "optimizer": self.opt.state_dict(), "step": step,
                          "elapsed": self.wall(), "config": self.config_json, "segments": self.segments,
                          "checkpoint_seconds": self.checkpoint_seconds, **tracked}, self.files.checkpoint)
+        self.checkpoint_seconds += time.perf_counter() - t1  # the write alone, not the wait for measurements
         self.last_checkpoint = (time.perf_counter(), time.perf_counter() - t0)
 
     def checkpoint_due(self) -> bool:
@@ -259,7 +260,7 @@ class _Run:
                 "segments": self.segments,
                 "measure_seconds": self.measured(), "measure_share": self.measured() / wall if wall > 0 else 0.0,
                 "measure_phases": dict(self.tracker.phase_seconds) if self.tracker else {},
-                "checkpoint_seconds": self.checkpoint_seconds + self.last_checkpoint[1],
+                "checkpoint_seconds": self.checkpoint_seconds,
                 "measurements": len({r["step"] for r in self.tracker.rows}) if self.tracker else 0,
                 **_scores(task), "task_label": get_task(self.cfg.task).task_label}
 
