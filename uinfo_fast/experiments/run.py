@@ -200,8 +200,9 @@ class _Run:
         save_checkpoint({"model": self.task.model.state_dict(), "optimizer": self.opt.state_dict(), "step": step,
                          "elapsed": self.wall(), "config": self.config_json, "segments": self.segments,
                          "checkpoint_seconds": self.checkpoint_seconds, **tracked}, self.files.checkpoint)
-        self.checkpoint_seconds += time.perf_counter() - t1  # the write alone, not the wait for measurements
-        self.last_checkpoint = (time.perf_counter(), time.perf_counter() - t0)
+        done = time.perf_counter()
+        self.checkpoint_seconds += done - t1  # the write alone, not the wait for measurements
+        self.last_checkpoint = (done, done - t0)
 
     def checkpoint_due(self) -> bool:
         """Whether enough has run since the last checkpoint for the next to cost at most
