@@ -53,3 +53,11 @@ for cell in "0.1 0.002" "0.01 0.002" "0.01 0.02"; do
     uinfo-fast sweep --shuffled-control --seeds 34,35,36 --smooth 3 --quiet \
         --out "$root/decay_noise_digits_confirm" --lrs "$lr" --batch-sizes 32 --weight-decays "$wd"
 done
+# Decay on and off at the same noise: the high-rate cells of the 2 x 2 without weight decay on
+# seeds 34-36, and the checkerboard's pair on seeds 37-39, which no run had used before.
+uinfo-fast sweep "${cb[@]}" --shuffled-control --seeds 34,35,36,37,38,39 --smooth 3 --quiet \
+    --out "$root/decay_noise_checkerboard_confirm" --lrs 0.2 --batch-sizes 16 --weight-decays 0
+uinfo-fast sweep "${cb[@]}" --shuffled-control --seeds 37,38,39 --smooth 3 --quiet \
+    --out "$root/decay_noise_checkerboard_confirm" --lrs 0.2 --batch-sizes 16 --weight-decays 5e-3
+uinfo-fast sweep --shuffled-control --seeds 34,35,36 --smooth 3 --quiet \
+    --out "$root/decay_noise_digits_confirm" --lrs 0.1 --batch-sizes 32 --weight-decays 0
