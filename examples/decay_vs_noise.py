@@ -111,21 +111,33 @@ def figure(task: str, cells: dict, layers: list[str], smooth: int, out: str, per
     block = math.ceil(len(cells) / cols)
     fig, axes = plt.subplots(block * len(layers), cols, figsize=(2.6 * cols, 2.3 * block * len(layers) + 0.3),
                              squeeze=False, sharey=True)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours: dict[int, str] = {}  # seed -> colour, the same in every panel
     lengths = [k[3] for k in cells]
     usual = max(set(lengths), key=lengths.count)  # only a cell run longer names its epochs
     for i, layer in enumerate(layers):
         for j, (key, dirs) in enumerate(cells.items()):
             ax = axes[i * block + j // cols, j % cols]
-            _cell_panel(ax, t, key, dirs, layer, smooth, colours, usual)
+            _cell_panel(ax, t, key, dirs, layer, smooth, colours, cycle, usual)
             if j % cols == 0:
                 ax.set_ylabel(f"{layer}: {_what(t, dirs)} (bits)", fontsize=7)
         for j in range(len(cells), block * cols):
             axes[i * block + j // cols, j % cols].axis("off")
-    axes[0, 0].legend(fontsize=6)
+    _seed_legend(axes[0, 0], axes.flat)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
+
+
+def _seed_legend(ax, axes) -> None:
+    """One legend of every seed drawn in any panel, in seed order."""
+    lines = {}
+    for a in axes:
+        for line in a.get_lines():
+            if line.get_label().startswith("seed "):
+                lines.setdefault(line.get_label(), line)
+    labels = sorted(lines, key=lambda name: int(name.split()[1]))
+    ax.legend([lines[n] for n in labels], labels, fontsize=6)
 
 
 def _beyond(rows: list[dict]) -> bool:
@@ -136,14 +148,15 @@ def _what(t, dirs) -> str:
     return f"{t.irrelevant_label} beyond {t.task_label}" if _beyond(load_run(dirs[0])[1]) else t.irrelevant_label
 
 
-def _cell_panel(ax, t, key, dirs, layer, smooth, colours, usual) -> None:
+def _cell_panel(ax, t, key, dirs, layer, smooth, colours, cycle, usual) -> None:
     lr, bs, wd, epochs = key
-    for k, d in enumerate(dirs):
+    for d in dirs:
         if os.path.exists(os.path.join(d, DIVERGED)):
             continue
         cfg, rows = load_run(d)
         xs, ys = _curve(rows, layer, t.irrelevant_label, "beyond_bits" if _beyond(rows) else "bits", smooth)
-        ax.plot(xs, ys, color=colours[k % len(colours)], lw=1.2, label=f"seed {cfg.seed}")
+        colour = colours.setdefault(cfg.seed, cycle[len(colours) % len(cycle)])
+        ax.plot(xs, ys, color=colour, lw=1.2, label=f"seed {cfg.seed}")
     ax.axhline(0, color="0.6", lw=0.6)
     ax.set_title(f"lr {lr:g}, batch {bs}, wd {wd:g}" + (f", {epochs:g} epochs" if epochs != usual else ""),
                  fontsize=7)
