@@ -25,13 +25,17 @@ from uinfo_fast.experiments.sweeps import DIVERGED, summarise
 from uinfo_fast.tasks.registry import get_task
 
 
-def runs_by_cell(roots: list[str]) -> tuple[str, dict]:
-    """(task, {(lr, batch, weight decay, steps): run directories in seed order})."""
-    cells, tasks = defaultdict(list), set()
+def runs_by_cell(roots: list[str]) -> tuple[str, dict, list[str]]:
+    """(task, {(lr, batch, weight decay, steps): finished run directories in seed order}, the run
+    directories left out because they have not finished: no summary, not diverged)."""
+    cells, tasks, unfinished = defaultdict(list), set(), []
     for root in roots:
         for name in sorted(os.listdir(root)):
             d = os.path.join(root, name)
             if not os.path.exists(os.path.join(d, "config.json")):
+                continue
+            if not any(os.path.exists(os.path.join(d, f)) for f in ("summary.json", DIVERGED)):
+                unfinished.append(d)
                 continue
             cfg, _ = load_run(d)
             tasks.add(cfg.task)
@@ -39,7 +43,7 @@ def runs_by_cell(roots: list[str]) -> tuple[str, dict]:
     if len(tasks) != 1:
         raise SystemExit(f"expected the runs of one task under {roots}, found {sorted(tasks) or 'none'}")
     ordered = sorted(cells.items(), key=lambda kv: (kv[0][1], -kv[0][0], -kv[0][2], kv[0][3]))
-    return tasks.pop(), {key: [d for _, d in sorted(runs)] for key, runs in ordered}
+    return tasks.pop(), {key: [d for _, d in sorted(runs)] for key, runs in ordered}, unfinished
 
 
 def _pm(d: dict | None, digits: int, scale: float = 1.0, unit: str = "") -> str:
@@ -186,7 +190,9 @@ def main() -> None:
                    help="print 'lr batch weight-decay' of each cell with a seed that did not learn (and fewer steps "
                         "than the grid's longest cell), and stop")
     args = p.parse_args()
-    task, cells = runs_by_cell(args.dirs)
+    task, cells, unfinished = runs_by_cell(args.dirs)
+    if unfinished:
+        print(f"left out, not finished (running, or killed before their end): {', '.join(unfinished)}\n")
     if args.not_learned:  # a cell that already had the grid's most steps is not run longer
         steps = {key: {s["steps"] for s in _summaries(dirs)} for key, dirs in cells.items()}
         most = max(max(v) for v in steps.values() if v)
