@@ -1,6 +1,8 @@
 """Sweeps skip finished runs and resume partial ones; perturbation compares final representations."""
+import importlib.util
 import json
 import os
+import sys
 
 import pytest
 
@@ -219,3 +221,19 @@ def test_a_single_seed_has_no_spread_and_the_figure_says_seed_and_keeps_coincidi
     assert all(label.endswith("(1 seed)") for label in labels) and len(styles) == 2
     assert all(ax.get_ylim()[0] <= 0 and ax.get_ylabel() for ax in fig.axes)
     plt.close(fig)
+
+
+def test_the_decay_against_noise_tables_leave_out_and_name_a_run_that_has_not_finished(tmp_path, capsys, monkeypatch):
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "decay_vs_noise.py")
+    spec = importlib.util.spec_from_file_location("decay_vs_noise", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = str(tmp_path / "sweep")
+    run_sweep(_base(), out, [0.1], [32], [0, 1], progress=False, log=lambda *_: None)
+    os.remove(os.path.join(out, "lr0.1_bs32_s1", "summary.json"))  # killed, or still running
+    monkeypatch.setattr(sys, "argv", ["decay_vs_noise.py", out, "--layers", "hidden2"])
+    script.main()
+    printed = capsys.readouterr().out
+    assert "left out, not finished" in printed and "lr0.1_bs32_s1" in printed.split("\n")[0]
+    row = next(line for line in printed.splitlines() if line.startswith("| 0.1 | 32 |"))
+    assert row.split(" | ")[6].startswith("1 ("), row  # seeds (learned): the finished one alone
