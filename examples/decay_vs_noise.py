@@ -21,7 +21,7 @@ from collections import defaultdict
 
 from uinfo_fast.experiments import load_run
 from uinfo_fast.experiments.plots import running_mean
-from uinfo_fast.experiments.sweeps import DIVERGED, summarise
+from uinfo_fast.experiments.sweeps import DIVERGED, ended, summarise
 from uinfo_fast.tasks.registry import get_task
 
 
@@ -34,7 +34,7 @@ def runs_by_cell(roots: list[str]) -> tuple[str, dict, list[str]]:
             d = os.path.join(root, name)
             if not os.path.exists(os.path.join(d, "config.json")):
                 continue
-            if not any(os.path.exists(os.path.join(d, f)) for f in ("summary.json", DIVERGED)):
+            if not ended(d):
                 unfinished.append(d)
                 continue
             cfg, _ = load_run(d)

@@ -81,9 +81,14 @@ def grid_cells(base: RunConfig, lrs: Sequence[float] | None, batch_sizes: Sequen
     return sorted(set(cells), key=cells.index)
 
 
+def ended(run_dir: str) -> bool:
+    """Whether a sweep's run directory holds a run that ended: with its summary, or diverged."""
+    return any(os.path.exists(os.path.join(run_dir, f)) for f in ("summary.json", DIVERGED))
+
+
 def _finished(run_dir: str, cfg: RunConfig) -> bool:
     """True for a run with a summary, or one that diverged, of this config."""
-    if not any(os.path.exists(os.path.join(run_dir, f)) for f in ("summary.json", DIVERGED)):
+    if not ended(run_dir):
         return False
     saved, _ = load_run(run_dir)
     if not saved.same_run(cfg):
