@@ -156,8 +156,13 @@ def report_cost(row: dict) -> str:
 
 
 RUN_MODES = {"untracked": dict(track=False), "every10-exact": dict(track_every=10),
-             "every10-amortised": dict(track_every=10, **AMORTISED),
-             "every1-amortised": dict(track_every=1, **AMORTISED), "every1-exact": dict(track_every=1)}
+             "every10-amortised": dict(track_every=10), "every1-amortised": dict(track_every=1),
+             "every1-exact": dict(track_every=1)}  # an amortised run's settings: amortised()
+
+
+def amortised(cfg: RunConfig, args) -> RunConfig:
+    """``cfg`` measured the amortised way the command line asks (``--refresh``, ``--full-grid-every``)."""
+    return cfg.replace(capture_refresh=args.refresh, full_grid_every=args.full_grid_every)
 
 
 def runs(args) -> list[dict]:
@@ -168,7 +173,7 @@ def runs(args) -> list[dict]:
             for mode in modes:
                 cfg = RunConfig(**{**SIZES[args.size], **RUN_MODES[mode]})
                 if "amortised" in mode:
-                    cfg = cfg.replace(capture_refresh=args.refresh, full_grid_every=args.full_grid_every)
+                    cfg = amortised(cfg, args)
                 where = os.path.join(tmp, f"{pair}-{len(out)}")
                 s = run_experiment(cfg, where, progress=False)
                 out.append({"part": "runs", "size": args.size, "pair": pair, "mode": mode, "refresh": cfg.capture.refresh,
@@ -229,9 +234,8 @@ def exactness(args) -> dict:
     task, plan, opt = training_setup(cfg)
     task.model.train()
     trackers = {"exact": make_tracker(cfg.replace(**EXACT, **REFERENCES[args.reference]), task, log_path=None),
-                "amortised": make_tracker(cfg.replace(capture_refresh=args.refresh, full_grid_every=args.full_grid_every,
-                                                        capture_refresh_drift=args.refresh_drift,
-                                                        fold_batch_norm=not args.unfolded),
+                "amortised": make_tracker(amortised(cfg, args).replace(capture_refresh_drift=args.refresh_drift,
+                                                                        fold_batch_norm=not args.unfolded),
                                           task, log_path=None)}
     seconds = dict.fromkeys(trackers, 0.0)
     total = plan.total_steps if args.steps is None else min(args.steps, plan.total_steps)
@@ -338,6 +342,12 @@ def report_exactness(row: dict) -> str:
     return "\n".join(lines)
 
 
+def amortised_flags(parser, whose: str) -> None:
+    """The flags :func:`amortised` reads, defaulting to :data:`AMORTISED`."""
+    parser.add_argument("--refresh", type=int, default=AMORTISED["capture_refresh"], help=f"{whose} capture refresh")
+    parser.add_argument("--full-grid-every", type=int, default=AMORTISED["full_grid_every"], help=whose)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="part", required=True)
@@ -352,15 +362,13 @@ def main() -> None:
     r.add_argument("--modes", default=",".join(RUN_MODES), help="comma-separated, of: " + ", ".join(RUN_MODES))
     r.add_argument("--size", choices=tuple(SIZES), default="cpu",
                    help="cpu: the one-epoch digit run; gpu: ResNet-18 at CIFAR-100 size on CUDA, asynchronous")
-    r.add_argument("--refresh", type=int, default=AMORTISED["capture_refresh"], help="the amortised runs' capture refresh")
-    r.add_argument("--full-grid-every", type=int, default=AMORTISED["full_grid_every"], help="the amortised runs'")
+    amortised_flags(r, "the amortised runs'")
     e = sub.add_parser("exactness", help="exact and amortised trackers on one training run")
     e.add_argument("--every", type=int, default=10)
     e.add_argument("--epochs", type=float, default=RunConfig().epochs, help="the run's plan (default: the default run's)")
     e.add_argument("--steps", type=int, default=None, help="stop after this many steps (default: the whole plan)")
     e.add_argument("--start", type=int, default=0, help="measure from this step on (train untracked before)")
-    e.add_argument("--refresh", type=int, default=AMORTISED["capture_refresh"], help="the amortised tracker's")
-    e.add_argument("--full-grid-every", type=int, default=AMORTISED["full_grid_every"], help="the amortised tracker's")
+    amortised_flags(e, "the amortised tracker's")
     e.add_argument("--refresh-drift", type=float, default=0.02, help="the amortised tracker's")
     e.add_argument("--unfolded", action="store_true",
                    help="the amortised tracker captures with its batch norms unfolded; with --refresh 1 "

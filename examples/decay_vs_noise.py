@@ -115,14 +115,17 @@ def figure(task: str, cells: dict, layers: list[str], smooth: int, out: str, per
     block = math.ceil(len(cells) / cols)
     fig, axes = plt.subplots(block * len(layers), cols, figsize=(2.6 * cols, 2.3 * block * len(layers) + 0.3),
                              squeeze=False, sharey=True)
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    colours: dict[int, str] = {}  # seed -> colour, the same in every panel
+    cycle, colours = plt.rcParams["axes.prop_cycle"].by_key()["color"], {}
+
+    def colour(seed: int) -> str:  # the same in every panel
+        return colours.setdefault(seed, cycle[len(colours) % len(cycle)])
+
     lengths = [k[3] for k in cells]
     usual = max(set(lengths), key=lengths.count)  # only a cell run longer names its epochs
     for i, layer in enumerate(layers):
         for j, (key, dirs) in enumerate(cells.items()):
             ax = axes[i * block + j // cols, j % cols]
-            _cell_panel(ax, t, key, dirs, layer, smooth, colours, cycle, usual)
+            _cell_panel(ax, t, key, dirs, layer, smooth, colour, usual)
             if j % cols == 0:
                 ax.set_ylabel(f"{layer}: {_what(t, dirs)} (bits)", fontsize=7)
         for j in range(len(cells), block * cols):
@@ -152,15 +155,14 @@ def _what(t, dirs) -> str:
     return f"{t.irrelevant_label} beyond {t.task_label}" if _beyond(load_run(dirs[0])[1]) else t.irrelevant_label
 
 
-def _cell_panel(ax, t, key, dirs, layer, smooth, colours, cycle, usual) -> None:
+def _cell_panel(ax, t, key, dirs, layer, smooth, colour, usual) -> None:
     lr, bs, wd, epochs = key
     for d in dirs:
         if os.path.exists(os.path.join(d, DIVERGED)):
             continue
         cfg, rows = load_run(d)
         xs, ys = _curve(rows, layer, t.irrelevant_label, "beyond_bits" if _beyond(rows) else "bits", smooth)
-        colour = colours.setdefault(cfg.seed, cycle[len(colours) % len(cycle)])
-        ax.plot(xs, ys, color=colour, lw=1.2, label=f"seed {cfg.seed}")
+        ax.plot(xs, ys, color=colour(cfg.seed), lw=1.2, label=f"seed {cfg.seed}")
     ax.axhline(0, color="0.6", lw=0.6)
     ax.set_title(f"lr {lr:g}, batch {bs}, wd {wd:g}" + (f", {epochs:g} epochs" if epochs != usual else ""),
                  fontsize=7)
