@@ -40,8 +40,11 @@ def runs_by_cell(roots: list[str]) -> tuple[str, dict, list[str]]:
             cfg, _ = load_run(d)
             tasks.add(cfg.task)
             cells[(cfg.lr, cfg.batch_size, cfg.weight_decay, cfg.epochs)].append((cfg.seed, d))
+    if not tasks:
+        raise SystemExit(f"no finished run under {roots}" + (f"; not finished: {', '.join(unfinished)}"
+                                                               if unfinished else ""))
     if len(tasks) != 1:
-        raise SystemExit(f"expected the runs of one task under {roots}, found {sorted(tasks) or 'none'}")
+        raise SystemExit(f"expected the runs of one task under {roots}, found {sorted(tasks)}")
     ordered = sorted(cells.items(), key=lambda kv: (kv[0][1], -kv[0][0], -kv[0][2], kv[0][3]))
     return tasks.pop(), {key: [d for _, d in sorted(runs)] for key, runs in ordered}, unfinished
 

@@ -237,3 +237,6 @@ def test_the_decay_against_noise_tables_leave_out_and_name_a_run_that_has_not_fi
     assert "left out, not finished" in printed and "lr0.1_bs32_s1" in printed.split("\n")[0]
     row = next(line for line in printed.splitlines() if line.startswith("| 0.1 | 32 |"))
     assert row.split(" | ")[6].startswith("1 ("), row  # seeds (learned): the finished one alone
+    os.remove(os.path.join(out, "lr0.1_bs32_s0", "summary.json"))
+    with pytest.raises(SystemExit, match="no finished run.*not finished: .*lr0.1_bs32_s0.*lr0.1_bs32_s1"):
+        script.main()
